@@ -1,0 +1,71 @@
+"""Every setting in one place, read from the environment (``PONDER_*`` and the OpenAI pair).
+
+A ``Settings`` object is immutable; ``Settings.from_env()`` reads the process environment at
+call time, so tests and embedding applications can pass their own mapping instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or invalid. The message says what to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Which model and embeddings to use: "provider:model", e.g. "openai:gpt-4o-mini".
+    model: str | None = None
+    embeddings: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    # The one database for checkpoints, store, knowledge base, runs and schedules.
+    database_url: str = "sqlite:///ponder.db"
+    # The resilience policy applied to every model call.
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    max_attempts: int = 4
+    # Retention: checkpoints kept per thread (older ones are pruned after each turn).
+    checkpoints_per_thread: int = 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = _ENV_NAMES.get(f.name, f"PONDER_{f.name.upper()}")
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(name, raw.strip(), f.type)
+        return cls(**values)
+
+
+_ENV_NAMES = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "timeout_s": "PONDER_TIMEOUT",
+}
+
+
+def _parse(name: str, raw: str, type_name: str) -> object:
+    if "int" in type_name or "float" in type_name:
+        try:
+            number = int(raw) if type_name.startswith("int") else float(raw)
+        except ValueError:
+            kind = "an integer" if type_name.startswith("int") else "a number"
+            raise ConfigurationError(f"{name}={raw!r} is not {kind}: e.g. {name}=60") from None
+        if number <= 0:
+            raise ConfigurationError(f"{name}={raw!r} must be greater than zero")
+        return number
+    return raw
+
+
+def settings() -> Settings:
+    """The settings of this process, read from the environment now."""
+    return Settings.from_env()

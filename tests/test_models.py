@@ -1,0 +1,255 @@
+"""The model layer: provider strings, the resilience policy, usage records."""
+
+import asyncio
+import time
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from ponder.config import ConfigurationError, Settings
+from ponder.models import (
+    ModelCallError,
+    ResiliencePolicy,
+    ResilientChatModel,
+    chat_model,
+    embeddings,
+    track_usage,
+)
+from ponder.testing import FakeOpenAIServer, Fault, ScriptedChatModel, fake_embedding
+
+FAST = ResiliencePolicy(backoff_initial_s=0.01, backoff_max_s=0.05, timeout_s=5)
+NO_ENV = Settings()
+
+
+def wrap(inner, **policy) -> ResilientChatModel:
+    return ResilientChatModel(inner=inner, provider="scripted", model_name="test",
+                              policy=ResiliencePolicy(**policy))
+
+
+def served(srv, policy=FAST):
+    return chat_model("openai:scripted", base_url=srv.base_url, policy=policy, settings=NO_ENV)
+
+
+# -- configuration errors ----------------------------------------------------------------------
+
+
+def test_missing_model_says_what_to_set():
+    with pytest.raises(ConfigurationError, match="PONDER_MODEL is not set.*openai:gpt-4o-mini"):
+        chat_model(settings=NO_ENV)
+
+
+def test_unknown_provider_lists_the_known_ones():
+    with pytest.raises(ConfigurationError, match="unknown model provider 'nope'.*openai"):
+        chat_model("nope:model", settings=NO_ENV)
+
+
+def test_spec_without_provider_is_rejected():
+    with pytest.raises(ConfigurationError, match="not a provider:model string"):
+        chat_model("gpt-4o-mini", settings=NO_ENV)
+
+
+def test_missing_openai_key_names_the_variable_and_alternatives():
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY is not set.*OPENAI_BASE_URL"):
+        chat_model("openai:gpt-4o-mini", settings=NO_ENV)
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://host/v1", "http://", "http://h:99999"])
+def test_malformed_base_url_is_rejected(url):
+    with pytest.raises(ConfigurationError, match="base URL"):
+        chat_model("openai:m", base_url=url, settings=NO_ENV)
+
+
+def test_settings_come_from_the_environment():
+    s = Settings.from_env({"PONDER_MODEL": "openai:x", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                           "PONDER_REQUESTS_PER_MINUTE": "30", "PONDER_TIMEOUT": "2.5"})
+    model = chat_model(settings=s)
+    assert model.spec == "openai:x"
+    assert model.policy.requests_per_minute == 30 and model.policy.timeout_s == 2.5
+    with pytest.raises(ConfigurationError, match="PONDER_MAX_ATTEMPTS='many' is not an integer"):
+        Settings.from_env({"PONDER_MAX_ATTEMPTS": "many"})
+
+
+def test_invalid_policy_is_rejected():
+    with pytest.raises(ConfigurationError, match="max_attempts must be at least 1"):
+        ResiliencePolicy(max_attempts=0)
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+async def test_rate_limited_call_is_retried_and_succeeds():
+    async with FakeOpenAIServer(["fine"], faults=[Fault.rate_limit(0.05)]) as srv:
+        reply = await served(srv).ainvoke("hi")
+    assert reply.content == "fine"
+    assert len(srv.requests) == 2
+
+
+async def test_retry_after_is_honoured_over_backoff():
+    policy = ResiliencePolicy(backoff_initial_s=5, backoff_max_s=5)  # backoff alone would wait 5 s
+    async with FakeOpenAIServer(["ok"], faults=[Fault.rate_limit(retry_after=0.4)]) as srv:
+        started = time.monotonic()
+        await served(srv, policy).ainvoke("hi")
+        elapsed = time.monotonic() - started
+    gap = srv.requests[1]["time"] - srv.requests[0]["time"]
+    assert 0.4 <= gap < 1.5
+    assert elapsed < 2
+
+
+async def test_a_hang_is_cut_by_the_timeout_and_retried():
+    policy = ResiliencePolicy(timeout_s=0.3, backoff_initial_s=0.01)
+    async with FakeOpenAIServer(["after the hang"], faults=[Fault.hang(30)]) as srv:
+        started = time.monotonic()
+        reply = await served(srv, policy).ainvoke("hi")
+    assert reply.content == "after the hang"
+    assert time.monotonic() - started < 3
+    assert len(srv.requests) == 2
+
+
+async def test_server_errors_exhaust_attempts_with_a_clear_error():
+    policy = ResiliencePolicy(max_attempts=3, backoff_initial_s=0.01)
+    async with FakeOpenAIServer(["never"], faults=[Fault.server_error(503)] * 3) as srv:
+        with pytest.raises(ModelCallError) as caught:
+            await served(srv, policy).ainvoke("hi")
+    message = str(caught.value)
+    assert "openai:scripted" in message and "after 3 attempts" in message and "503" in message
+    assert caught.value.status == 503
+    assert len(srv.requests) == 3
+
+
+async def test_client_errors_are_not_retried():
+    async with FakeOpenAIServer(["x"], api_key="right") as srv:
+        model = chat_model("openai:scripted", base_url=srv.base_url, api_key="wrong",
+                           policy=FAST, settings=NO_ENV)
+        with pytest.raises(ModelCallError, match="after 1 attempt;.*401"):
+            await model.ainvoke("hi")
+    assert len(srv.requests) == 0  # rejected before it was recorded
+
+
+async def test_malformed_json_is_retried():
+    async with FakeOpenAIServer(["good"], faults=[Fault.malformed_json()]) as srv:
+        assert (await served(srv).ainvoke("hi")).content == "good"
+
+
+async def test_stream_retries_before_the_first_chunk_but_not_after():
+    async with FakeOpenAIServer(["one two three", "four five six"],
+                                faults=[Fault.rate_limit(0.01), None, Fault.cut_stream(2)]) as srv:
+        model = served(srv)
+        assert "".join([c.content async for c in model.astream("a")]) == "one two three"
+        pieces = []
+        with pytest.raises(ModelCallError, match="stream broke after output had started"):
+            async for chunk in model.astream("b"):
+                pieces.append(chunk.content)
+    assert "".join(pieces).strip() != ""  # the caller saw what arrived before the cut
+
+
+async def test_sync_invoke_goes_through_the_same_policy():
+    with FakeOpenAIServer(["sync ok"], faults=[Fault.rate_limit(0.01)]) as srv:
+        assert served(srv).invoke("hi").content == "sync ok"
+    assert len(srv.requests) == 2
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+async def test_requests_per_minute_is_never_exceeded():
+    # The limit's window is scaled from a minute to one second to keep the test short.
+    starts: list[float] = []
+    inner = ScriptedChatModel(replies=lambda m: starts.append(time.monotonic()) or "ok")
+    model = wrap(inner, requests_per_minute=60, period_s=1.0)
+    await asyncio.gather(*(model.ainvoke("hi") for _ in range(200)))
+    starts.sort()
+    busiest = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+    assert busiest <= 60
+    assert starts[-1] - starts[0] >= (200 - 1) / 60 * 0.95  # it really was throttled
+
+
+async def test_two_models_for_the_same_provider_share_one_quota():
+    starts: list[float] = []
+    inner = ScriptedChatModel(replies=lambda m: starts.append(time.monotonic()) or "ok")
+    a = wrap(inner, requests_per_minute=20, period_s=1.0)
+    b = wrap(inner, requests_per_minute=20, period_s=1.0)
+    await asyncio.gather(*(m.ainvoke("x") for m in [a, b] * 20))
+    starts.sort()
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 20
+
+
+async def test_tokens_per_minute_limits_throughput():
+    # Each call uses 100 tokens; 600 tokens per (scaled) minute of one second.
+    usage = {"input_tokens": 60, "output_tokens": 40, "total_tokens": 100}
+    starts: list[float] = []
+
+    def reply(messages):
+        starts.append(time.monotonic())
+        return AIMessage(content="ok", usage_metadata=usage)
+
+    model = wrap(ScriptedChatModel(replies=reply), tokens_per_minute=600, period_s=1.0)
+    # Like the provider, the limiter reserves the prompt (~60 tokens here) plus max_tokens.
+    bounded = model.bind(max_tokens=40)
+    began = time.monotonic()
+    await asyncio.gather(*(bounded.ainvoke("x" * 240) for _ in range(24)))
+    # 2,400 tokens against a bucket of 600 that refills at 600/s: at least ~3 s.
+    assert time.monotonic() - began >= 2.5
+    for t in starts:  # never more than one bucket ahead of the steady rate (plus one call)
+        admitted = 100 * sum(1 for s in starts if s <= t)
+        assert admitted <= 600 + 600 * (t - began) + 100
+
+
+async def test_tokens_beyond_the_estimate_are_charged_to_later_calls():
+    usage = {"input_tokens": 1, "output_tokens": 599, "total_tokens": 600}
+    model = wrap(ScriptedChatModel(replies=lambda m: AIMessage(content="ok", usage_metadata=usage)),
+                 tokens_per_minute=600, period_s=1.0)
+    began = time.monotonic()
+    for _ in range(3):  # each call is estimated at 1 token but uses a whole bucket
+        await model.ainvoke("x")
+    # The first 600 are the initial bucket; the debt makes the third call wait a whole period.
+    assert time.monotonic() - began >= 0.9
+
+
+async def test_concurrency_cap_bounds_calls_in_flight():
+    in_flight, peak = 0, 0
+
+    async def reply(messages):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return "ok"
+
+    model = wrap(ScriptedChatModel(replies=reply), max_concurrency=3)
+    await asyncio.gather(*(model.ainvoke("x") for _ in range(12)))
+    assert peak == 3
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+async def test_usage_and_latency_are_recorded_per_call():
+    async with FakeOpenAIServer(["one two three", "four"], latency=0.05) as srv:
+        model = served(srv)
+        with track_usage() as log:
+            await model.ainvoke("a b")
+            await asyncio.create_task(model.ainvoke("c"))  # tasks inherit the scope
+    assert log.calls == 2
+    assert log.output_tokens == 4 and log.input_tokens == 3 and log.total_tokens == 7
+    first = log.recent[0]
+    assert (first.provider, first.model) == ("openai", "scripted")
+    assert first.latency_s >= 0.05 and first.attempts == 1
+    assert model.usage.calls == 2  # the model keeps its own running totals too
+
+
+async def test_embeddings_from_an_openai_compatible_server():
+    async with FakeOpenAIServer() as srv:
+        emb = embeddings("openai:text-embedding-3-small", base_url=srv.base_url, policy=FAST,
+                         settings=NO_ENV)
+        vector = await emb.aembed_query("cats purr")
+        many = await emb.aembed_documents(["cats purr", "dogs bark"])
+    assert vector == pytest.approx(fake_embedding("cats purr"), abs=1e-6)
+    assert len(many) == 2 and emb.usage.calls == 2
+
+
+def test_embeddings_config_errors():
+    with pytest.raises(ConfigurationError, match="PONDER_EMBEDDINGS is not set"):
+        embeddings(settings=NO_ENV)
+    with pytest.raises(ConfigurationError, match="unknown embeddings provider"):
+        embeddings("nope:x", settings=NO_ENV)
