@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+import uuid
+from typing import Any
 
 import typer
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.pregel import Pregel
 from rich.console import Console
+from rich.markup import escape
 
 import ponder
-from ponder.config import ConfigurationError
-from ponder.models import ModelCallError
+from ponder.agents.agent import Agent, final_text
+from ponder.config import ConfigurationError, Settings
+from ponder.graphs.targets import load_target
+from ponder.models import ModelCallError, chat_model, track_usage
 
 app = typer.Typer(
     name="ponder",
     help="Asynchronous agent orchestration on LangGraph: profile, memory, planning, action.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 console = Console()
 errors = Console(stderr=True)
 
 # User mistakes and failures outside our control: a message, never a traceback.
-_USER_ERRORS = (ConfigurationError, ModelCallError, FileNotFoundError)
+_USER_ERRORS = (ConfigurationError, ModelCallError)
 
 
 def _version(value: bool) -> None:
@@ -38,15 +48,162 @@ def _root(
     pass
 
 
+TARGET_HELP = "An agent or graph: module:attr, path/to/file.py:attr, or agent.yaml."
+
+
+@app.command()
+def run(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    input: str = typer.Argument(..., help="The message to send."),
+    thread: str | None = typer.Option(None, "--thread", help="Continue this thread."),
+    model: str | None = typer.Option(None, "--model", help="Override the model: provider:name."),
+    user: str | None = typer.Option(None, "--user", help="The user the turn is for."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run one turn of TARGET and print the reply."""
+    runnable = load_target(target, model=model)
+    thread_id = thread or str(uuid.uuid4())
+
+    async def turn() -> tuple[dict[str, Any], dict[str, Any]]:
+        with track_usage() as usage:
+            state = await _invoke(runnable, input, thread_id, user)
+        if isinstance(runnable, Agent):
+            await runnable.aclose()
+        return state, usage.as_dict()
+
+    state, usage = asyncio.run(turn())
+    interrupts = [getattr(i, "value", i) for i in state.get("__interrupt__", [])]
+    if as_json:
+        print(json.dumps({"thread_id": thread_id, "output": final_text(state),
+                          "interrupts": interrupts, "usage": usage}, default=str))
+        return
+    console.print(escape(final_text(state)))
+    for value in interrupts:
+        console.print(f"[yellow]interrupted:[/] {escape(str(value))}")
+    errors.print(f"[dim]thread {thread_id}[/]")
+
+
+async def _invoke(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
+                  ) -> dict[str, Any]:
+    if isinstance(runnable, Agent):
+        return await runnable.ainvoke(text, thread_id=thread_id, user_id=user)
+    config = {"configurable": {"thread_id": thread_id, "user_id": user}}
+    return await runnable.ainvoke({"messages": [("user", text)]}, config)
+
+
+@app.command()
+def chat(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    thread: str | None = typer.Option(None, "--thread", help="Continue this thread."),
+    model: str | None = typer.Option(None, "--model", help="Override the model: provider:name."),
+    user: str | None = typer.Option(None, "--user", help="The user the chat is for."),
+) -> None:
+    """Chat with TARGET in the terminal, with streamed replies (Ctrl-D or 'exit' to leave)."""
+    runnable = load_target(target, model=model)
+    thread_id = thread or str(uuid.uuid4())
+    name = getattr(runnable, "name", None) or target
+    console.print(f"[dim]chatting with {escape(name)} in thread {thread_id}[/]")
+    asyncio.run(_chat(runnable, name, thread_id, user))
+
+
+async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str | None) -> None:
+    try:
+        while True:
+            try:
+                text = await asyncio.to_thread(console.input, "[bold cyan]you ›[/] ")
+            except EOFError:
+                console.print()
+                return
+            if text.strip().lower() in ("exit", "quit"):
+                return
+            if not text.strip():
+                continue
+            console.print(f"[bold green]{escape(name)} ›[/] ", end="")
+            await _stream_turn(runnable, text, thread_id, user)
+            console.print()
+    finally:
+        if isinstance(runnable, Agent):
+            await runnable.aclose()
+
+
+async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
+                       ) -> None:
+    """Print tokens as they come, and each tool call and result on a line of its own."""
+    if isinstance(runnable, Agent):
+        events = runnable.astream(text, thread_id=thread_id, user_id=user,
+                                  stream_mode="messages")
+    else:
+        config = {"configurable": {"thread_id": thread_id, "user_id": user}}
+        events = runnable.astream({"messages": [("user", text)]}, config, stream_mode="messages")
+    async for chunk, meta in events:
+        if isinstance(chunk, ToolMessage):
+            console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
+                          f"{escape(str(chunk.content)[:200])}[/]")
+        elif isinstance(chunk, AIMessage):
+            for call in chunk.tool_call_chunks:
+                if call.get("name"):
+                    console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
+            if isinstance(chunk.content, str) and chunk.content:
+                console.print(escape(chunk.content), end="", soft_wrap=True)
+
+
 @app.command()
 def demo() -> None:
-    """Run the example agent end to end (offline when no model is configured)."""
-    console.print("ponder demo: the model layer and test kit are ready; the agent comes next.")
+    """Run the example agent end to end: profile, knowledge, a tool, a persisted thread."""
+    from ponder.demo import QUESTIONS, demo_agent
+
+    settings = Settings.from_env()
+    if settings.model:
+        console.print(f"Using the configured model {settings.model} (PONDER_MODEL).")
+        agent = demo_agent(chat_model(settings.model))
+    else:
+        console.print("No model is configured (PONDER_MODEL is not set): running on the offline "
+                      "scripted model. Set PONDER_MODEL=openai:gpt-4o-mini to use a real one.")
+        agent = demo_agent()
+    thread_id = f"demo-{uuid.uuid4().hex[:8]}"
+    console.print(f"Agent [bold]{agent.name}[/]: {escape(agent.profile.role)}; knowledge: the "
+                  f"shop handbook; tools: calculator; thread {thread_id} in "
+                  f"{settings.database_url}\n")
+    asyncio.run(_demo(agent, QUESTIONS, thread_id))
+
+
+async def _demo(agent: Agent, questions: tuple[str, ...], thread_id: str) -> None:
+    try:
+        with track_usage() as usage:
+            for question in questions:
+                console.print(f"[bold cyan]you ›[/] {escape(question)}")
+                async for update in agent.astream(question, thread_id=thread_id):
+                    for node, change in update.items():
+                        _show_step(node, change or {})
+                console.print()
+        snapshot = await agent.aget_state(thread_id)
+        console.print(f"[dim]The thread holds {len(snapshot.values['messages'])} messages, "
+                      f"persisted; {usage.calls} model calls, {usage.total_tokens} tokens. "
+                      f"Continue it: ponder chat ponder.demo:demo_agent --thread {thread_id}[/]")
+    finally:
+        await agent.aclose()
+
+
+def _show_step(node: str, change: dict[str, Any]) -> None:
+    if node == "recall":
+        found = (change.get("context") or "nothing").split("\n")[0]
+        console.print(f"  [dim]recall  ↳ {escape(found[:90])}…[/]")
+    for message in change.get("messages", []):
+        if isinstance(message, AIMessage) and message.tool_calls:
+            for call in message.tool_calls:
+                console.print(f"  [dim]act     → {call['name']}({escape(json.dumps(call['args']))})[/]")
+        elif isinstance(message, ToolMessage):
+            console.print(f"  [dim]tools   ↳ {escape(str(message.content))}[/]")
+        elif isinstance(message, AIMessage):
+            console.print(f"[bold green]agent ›[/] {escape(message.text)}")
 
 
 def main() -> None:
     try:
         app()  # standalone: typer reports usage errors and exits by itself
     except _USER_ERRORS as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)

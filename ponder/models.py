@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import threading
 import time
 import weakref
 from collections import deque
@@ -39,6 +38,7 @@ from tenacity import (
 )
 
 from ponder.config import ConfigurationError, Settings
+from ponder.sync import run_sync
 
 __all__ = [
     "ModelCall",
@@ -464,7 +464,7 @@ class ResilientChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # Sync callers share the async policy (and its limits) through one background loop.
-        return _run_sync(lambda: self._agenerate(messages, stop=stop, **kwargs))
+        return run_sync(lambda: self._agenerate(messages, stop=stop, **kwargs))
 
 
 def _add_usage(total: dict | None, extra: dict) -> dict:
@@ -478,22 +478,6 @@ async def _aclose(stream: Any) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
-
-
-_portal: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
-_portal_lock = threading.Lock()
-
-
-def _run_sync(make: Callable[[], Awaitable[Any]]) -> Any:
-    """Run a coroutine from sync code on one shared background loop."""
-    global _portal
-    with _portal_lock:
-        if _portal is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="ponder-sync", daemon=True)
-            thread.start()
-            _portal = (loop, thread)
-    return asyncio.run_coroutine_threadsafe(make(), _portal[0]).result()
 
 
 # --------------------------------------------------------------------------- factories
@@ -612,10 +596,10 @@ class ResilientEmbeddings(Embeddings):
         return await self._call(lambda: self.inner.aembed_query(text), [text])
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return _run_sync(lambda: self.aembed_documents(texts))
+        return run_sync(lambda: self.aembed_documents(texts))
 
     def embed_query(self, text: str) -> list[float]:
-        return _run_sync(lambda: self.aembed_query(text))
+        return run_sync(lambda: self.aembed_query(text))
 
 
 def embeddings(

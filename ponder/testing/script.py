@@ -12,12 +12,12 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel
 
-Reply = Union[str, AIMessage, dict, BaseModel]
+Reply = str | AIMessage | dict | BaseModel
 ReplyFunction = Callable[[list[BaseMessage]], Any]  # returns a Reply, or an awaitable of one
 
 

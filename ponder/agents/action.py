@@ -1,0 +1,129 @@
+"""The action module: the tool loop's tool side.
+
+The tool calls of one model step run concurrently. A sync tool runs in a worker thread (LangChain's
+``BaseTool.ainvoke`` does that), so it never blocks the event loop. Whatever goes wrong with a call
+— an exception, a timeout, an unknown tool name, arguments that do not fit the schema, arguments
+that are not even JSON — comes back to the model as an error ``ToolMessage`` it can react to.
+Interrupts (``langgraph.types.interrupt``) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.errors import GraphBubbleUp
+from pydantic import ValidationError
+
+from ponder.config import ConfigurationError
+
+
+def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
+    """A LangChain tool from a tool, or from a plain (sync or async) function with a docstring."""
+    if isinstance(obj, BaseTool):
+        return obj
+    if not callable(obj):
+        raise ConfigurationError(f"{obj!r} is not a tool: pass a LangChain tool or a function")
+    if not (obj.__doc__ or "").strip():
+        name = getattr(obj, "__name__", repr(obj))
+        raise ConfigurationError(
+            f"the function {name!r} has no docstring: the model reads it to decide when to call "
+            "the tool, so describe what it does in one line"
+        )
+    if asyncio.iscoroutinefunction(obj):
+        return StructuredTool.from_function(coroutine=obj)
+    return StructuredTool.from_function(func=obj)
+
+
+class ActionModule:
+    """Runs the tool calls of one AI message, concurrently, and bounds the steps of a turn."""
+
+    def __init__(self, tools: Sequence[BaseTool | Callable[..., Any]] = (), *,
+                 timeout_s: float = 30.0, max_steps: int = 10) -> None:
+        if max_steps < 1:
+            raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}")
+        if timeout_s <= 0:
+            raise ConfigurationError(f"tool_timeout_s must be greater than zero, got {timeout_s}")
+        self.tools = [as_tool(t) for t in tools]
+        self.by_name = {t.name: t for t in self.tools}
+        if len(self.by_name) != len(self.tools):
+            names = [t.name for t in self.tools]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigurationError(f"two tools share the name {', '.join(twice)}: rename one")
+        self.timeout_s = timeout_s
+        self.max_steps = max_steps
+
+    async def run(self, message: AIMessage, config: RunnableConfig | None = None
+                  ) -> list[ToolMessage]:
+        """One ToolMessage per tool call of ``message``, in the order of the calls."""
+        calls = [self._call(c, config) for c in message.tool_calls]
+        results = list(await asyncio.gather(*calls))
+        results += [_invalid_call(c) for c in message.invalid_tool_calls if c.get("id")]
+        return results
+
+    async def _call(self, call: dict, config: RunnableConfig | None) -> ToolMessage:
+        name, call_id = call["name"], call["id"]
+        tool = self.by_name.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.by_name)) or "none"
+            return _error(call, f"there is no tool named {name!r}. Available tools: {known}.")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await tool.ainvoke({**call, "type": "tool_call"}, config)
+        except GraphBubbleUp:
+            raise  # an interrupt or a parent command: LangGraph handles those
+        except TimeoutError:
+            return _error(call, f"tool {name!r} timed out after {self.timeout_s:g} s.")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+            return _error(call, f"invalid arguments for tool {name!r}: {problems}. "
+                                "Call it again with arguments that match its schema.")
+        except Exception as exc:
+            return _error(call, f"tool {name!r} failed: {type(exc).__name__}: {exc}")
+        if isinstance(result, ToolMessage):
+            return result
+        return ToolMessage(content=str(result), tool_call_id=call_id, name=name)
+
+    def steps_taken(self, messages: Sequence[AnyMessage]) -> int:
+        """Tool steps since the turn's last human message (derived: no extra state to keep)."""
+        steps = 0
+        for message in reversed(messages):
+            if isinstance(message, HumanMessage):
+                break
+            if isinstance(message, AIMessage) and (message.tool_calls or
+                                                   message.invalid_tool_calls):
+                steps += 1
+        return steps
+
+    def stop(self, message: AIMessage) -> list[AnyMessage]:
+        """End a turn at the step limit: answer the pending calls, then say why it stopped."""
+        unanswered = [
+            ToolMessage(content="Not run: the step limit of this turn was reached.",
+                        tool_call_id=c["id"], name=c["name"], status="error")
+            for c in message.tool_calls
+        ]
+        return [*unanswered, AIMessage(content=(
+            f"I stopped after {self.max_steps} tool steps without reaching an answer "
+            f"(max_steps={self.max_steps}). Ask again with a narrower question, or raise "
+            "max_steps."
+        ))]
+
+
+def _error(call: dict, text: str) -> ToolMessage:
+    return ToolMessage(content=f"Error: {text}", tool_call_id=call["id"], name=call["name"],
+                       status="error")
+
+
+def _invalid_call(call: dict) -> ToolMessage:
+    return ToolMessage(
+        content=(f"Error: the arguments for tool {call.get('name')!r} are not valid JSON "
+                 f"({call.get('error') or 'unparseable'}): {call.get('args')!r}. "
+                 "Send the call again with a JSON object."),
+        tool_call_id=call["id"], name=call.get("name") or "unknown", status="error",
+    )

@@ -1,0 +1,358 @@
+"""Agent: a profile, memory, a planner and an action module, compiled to a LangGraph graph.
+
+A turn flows ``recall -> plan -> act <-> tools -> remember``; a module that is not configured
+adds no node, so a bare agent is just ``act <-> tools``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from langgraph.types import Command
+
+from ponder.agents.action import ActionModule
+from ponder.agents.planning.base import Planner
+from ponder.agents.profile import Profile
+from ponder.agents.state import AgentState
+from ponder.config import ConfigurationError, Settings
+from ponder.graphs.persistence import Persistence, open_persistence, prune_checkpoints
+from ponder.memory.base import Memory
+from ponder.models import chat_model
+from ponder.sync import run_sync
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Agent:
+    """An agent you can run (``ainvoke``, ``astream``, ``aask``) or embed (``agent.graph``).
+
+    ``model`` is a LangChain chat model or a provider string (default ``PONDER_MODEL``).
+    ``checkpointer`` is a LangGraph saver, a database URL, ``None`` for ``PONDER_DATABASE_URL``
+    (opened on the first run), or ``False`` for no persistence. ``agent.graph`` is compiled with
+    the saver only when one is passed in, so it can be a subgraph that shares its parent's.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: BaseChatModel | str | None = None,
+        profile: Profile | None = None,
+        memory: Memory | None = None,
+        planner: Planner | None = None,
+        tools: Sequence[BaseTool | Callable[..., Any]] = (),
+        *,
+        max_steps: int = 10,
+        tool_timeout_s: float = 30.0,
+        checkpointer: BaseCheckpointSaver | str | bool | None = None,
+        store: BaseStore | None = None,
+        keep_checkpoints: int | None = None,
+        interrupt_before: Sequence[str] = (),
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigurationError(
+                f"agent name {name!r} is not valid: use 1-64 letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit (it is the model id clients ask for)"
+            )
+        if memory is not None and not isinstance(memory, Memory):
+            raise ConfigurationError(f"memory {memory!r} has no async recall() and remember()")
+        if planner is not None and not isinstance(planner, Planner):
+            raise ConfigurationError(f"planner {planner!r} has no async plan()")
+        self._options = dict(
+            profile=profile, memory=memory, planner=planner, tools=tools, max_steps=max_steps,
+            tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
+            keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
+        )
+        self.name = name
+        self.model = chat_model(model) if model is None or isinstance(model, str) else model
+        self.profile = profile or Profile()
+        self.memory = memory
+        self.planner = planner
+        self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
+        self._bound = self.model.bind_tools(self.action.tools) if self.action.tools else self.model
+        self._interrupt_before = list(interrupt_before)
+        self._keep = keep_checkpoints or Settings.from_env().checkpoints_per_thread
+        self._store = store
+        self._saver = checkpointer if isinstance(checkpointer, BaseCheckpointSaver) else None
+        self._database_url = checkpointer if isinstance(checkpointer, str) else None
+        self._persist = checkpointer is not False
+        self.graph: CompiledStateGraph = self._compile(self._saver, store)
+        self._runnable: CompiledStateGraph | None = self.graph if self._saver or not self._persist \
+            else None
+        self._persistence: Persistence | None = None
+        self._opening: asyncio.Lock | None = None
+        self._background: set[asyncio.Task] = set()
+
+    # -- the graph ------------------------------------------------------------------------------
+
+    def _compile(self, checkpointer: BaseCheckpointSaver | None, store: BaseStore | None
+                 ) -> CompiledStateGraph:
+        builder = StateGraph(AgentState)
+        first = "act"
+        finish = END
+        if self.memory is not None:
+            builder.add_node("recall", self._recall)
+            builder.add_node("remember", self._remember)
+            builder.add_edge("remember", END)
+            first, finish = "recall", "remember"
+        builder.add_node("act", self._act)
+        builder.add_node("tools", self._tools)
+        builder.add_conditional_edges("act", _after_act, {"tools": "tools", "finish": finish})
+        builder.add_conditional_edges("tools", _after_tools, {"act": "act", "finish": finish})
+        if self.planner is not None:
+            builder.add_node("plan", self._plan)
+            builder.add_conditional_edges("plan", _after_plan, {"act": "act", "finish": finish})
+            if first == "recall":
+                builder.add_edge("recall", "plan")
+            else:
+                first = "plan"
+        elif first == "recall":
+            builder.add_edge("recall", "act")
+        builder.add_edge(START, first)
+        return builder.compile(checkpointer=checkpointer, store=store, name=self.name,
+                               interrupt_before=self._interrupt_before or None)
+
+    def _system(self, state: dict[str, Any]):
+        context = state.get("context")
+        plan = state.get("plan")
+        return self.profile.system_message(
+            self.name,
+            f"Context you recalled (use it when relevant):\n{context}" if context else None,
+            f"Your plan for this turn:\n{plan}" if plan else None,
+        )
+
+    async def _recall(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        user_id, thread_id = _ids(config)
+        query = _last_human_text(state["messages"])
+        return {"context": await self.memory.recall(query, user_id=user_id, thread_id=thread_id)}
+
+    async def _plan(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        return await self.planner.plan(state, model=self.model, system=self._system(state),
+                                       config=config)
+
+    async def _act(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        reply = await self._bound.ainvoke([self._system(state), *state["messages"]], config)
+        return {"messages": [reply]}
+
+    async def _tools(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        last = state["messages"][-1]
+        if self.action.steps_taken(state["messages"]) > self.action.max_steps:
+            return {"messages": self.action.stop(last)}  # ends the turn: see _after_tools
+        return {"messages": await self.action.run(last, config)}
+
+    async def _remember(self, state: AgentState, config: RunnableConfig) -> None:
+        # Off the critical path: the reply does not wait; flush() or aclose() does.
+        user_id, thread_id = _ids(config)
+        turn = _current_turn(state["messages"])
+        self._spawn(self.memory.remember(turn, user_id=user_id, thread_id=thread_id))
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _graph(self) -> CompiledStateGraph:
+        if self._runnable is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._runnable is None:
+                    self._persistence = await open_persistence(self._database_url)
+                    self._saver = self._persistence.checkpointer
+                    self._runnable = self._compile(self._saver,
+                                                   self._store or self._persistence.store)
+        return self._runnable
+
+    def _config(self, thread_id: str | None, user_id: str | None,
+                checkpoint_id: str | None, config: RunnableConfig | None) -> RunnableConfig:
+        configurable = {"thread_id": thread_id or str(uuid.uuid4())}
+        if user_id is not None:
+            configurable["user_id"] = user_id
+        if checkpoint_id is not None:
+            configurable["checkpoint_id"] = checkpoint_id
+        merged: dict[str, Any] = dict(config or {})
+        merged["configurable"] = {**merged.get("configurable", {}), **configurable}
+        # Enough supersteps for max_steps tool steps plus recall, plan and remember: the step
+        # limit ends the turn well before LangGraph's recursion error would.
+        merged.setdefault("recursion_limit", 2 * self.action.max_steps + 10)
+        return merged
+
+    async def ainvoke(self, input: Any, *, thread_id: str | None = None,
+                      user_id: str | None = None, checkpoint_id: str | None = None,
+                      config: RunnableConfig | None = None) -> dict[str, Any]:
+        """Run one turn and return the thread's state (``messages``, ...).
+
+        ``input`` is a string, a message, a list of messages, a state dict, a
+        ``Command(resume=...)``, or ``None`` to continue the thread from its last checkpoint
+        (after a crash, or from ``checkpoint_id`` for time travel). Without ``thread_id`` the
+        turn runs in a new thread.
+        """
+        graph = await self._graph()
+        cfg = self._config(thread_id, user_id, checkpoint_id, config)
+        try:
+            return await graph.ainvoke(_as_input(input), cfg)
+        finally:
+            self._after_turn(cfg)
+
+    async def astream(self, input: Any, *, thread_id: str | None = None,
+                      user_id: str | None = None, checkpoint_id: str | None = None,
+                      stream_mode: str | Sequence[str] = "updates", subgraphs: bool = False,
+                      config: RunnableConfig | None = None) -> AsyncIterator[Any]:
+        """Run one turn, yielding what LangGraph's ``astream`` yields for ``stream_mode``."""
+        graph = await self._graph()
+        cfg = self._config(thread_id, user_id, checkpoint_id, config)
+        try:
+            async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
+                                            subgraphs=subgraphs):
+                yield item
+        finally:
+            self._after_turn(cfg)
+
+    async def astream_text(self, input: Any, **options: Any) -> AsyncIterator[str]:
+        """Run one turn, yielding the reply's text as it streams (tool steps included)."""
+        async for chunk, meta in self.astream(input, stream_mode="messages", **options):
+            if meta.get("langgraph_node") == "act" and isinstance(chunk, AIMessage):
+                if isinstance(chunk.content, str) and chunk.content:
+                    yield chunk.content
+            elif meta.get("langgraph_node") == "tools" and isinstance(chunk, AIMessage):
+                yield chunk.text  # the step limit's closing message
+
+    async def aask(self, input: Any, **options: Any) -> str:
+        """Run one turn and return the text of the final reply."""
+        state = await self.ainvoke(input, **options)
+        return final_text(state)
+
+    async def aresume(self, thread_id: str, value: Any = None, **options: Any) -> dict[str, Any]:
+        """Continue an interrupted thread (with ``value`` as the interrupt's answer)."""
+        resume = Command(resume=value) if value is not None else None
+        return await self.ainvoke(resume, thread_id=thread_id, **options)
+
+    async def aget_state(self, thread_id: str):
+        graph = await self._graph()
+        return await graph.aget_state({"configurable": {"thread_id": thread_id}})
+
+    async def aget_state_history(self, thread_id: str) -> AsyncIterator[Any]:
+        graph = await self._graph()
+        async for snapshot in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
+            yield snapshot
+
+    def invoke(self, input: Any, **options: Any) -> dict[str, Any]:
+        """``ainvoke`` for scripts (not from inside a running event loop)."""
+        return run_sync(lambda: self.ainvoke(input, **options))
+
+    def ask(self, input: Any, **options: Any) -> str:
+        """``aask`` for scripts (not from inside a running event loop)."""
+        return run_sync(lambda: self.aask(input, **options))
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def _after_turn(self, config: RunnableConfig) -> None:
+        # Retention, in the background: the reply never waits for it.
+        if self._saver is not None:
+            thread_id = config["configurable"]["thread_id"]
+            self._spawn(prune_checkpoints(self._saver, thread_id, self._keep))
+
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Wait for background work (memory writes, retention) to finish."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Flush background work and close the database this agent opened."""
+        await self.flush()
+        if self._persistence is not None:  # opened by us: the next run opens it again
+            await self._persistence.aclose()
+            self._persistence = self._saver = self._runnable = None
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def with_model(self, model: BaseChatModel | str) -> Agent:
+        """The same agent on another model."""
+        return Agent(self.name, model, **self._options)
+
+    @classmethod
+    def from_spec(cls, path: str | Path, *, model: BaseChatModel | str | None = None,
+                  **options: Any) -> Agent:
+        """An agent from a YAML spec (name, model, profile, tools, knowledge, planner)."""
+        from ponder.agents.spec import agent_from_spec
+
+        return agent_from_spec(path, model=model, **options)
+
+    def __repr__(self) -> str:
+        modules = [m for m, on in (("memory", self.memory), ("planner", self.planner)) if on]
+        tools = ", ".join(t.name for t in self.action.tools)
+        return f"Agent({self.name!r}, modules={modules}, tools=[{tools}])"
+
+
+def _as_input(value: Any) -> Any:
+    if value is None or isinstance(value, (dict, Command)):
+        return value
+    if isinstance(value, str):
+        return {"messages": [HumanMessage(content=value)]}
+    if isinstance(value, BaseMessage):
+        return {"messages": [value]}
+    if isinstance(value, list):
+        return {"messages": value}
+    raise TypeError(f"an agent's input is a str, message, list of messages, state dict, Command "
+                    f"or None, not {type(value).__name__}")
+
+
+def _ids(config: RunnableConfig) -> tuple[str | None, str | None]:
+    configurable = config.get("configurable", {})
+    return configurable.get("user_id"), configurable.get("thread_id")
+
+
+def _last_human_text(messages: Sequence[BaseMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return message.text
+    return ""
+
+
+def _current_turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            return list(messages[i:])
+    return list(messages)
+
+
+def _after_act(state: AgentState) -> str:
+    last = state["messages"][-1]
+    return "tools" if last.tool_calls or last.invalid_tool_calls else "finish"
+
+
+def _after_tools(state: AgentState) -> str:
+    # The tools node answers with tool messages, or with an AI message when the step limit ends
+    # the turn.
+    return "finish" if isinstance(state["messages"][-1], AIMessage) else "act"
+
+
+def _after_plan(state: AgentState) -> str:
+    last = state["messages"][-1]
+    answered = isinstance(last, AIMessage) and not last.tool_calls
+    return "finish" if answered else "act"
+
+
+def final_text(state: dict[str, Any]) -> str:
+    """The text of the last AI message of a state."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, AIMessage):
+            return message.text
+    return ""

@@ -1,0 +1,127 @@
+"""Declarative agents: a YAML file with the name, model, profile, tools, knowledge and planner.
+
+```yaml
+name: tea-guide
+model: openai:gpt-4o-mini          # optional: PONDER_MODEL otherwise
+profile:
+  role: the assistant of a small tea shop
+  instructions: [Quote prices from the handbook, Use the calculator for totals]
+tools: [calculator, myshop.tools:stock_level]   # built-in names or module:attr
+knowledge: [handbook.md, faq/*.md]               # files, relative to this spec
+planner: myshop.planning:planner                 # optional: a Planner object
+max_steps: 8
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ponder.agents.profile import Profile
+from ponder.config import ConfigurationError
+from ponder.loading import load_object
+from ponder.memory.notes import InMemoryMemory
+from ponder.tools.builtin import BUILTIN_TOOLS
+
+
+class SpecError(ConfigurationError):
+    """An agent spec file is missing, unreadable or invalid. The message names the file."""
+
+
+class AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str | None = None
+    profile: Profile = Field(default_factory=Profile)
+    tools: list[str] = Field(default_factory=list)
+    knowledge: list[str] = Field(default_factory=list)
+    planner: str | None = None
+    max_steps: int = Field(10, ge=1)
+    tool_timeout_s: float = Field(30.0, gt=0)
+
+
+def load_spec(path: str | Path) -> AgentSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"agent spec {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read agent spec {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+                        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} must be a YAML mapping with at least 'name:' "
+                        f"(found {type(data).__name__})")
+    try:
+        return AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        raise SpecError(f"{path} is not a valid agent spec: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(AgentSpec.model_fields) if len(error["loc"]) == 1 else ", ".join(
+            Profile.model_fields)
+        return f"unknown field {field!r} (known: {known})"
+    if error["type"] == "missing":
+        return f"{field} is required"
+    return f"{field}: {error['msg']}"
+
+
+def agent_from_spec(path: str | Path, *, model: BaseChatModel | str | None = None,
+                    **options: Any):
+    from ponder.agents.agent import Agent
+
+    path = Path(path)
+    spec = load_spec(path)
+    base = path.parent
+    tools = [_tool(ref, base, path) for ref in spec.tools]
+    memory = _knowledge(spec.knowledge, base, path) if spec.knowledge else None
+    planner = _load(spec.planner, base, path, "planner") if spec.planner else None
+    try:
+        return Agent(spec.name, model or spec.model, spec.profile, memory=memory, planner=planner,
+                     tools=tools, max_steps=spec.max_steps, tool_timeout_s=spec.tool_timeout_s,
+                     **options)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def _tool(ref: str, base: Path, path: Path):
+    if ref in BUILTIN_TOOLS:
+        return BUILTIN_TOOLS[ref]
+    if ":" not in ref:
+        raise SpecError(f"{path}: unknown tool {ref!r}: use a built-in tool "
+                        f"({', '.join(sorted(BUILTIN_TOOLS))}) or module:attr")
+    return _load(ref, base, path, "tool")
+
+
+def _load(ref: str, base: Path, path: Path, what: str) -> Any:
+    try:
+        return load_object(ref, base)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {what} {exc}") from None
+
+
+def _knowledge(patterns: list[str], base: Path, path: Path) -> InMemoryMemory:
+    files: list[Path] = []
+    for pattern in patterns:
+        found = sorted(p for p in base.glob(pattern) if p.is_file())
+        if not found:
+            raise SpecError(f"{path}: knowledge source {pattern!r} matches no file "
+                            f"(paths are relative to {base.resolve()})")
+        files += found
+    return InMemoryMemory.from_files(files)

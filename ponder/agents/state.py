@@ -1,0 +1,17 @@
+"""The state an agent's graph carries from node to node."""
+
+from __future__ import annotations
+
+from typing import Annotated, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class AgentState(TypedDict):
+    # The conversation: persisted by the checkpointer, appended to (or edited by id) by nodes.
+    messages: Annotated[list[AnyMessage], add_messages]
+    # What memory recalled for this turn, rendered into the system message.
+    context: NotRequired[str | None]
+    # The planner's plan for this turn, rendered into the system message.
+    plan: NotRequired[str | None]

@@ -1,0 +1,1 @@
+"""Graphs: persistence, targets, and (next) composition, runs and schedules."""

@@ -1,0 +1,27 @@
+"""Sync entry points for scripts: every sync call runs on one shared background event loop.
+
+One loop (not ``asyncio.run`` per call) because what async code opens — rate limiters,
+database connections — belongs to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_lock = threading.Lock()
+
+
+def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run the awaitable that ``make`` builds on the shared loop, and wait for its result."""
+    global _loop
+    with _lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="ponder-sync", daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(make(), _loop).result()
