@@ -135,7 +135,7 @@ async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user
     else:
         config = {"configurable": {"thread_id": thread_id, "user_id": user}}
         events = runnable.astream({"messages": [("user", text)]}, config, stream_mode="messages")
-    async for chunk, meta in events:
+    async for chunk, _meta in events:
         if isinstance(chunk, ToolMessage):
             console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
                           f"{escape(str(chunk.content)[:200])}[/]")
@@ -191,7 +191,8 @@ def _show_step(node: str, change: dict[str, Any]) -> None:
     for message in change.get("messages", []):
         if isinstance(message, AIMessage) and message.tool_calls:
             for call in message.tool_calls:
-                console.print(f"  [dim]act     → {call['name']}({escape(json.dumps(call['args']))})[/]")
+                args = escape(json.dumps(call["args"]))
+                console.print(f"  [dim]act     → {call['name']}({args})[/]")
         elif isinstance(message, ToolMessage):
             console.print(f"  [dim]tools   ↳ {escape(str(message.content))}[/]")
         elif isinstance(message, AIMessage):

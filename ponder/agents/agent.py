@@ -40,6 +40,9 @@ class Agent:
     """An agent you can run (``ainvoke``, ``astream``, ``aask``) or embed (``agent.graph``).
 
     ``model`` is a LangChain chat model or a provider string (default ``PONDER_MODEL``).
+    ``durability`` is LangGraph's: ``"sync"`` (the default) saves each step's checkpoint before
+    the next step starts, so a crash loses no finished step; ``"async"`` saves while the next
+    step runs (a crash may lose the whole turn); ``"exit"`` saves only when the run ends.
     ``checkpointer`` is a LangGraph saver, a database URL, ``None`` for ``PONDER_DATABASE_URL``
     (opened on the first run), or ``False`` for no persistence. ``agent.graph`` is compiled with
     the saver only when one is passed in, so it can be a subgraph that shares its parent's.
@@ -60,6 +63,7 @@ class Agent:
         store: BaseStore | None = None,
         keep_checkpoints: int | None = None,
         interrupt_before: Sequence[str] = (),
+        durability: str = "sync",
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -74,7 +78,12 @@ class Agent:
             profile=profile, memory=memory, planner=planner, tools=tools, max_steps=max_steps,
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
+            durability=durability,
         )
+        if durability not in ("sync", "async", "exit"):
+            raise ConfigurationError(f"durability must be 'sync', 'async' or 'exit', not "
+                                     f"{durability!r}")
+        self.durability = durability
         self.name = name
         self.model = chat_model(model) if model is None or isinstance(model, str) else model
         self.profile = profile or Profile()
@@ -171,6 +180,9 @@ class Agent:
                                                    self._store or self._persistence.store)
         return self._runnable
 
+    def _durability(self) -> str | None:
+        return self.durability if self._saver is not None else None  # nothing to save to
+
     def _config(self, thread_id: str | None, user_id: str | None,
                 checkpoint_id: str | None, config: RunnableConfig | None) -> RunnableConfig:
         configurable = {"thread_id": thread_id or str(uuid.uuid4())}
@@ -198,7 +210,7 @@ class Agent:
         graph = await self._graph()
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         try:
-            return await graph.ainvoke(_as_input(input), cfg)
+            return await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
         finally:
             self._after_turn(cfg)
 
@@ -211,7 +223,7 @@ class Agent:
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         try:
             async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
-                                            subgraphs=subgraphs):
+                                            subgraphs=subgraphs, durability=self._durability()):
                 yield item
         finally:
             self._after_turn(cfg)
