@@ -27,7 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
+# Lines are not wrapped: output that is piped or captured keeps one message per line.
+console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
 # User mistakes and failures outside our control: a message, never a traceback.
@@ -208,3 +209,7 @@ def main() -> None:
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from langgraph.pregel import Pregel
@@ -26,8 +27,14 @@ def load_target(ref: str, *, model: str | None = None) -> Agent | Pregel:
         raise
     except Exception as exc:  # the user's module failed to import: say where, briefly
         raise ConfigurationError(f"cannot load {ref!r}: {type(exc).__name__}: {exc}") from None
-    if callable(target) and not isinstance(target, (Agent, Pregel, type)):
-        target = target()  # a factory: def build() -> Agent
+    if inspect.isfunction(target):  # a factory: def build() -> Agent
+        required = [p for p in inspect.signature(target).parameters.values()
+                    if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if required:
+            raise ConfigurationError(
+                f"{ref!r} is a function that takes arguments: name an Agent, a compiled "
+                "LangGraph graph, or a function without arguments that returns one")
+        target = target()
     if isinstance(target, Agent):
         return target.with_model(model) if model else target
     if isinstance(target, Pregel):
