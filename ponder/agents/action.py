@@ -61,7 +61,11 @@ class ActionModule:
                   ) -> list[ToolMessage]:
         """One ToolMessage per tool call of ``message``, in the order of the calls."""
         calls = [self._call(c, config) for c in message.tool_calls]
-        results = list(await asyncio.gather(*calls))
+        # One call needs no task of its own; several run side by side.
+        if len(calls) == 1:
+            results = [await calls[0]]
+        else:
+            results = list(await asyncio.gather(*calls))
         results += [_invalid_call(c) for c in message.invalid_tool_calls if c.get("id")]
         return results
 

@@ -90,7 +90,9 @@ class Agent:
         self.memory = memory
         self.planner = planner
         self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
-        self._bound = self.model.bind_tools(self.action.tools) if self.action.tools else self.model
+        # The provider's formatting of the tool schemas, done once; passed to every call.
+        self._tool_kwargs = (self.model.bind_tools(self.action.tools).kwargs
+                             if self.action.tools else {})
         self._interrupt_before = list(interrupt_before)
         self._keep = keep_checkpoints or Settings.from_env().checkpoints_per_thread
         self._store = store
@@ -151,8 +153,11 @@ class Agent:
         return await self.planner.plan(state, model=self.model, system=self._system(state),
                                        config=config)
 
-    async def _act(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        reply = await self._bound.ainvoke([self._system(state), *state["messages"]], config)
+    async def _act(self, state: AgentState) -> dict[str, Any]:
+        # The run's config (callbacks, streaming) reaches the model through LangGraph's context
+        # variable, as in LangChain's own agents; passing it again would only merge it again.
+        reply = await self.model.ainvoke([self._system(state), *state["messages"]],
+                                         **self._tool_kwargs)
         return {"messages": [reply]}
 
     async def _tools(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -345,18 +350,22 @@ def _current_turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     return list(messages)
 
 
-def _after_act(state: AgentState) -> str:
+# Routers are async on purpose: LangGraph runs a sync router in a worker thread when the graph
+# runs async, a thread hop per decision that costs more than the decision itself.
+
+
+async def _after_act(state: AgentState) -> str:
     last = state["messages"][-1]
     return "tools" if last.tool_calls or last.invalid_tool_calls else "finish"
 
 
-def _after_tools(state: AgentState) -> str:
+async def _after_tools(state: AgentState) -> str:
     # The tools node answers with tool messages, or with an AI message when the step limit ends
     # the turn.
     return "finish" if isinstance(state["messages"][-1], AIMessage) else "act"
 
 
-def _after_plan(state: AgentState) -> str:
+async def _after_plan(state: AgentState) -> str:
     last = state["messages"][-1]
     answered = isinstance(last, AIMessage) and not last.tool_calls
     return "finish" if answered else "act"

@@ -165,6 +165,15 @@ async def test_tool_failures_come_back_to_the_model():
     assert len(model.calls[1]) == 1 + 1 + 1 + 5  # system, human, AI and the five results
 
 
+async def test_a_step_with_only_unparseable_calls_is_answered():
+    garbled = AIMessage(content="", invalid_tool_calls=[
+        {"name": "depth", "args": "{place:", "id": "c1", "error": "bad", "type": "invalid_tool_call"}])
+    navigator, _ = agent([garbled, "Sorry, let me retry."], tools=[depth])
+    state = await navigator.ainvoke("depth?")
+    assert "not valid JSON" in state["messages"][2].content
+    assert state["messages"][-1].content == "Sorry, let me retry."
+
+
 async def test_max_steps_ends_the_turn_with_a_clear_message():
     navigator, model = agent(lambda m: tool_calls(("depth", {"place": "again"})), tools=[depth],
                              max_steps=3)
