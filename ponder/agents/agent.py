@@ -151,7 +151,7 @@ class Agent:
 
     async def _plan(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         return await self.planner.plan(state, model=self.model, system=self._system(state),
-                                       config=config)
+                                       action=self.action, config=config)
 
     async def _act(self, state: AgentState) -> dict[str, Any]:
         # The run's config (callbacks, streaming) reaches the model through LangGraph's context

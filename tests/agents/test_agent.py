@@ -41,7 +41,7 @@ def test_a_bare_agent_is_act_and_tools_only():
 
 def test_configured_modules_add_their_nodes():
     class Plan:
-        async def plan(self, state, *, model, system, config):
+        async def plan(self, state, *, model, system, action, config):
             return {"plan": "1. look"}
 
     full, _ = agent([], memory=InMemoryMemory(), planner=Plan())
@@ -66,7 +66,7 @@ def test_bad_construction_is_refused_clearly():
 
 async def test_the_profile_is_in_every_model_call():
     class Plan:
-        async def plan(self, state, *, model, system, config):
+        async def plan(self, state, *, model, system, action, config):
             await model.ainvoke([system, HumanMessage("make a plan")], config)
             return {"plan": "check the depth first"}
 

@@ -1,5 +1,32 @@
-"""Planning: the Planner protocol; strategies live beside it, one module each."""
+"""Planning: how an agent thinks before (or instead of) acting.
 
-from ponder.agents.planning.base import Planner
+Each strategy is an object usable alone (``await planner.solve(question, model)``, returning a
+``Solution`` with the answer and a trace of every step and its tokens) and as an agent's
+``planner=``, where its steps show in the ``custom`` stream and its tokens in ``messages``.
+"""
 
-__all__ = ["Planner"]
+from ponder.agents.planning.answers import extract_answer, normalize_answer
+from ponder.agents.planning.base import Budget, BudgetExceeded, Planner, Solution, Step
+from ponder.agents.planning.cot import AutoCoT, ChainOfThought, Example, ZeroShotCoT
+from ponder.agents.planning.decompose import Decompose
+from ponder.agents.planning.game24 import Game24
+from ponder.agents.planning.self_consistency import SelfConsistency
+from ponder.agents.planning.tot import TreeOfThoughts
+
+__all__ = [
+    "AutoCoT",
+    "Budget",
+    "BudgetExceeded",
+    "ChainOfThought",
+    "Decompose",
+    "Example",
+    "Game24",
+    "Planner",
+    "SelfConsistency",
+    "Solution",
+    "Step",
+    "TreeOfThoughts",
+    "ZeroShotCoT",
+    "extract_answer",
+    "normalize_answer",
+]

@@ -1,12 +1,18 @@
-"""The planner slot of an agent: what an object must do to plan an agent's turn."""
+"""What planners share: the Planner protocol, the trace of a solve, budgets, and solutions."""
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+
+from ponder.config import ConfigurationError
 
 
 @runtime_checkable
@@ -16,9 +22,176 @@ class Planner(Protocol):
     ``plan`` returns a state update: ``{"plan": text}`` to guide the tool loop (it is rendered
     into the system message), or ``{"messages": [AIMessage(...)]}`` to answer the turn itself
     (then the tool loop does not run). ``system`` is the agent's profile message: use it in every
-    model call so the profile holds in every step.
+    model call so the profile holds in every step. ``action`` is the agent's action module, for
+    planners that run steps through its tools.
     """
 
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
-                   config: RunnableConfig) -> dict[str, Any]:
+                   action: Any, config: RunnableConfig) -> dict[str, Any]:
         ...
+
+
+class BudgetExceeded(RuntimeError):
+    """A solve reached its budget of calls, tokens or dollars."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on one solve. Dollars need prices (per 1,000 input and output tokens)."""
+
+    calls: int | None = None
+    tokens: int | None = None
+    dollars: float | None = None
+    usd_per_1k_input: float = 0.0
+    usd_per_1k_output: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dollars is not None and not (self.usd_per_1k_input or self.usd_per_1k_output):
+            raise ConfigurationError("a dollar budget needs usd_per_1k_input/usd_per_1k_output")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model call of a solve: what it was for, what it said, and what it cost."""
+
+    kind: str
+    prompt: str
+    output: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+
+
+@dataclass
+class Solution:
+    """A planner's answer (None when it found none), with the trace of every step."""
+
+    answer: str | None
+    steps: list[Step] = field(default_factory=list)
+    wall_s: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def calls(self) -> int:
+        return len(self.steps)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(s.input_tokens for s in self.steps)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(s.output_tokens for s in self.steps)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Trace:
+    """Makes a solve's model calls: records each as a Step, streams it, enforces the budget."""
+
+    def __init__(self, model: BaseChatModel, system: SystemMessage | None = None,
+                 budget: Budget | None = None) -> None:
+        self.model = model
+        self.system = system
+        self.budget = budget or Budget()
+        self.steps: list[Step] = []
+        self.in_flight = 0  # concurrent calls count against the budget before they finish
+        self.started = time.perf_counter()
+
+    @property
+    def spent_tokens(self) -> int:
+        return sum(s.input_tokens + s.output_tokens for s in self.steps)
+
+    @property
+    def spent_dollars(self) -> float:
+        b = self.budget
+        return sum(s.input_tokens * b.usd_per_1k_input + s.output_tokens * b.usd_per_1k_output
+                   for s in self.steps) / 1000
+
+    def check_budget(self) -> None:
+        b = self.budget
+        if b.calls is not None and len(self.steps) + self.in_flight >= b.calls:
+            raise BudgetExceeded(f"the budget of {b.calls} calls is spent")
+        if b.tokens is not None and self.spent_tokens >= b.tokens:
+            raise BudgetExceeded(f"the budget of {b.tokens} tokens is spent")
+        if b.dollars is not None and self.spent_dollars >= b.dollars:
+            raise BudgetExceeded(f"the budget of ${b.dollars:g} is spent")
+
+    def messages(self, prompt: str | Sequence[BaseMessage]) -> list[BaseMessage]:
+        body = [HumanMessage(prompt)] if isinstance(prompt, str) else list(prompt)
+        return [self.system, *body] if self.system is not None else body
+
+    async def ask(self, kind: str, prompt: str | Sequence[BaseMessage], **kwargs: Any
+                  ) -> AIMessage:
+        """One model call: the profile first, then ``prompt``. ``kwargs`` go to the provider."""
+        self.check_budget()
+        messages = self.messages(prompt)
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            reply = await self.model.ainvoke(messages, **kwargs)
+        finally:
+            self.in_flight -= 1
+        self.record(kind, messages, reply, time.perf_counter() - started)
+        return reply
+
+    def record(self, kind: str, messages: list[BaseMessage], reply: AIMessage, latency: float
+               ) -> Step:
+        usage = reply.usage_metadata or {}
+        step = Step(kind, str(messages[-1].content), reply.text, usage.get("input_tokens", 0),
+                    usage.get("output_tokens", 0), latency)
+        self.steps.append(step)
+        _emit(step)
+        return step
+
+    def solution(self, answer: str | None, **details: Any) -> Solution:
+        error = details.pop("error", None)
+        return Solution(answer, list(self.steps), time.perf_counter() - self.started, details,
+                        error)
+
+
+def _emit(step: Step) -> None:
+    """Inside a LangGraph run, each step shows in the ``custom`` stream; elsewhere, nowhere."""
+    try:
+        from langgraph.config import get_stream_writer
+
+        write = get_stream_writer()
+    except RuntimeError:
+        return
+    write({"planner_step": step.kind, "output": step.output[:500],
+           "tokens": step.input_tokens + step.output_tokens, "latency_s": round(step.latency_s, 4)})
+
+
+def question_of(state: dict[str, Any]) -> str:
+    """The text of the turn's last human message."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return message.text
+    return ""
+
+
+class AnsweringPlanner(ABC):
+    """A planner that answers the turn itself (CoT, Self-Consistency, Tree of Thoughts)."""
+
+    @abstractmethod
+    async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
+                    system: SystemMessage | None = None) -> Solution:
+        """Solve ``question`` alone, outside any agent."""
+
+    async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
+                   action: Any, config: RunnableConfig) -> dict[str, Any]:
+        solution = await self.solve(question_of(state), model, system=system)
+        text = solution.answer if solution.answer is not None else (
+            f"I could not find an answer: {solution.error or 'no step produced one'}.")
+        return {"messages": [AIMessage(content=text, response_metadata={
+            "planner": type(self).__name__, "calls": solution.calls,
+            "total_tokens": solution.total_tokens})]}
+
+
+def resolve_model(model: BaseChatModel | str | None) -> BaseChatModel:
+    from ponder.models import chat_model
+
+    return chat_model(model) if model is None or isinstance(model, str) else model

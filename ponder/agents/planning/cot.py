@@ -1,0 +1,253 @@
+"""Chain-of-Thought: few-shot (with examples chosen per question), Zero-Shot, and Auto-CoT.
+
+- ``ChainOfThought``: worked examples in the prompt, chosen from a pool by similarity to the
+  question (nearest neighbours in embedding space, KATE; the nearest goes last, next to the
+  question), by diversity (one per k-means cluster), or all of them.
+- ``ZeroShotCoT``: "Let's think step by step." for the reasoning, then the reasoning plus an
+  answer trigger ("Therefore, the answer is") to extract the answer.
+- ``AutoCoT``: clusters a question bank, picks one question per cluster under the published
+  heuristics (at most 60 tokens, a rationale of at most 5 steps), writes its rationale with
+  Zero-Shot-CoT, and uses those as the examples of a few-shot prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, SystemMessage
+
+from ponder.agents.planning.answers import KINDS, extract_answer
+from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace, resolve_model
+
+TRIGGERS = {
+    "number": "Therefore, the answer (arabic numerals) is",
+    "option": "Therefore, among A through E, the answer is",
+    "text": "Therefore, the answer is",
+    "json": "Therefore, the answer as JSON is",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example: a question, its step-by-step rationale, and the answer."""
+
+    question: str
+    rationale: str
+    answer: str
+
+
+def few_shot_prompt(examples: Sequence[Example], question: str) -> str:
+    shots = [f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in examples]
+    return "\n\n".join([*shots, f"Q: {question}\nA:"])
+
+
+def _check_kind(answer: str) -> str:
+    if answer not in KINDS:
+        raise ValueError(f"unknown answer kind {answer!r}: use one of {', '.join(KINDS)}")
+    return answer
+
+
+class ChainOfThought(AnsweringPlanner):
+    """Few-shot Chain-of-Thought. ``select``: "similarity" (KATE), "diversity" or "all"."""
+
+    def __init__(self, examples: Sequence[Example], *, k: int = 8, select: str = "all",
+                 embeddings: Embeddings | None = None, answer: str = "number",
+                 budget: Budget | None = None) -> None:
+        if select not in ("similarity", "diversity", "all"):
+            raise ValueError(f"select must be 'similarity', 'diversity' or 'all', not {select!r}")
+        if select != "all" and embeddings is None:
+            raise ValueError(f"select={select!r} needs embeddings=... to compare questions")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.examples = list(examples)
+        self.k, self.select, self.embeddings = k, select, embeddings
+        self.answer = _check_kind(answer)
+        self.budget = budget
+        self._vectors: list[list[float]] | None = None
+        self._diverse: list[Example] | None = None
+
+    async def _pool_vectors(self) -> list[list[float]]:
+        if self._vectors is None:
+            self._vectors = await self.embeddings.aembed_documents(
+                [e.question for e in self.examples])
+        return self._vectors
+
+    async def choose(self, question: str) -> list[Example]:
+        """The examples for this question, in prompt order."""
+        if self.select == "all" or len(self.examples) <= self.k:
+            return self.examples
+        vectors = await self._pool_vectors()
+        if self.select == "similarity":
+            query = await self.embeddings.aembed_query(question)
+            ranked = sorted(range(len(vectors)), key=lambda i: cosine(query, vectors[i]))
+            return [self.examples[i] for i in ranked[-self.k:]]  # most similar last
+        if self._diverse is None:
+            self._diverse = [self.examples[i] for i in representatives(vectors, self.k)]
+        return self._diverse
+
+    def prompt(self, question: str, examples: Sequence[Example]) -> str:
+        return few_shot_prompt(examples, question)
+
+    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+        """One reasoning path: the model's reasoning and the answer extracted from it."""
+        examples = await self.choose(question)
+        reply = await trace.ask("cot", self.prompt(question, examples), **kwargs)
+        return reply, extract_answer(reply.text, self.answer, trigger="The answer is")
+
+    async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
+                    system: SystemMessage | None = None) -> Solution:
+        trace = Trace(resolve_model(model), system, self.budget)
+        _, answer = await self.reason(trace, question)
+        return trace.solution(answer, error=None if answer else "no answer in the reasoning")
+
+
+class ZeroShotCoT(AnsweringPlanner):
+    """Two-stage Zero-Shot-CoT (Kojima et al.): reason, then extract with an answer trigger."""
+
+    def __init__(self, *, answer: str = "number", trigger: str | None = None,
+                 budget: Budget | None = None) -> None:
+        self.answer = _check_kind(answer)
+        self.trigger = trigger or TRIGGERS[answer]
+        self.budget = budget
+
+    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+        """One reasoning path: the model's reasoning and the answer extracted from it."""
+        opening = f"Q: {question}\nA: Let's think step by step."
+        reasoning = await trace.ask("reason", opening, **kwargs)
+        # The second stage is deterministic: it reads the answer off the reasoning.
+        stage_two = {k: v for k, v in kwargs.items() if k not in ("temperature", "logprobs")}
+        extraction = await trace.ask("extract", f"{opening} {reasoning.text}\n{self.trigger}",
+                                     **stage_two)
+        return reasoning, extract_answer(extraction.text, self.answer)
+
+    async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
+                    system: SystemMessage | None = None) -> Solution:
+        trace = Trace(resolve_model(model), system, self.budget)
+        reasoning, answer = await self.reason(trace, question)
+        return trace.solution(answer, reasoning=reasoning.text,
+                              error=None if answer else "the extraction stage gave no answer")
+
+
+class AutoCoT(AnsweringPlanner):
+    """Auto-CoT (Zhang et al.): demonstrations built from a question bank, one per cluster."""
+
+    def __init__(self, questions: Sequence[str], embeddings: Embeddings, *, clusters: int = 8,
+                 max_question_tokens: int = 60, max_rationale_steps: int = 5,
+                 answer: str = "number", budget: Budget | None = None) -> None:
+        if clusters < 1:
+            raise ValueError(f"clusters must be at least 1, got {clusters}")
+        if not questions:
+            raise ValueError("AutoCoT needs a non-empty question bank")
+        self.questions = list(questions)
+        self.embeddings = embeddings
+        self.clusters = min(clusters, len(self.questions))
+        self.max_question_tokens = max_question_tokens
+        self.max_rationale_steps = max_rationale_steps
+        self.answer = _check_kind(answer)
+        self.budget = budget
+        self.demos: list[Example] | None = None
+        self.build_steps: list = []  # the model calls that wrote the demonstrations
+        self._lock = asyncio.Lock()
+
+    def candidates(self, vectors: list[list[float]]) -> list[list[int]]:
+        """Per cluster, the short-enough questions, nearest to the centroid first."""
+        centroids, labels = kmeans(vectors, self.clusters)
+        ordered = []
+        for c, centroid in enumerate(centroids):
+            members = [i for i, label in enumerate(labels) if label == c]
+            members.sort(key=lambda i: -cosine(vectors[i], centroid))
+            ordered.append([i for i in members
+                            if len(self.questions[i].split()) <= self.max_question_tokens])
+        return ordered
+
+    async def build(self, model: BaseChatModel, system: SystemMessage | None = None
+                    ) -> list[Example]:
+        """Write the demonstrations (once; later calls reuse them)."""
+        async with self._lock:
+            if self.demos is None:
+                vectors = await self.embeddings.aembed_documents(self.questions)
+                zero_shot = ZeroShotCoT(answer=self.answer)
+                trace = Trace(model, system, self.budget)
+
+                async def demo_for(cluster: list[int]) -> Example | None:
+                    for i in cluster:  # nearest first; the first that passes the heuristics wins
+                        reply, answer = await zero_shot.reason(trace, self.questions[i])
+                        rationale = reply.text.strip()
+                        if answer is not None and steps_in(rationale) <= self.max_rationale_steps:
+                            return Example(self.questions[i], rationale, answer)
+                    return None
+
+                found = await asyncio.gather(*(demo_for(c) for c in self.candidates(vectors)))
+                self.demos = [d for d in found if d is not None]
+                self.build_steps = trace.steps
+        return self.demos
+
+    async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
+                    system: SystemMessage | None = None) -> Solution:
+        model = resolve_model(model)
+        demos = await self.build(model, system)
+        few_shot = ChainOfThought(demos, k=max(1, len(demos)), answer=self.answer,
+                                  budget=self.budget)
+        solution = await few_shot.solve(question, model, system=system)
+        solution.details["demonstrations"] = len(demos)
+        return solution
+
+
+def steps_in(rationale: str) -> int:
+    """Reasoning steps of a rationale: its non-empty lines, as Auto-CoT counts them."""
+    return sum(1 for line in rationale.splitlines() if line.strip())
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def kmeans(vectors: list[list[float]], k: int, *, seed: int = 0, iterations: int = 50
+           ) -> tuple[list[list[float]], list[int]]:
+    """k-means with k-means++ seeding; deterministic for a seed. Returns centroids and labels."""
+    if not 1 <= k <= len(vectors):
+        raise ValueError(f"k must be between 1 and the number of vectors ({len(vectors)})")
+    rng = random.Random(seed)
+
+    def distance(a, b):
+        return sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
+
+    centroids = [vectors[rng.randrange(len(vectors))]]
+    while len(centroids) < k:
+        weights = [min(distance(v, c) for c in centroids) for v in vectors]
+        total = sum(weights)
+        if total == 0:
+            centroids.append(vectors[rng.randrange(len(vectors))])
+            continue
+        centroids.append(vectors[rng.choices(range(len(vectors)), weights=weights)[0]])
+    labels = [0] * len(vectors)
+    for _ in range(iterations):
+        new = [min(range(k), key=lambda c: distance(v, centroids[c])) for v in vectors]
+        moved = new != labels
+        labels = new
+        for c in range(k):
+            members = [vectors[i] for i, label in enumerate(labels) if label == c]
+            if members:
+                centroids[c] = [sum(col) / len(members) for col in zip(*members, strict=True)]
+        if not moved:
+            break
+    return centroids, labels
+
+
+def representatives(vectors: list[list[float]], k: int) -> list[int]:
+    """One index per k-means cluster: the member nearest its centroid."""
+    centroids, labels = kmeans(vectors, k)
+    chosen = []
+    for c, centroid in enumerate(centroids):
+        members = [i for i, label in enumerate(labels) if label == c]
+        if members:
+            chosen.append(min(members, key=lambda i: -cosine(vectors[i], centroid)))
+    return sorted(chosen)
