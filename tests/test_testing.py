@@ -137,17 +137,18 @@ def test_n_choices_and_logprobs():
     scripted_logprobs = {"content": [{"token": "Yes", "logprob": -0.1, "bytes": None,
                                       "top_logprobs": [{"token": "Yes", "logprob": -0.1},
                                                        {"token": "No", "logprob": -2.4}]}]}
-    replies = ["4", "5", AIMessage(content="Yes", response_metadata={"logprobs": scripted_logprobs})]
+    judged = AIMessage(content="Yes", response_metadata={"logprobs": scripted_logprobs})
+    replies = ["4", "5", judged]
     with FakeOpenAIServer(replies) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="x")
         msgs = [{"role": "user", "content": "?"}]
         two = client.chat.completions.create(model="scripted", messages=msgs, n=2, logprobs=True,
                                              top_logprobs=1)
-        judged = client.chat.completions.create(model="scripted", messages=msgs, logprobs=True,
-                                                top_logprobs=2)
+        third = client.chat.completions.create(model="scripted", messages=msgs, logprobs=True,
+                                               top_logprobs=2)
     assert [c.message.content for c in two.choices] == ["4", "5"]
     assert two.choices[0].logprobs.content[0].token == "4"
-    top = judged.choices[0].logprobs.content[0].top_logprobs
+    top = third.choices[0].logprobs.content[0].top_logprobs
     assert [(t.token, t.logprob) for t in top] == [("Yes", -0.1), ("No", -2.4)]
 
 
@@ -169,7 +170,8 @@ def test_similar_texts_get_similar_fake_embeddings():
         return sum(x * y for x, y in zip(a, b, strict=True))
 
     base = fake_embedding("the cat sat on the mat")
-    assert cosine(base, fake_embedding("the cat sat")) > cosine(base, fake_embedding("stock prices"))
+    near, far = fake_embedding("the cat sat"), fake_embedding("stock prices")
+    assert cosine(base, near) > cosine(base, far)
 
 
 def test_injected_faults_reach_the_official_client():

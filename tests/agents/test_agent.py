@@ -166,8 +166,9 @@ async def test_tool_failures_come_back_to_the_model():
 
 
 async def test_a_step_with_only_unparseable_calls_is_answered():
-    garbled = AIMessage(content="", invalid_tool_calls=[
-        {"name": "depth", "args": "{place:", "id": "c1", "error": "bad", "type": "invalid_tool_call"}])
+    garbled = AIMessage(content="", invalid_tool_calls=[{
+        "name": "depth", "args": "{place:", "id": "c1", "error": "bad",
+        "type": "invalid_tool_call"}])
     navigator, _ = agent([garbled, "Sorry, let me retry."], tools=[depth])
     state = await navigator.ainvoke("depth?")
     assert "not valid JSON" in state["messages"][2].content
@@ -318,7 +319,7 @@ async def test_the_agent_graph_is_a_subgraph_with_interrupts_and_streaming():
     paused = await graph.ainvoke({"messages": [("user", "anchor")]}, config)
     assert paused["__interrupt__"][0].value == "anchor?"
     tokens = []
-    async for namespace, (chunk, meta) in graph.astream(Command(resume=True), config,
+    async for namespace, (chunk, _meta) in graph.astream(Command(resume=True), config,
                                                         stream_mode="messages", subgraphs=True):
         if isinstance(chunk, AIMessageChunk) and chunk.content:
             tokens.append(chunk.content)

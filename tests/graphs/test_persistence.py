@@ -1,5 +1,6 @@
 """Persistence from one URL: crash recovery and checkpoint retention, on SQLite and Postgres."""
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -51,8 +52,8 @@ def mission_model() -> ScriptedChatModel:
 async def resume_after_crash(url: str, tmp_path, durability: str) -> ScriptedChatModel:
     script = tmp_path / "crash.py"
     script.write_text(CRASHING_RUN)
-    died = subprocess.run(
-        [sys.executable, str(script), url, str(tmp_path / "crashed"), durability],
+    died = await asyncio.to_thread(
+        subprocess.run, [sys.executable, str(script), url, str(tmp_path / "crashed"), durability],
         capture_output=True, text=True, timeout=60)
     assert died.returncode == 9, died.stderr
     model = mission_model()  # a new process: nothing survives but the database

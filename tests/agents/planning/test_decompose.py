@@ -18,9 +18,7 @@ def price(tea: str) -> str:
     return str(PRICES[tea.lower()])
 
 
-def shop_model(fail_first_lookup: bool = False):
-    state = {"failed": False}
-
+def shop_model():
     def reply(messages):
         prompt = messages[-1].content if messages[-1].type == "human" else ""
         if messages[-1].type == "tool":
