@@ -148,6 +148,64 @@ async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user
                 console.print(escape(chunk.content), end="", soft_wrap=True)
 
 
+eval_app = typer.Typer(help="Measure reasoning methods on standard data sets.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _print_report(report, as_json: bool, model: str | None) -> None:
+    data = {**report.as_dict(), "model": model or Settings.from_env().model}
+    if as_json:
+        print(json.dumps(data))
+        return
+    console.print(f"{data['task']} / {data['method']}: accuracy {data['accuracy']:.1%} "
+                  f"({data['correct']}/{data['n']}), {data['calls']} calls, "
+                  f"{data['total_tokens']} tokens, {data['wall_s']} s")
+    for error in data["errors"][:5]:
+        errors.print(f"[yellow]{escape(error)}[/]")
+
+
+@eval_app.command("game24")
+def eval_game24(
+    model: str | None = typer.Option(None, "--model", help="provider:name (default PONDER_MODEL)"),
+    method: str = typer.Option("tot", "--method", help="io, cot, sc or tot"),
+    limit: int = typer.Option(10, "--limit", min=1, help="How many puzzles."),
+    start: int = typer.Option(900, "--start", min=0, help="First row (the ToT paper: 900)."),
+    data: str = typer.Option("game24.csv", "--data", help="The Game of 24 CSV."),
+    k: int = typer.Option(5, "--k", min=1, help="Samples for sc."),
+    breadth: int = typer.Option(5, "--breadth", min=1, help="ToT breadth b."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Puzzles at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Game of 24: accuracy of io, cot, sc or tot (exact arithmetic checks the answers)."""
+    from ponder.agents.planning.evaluation import evaluate_game24, load_game24
+
+    puzzles = load_game24(data, start, limit)
+    report = asyncio.run(evaluate_game24(chat_model(model), method, puzzles, k=k,
+                                         breadth=breadth, concurrency=concurrency))
+    _print_report(report, as_json, model)
+
+
+@eval_app.command("gsm8k")
+def eval_gsm8k(
+    model: str | None = typer.Option(None, "--model", help="provider:name (default PONDER_MODEL)"),
+    method: str = typer.Option("cot", "--method", help="cot, zero-shot-cot or sc"),
+    limit: int = typer.Option(50, "--limit", min=1, help="How many problems."),
+    start: int = typer.Option(0, "--start", min=0, help="First problem."),
+    data: str = typer.Option("gsm8k_test.jsonl", "--data", help="The GSM8K test JSONL."),
+    k: int = typer.Option(5, "--k", min=1, help="Paths for sc."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Problems at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """GSM8K: accuracy of cot (8-shot), zero-shot-cot or sc against the gold answers."""
+    from ponder.agents.planning.evaluation import evaluate_gsm8k, load_gsm8k
+
+    items = load_gsm8k(data, start, limit)
+    report = asyncio.run(evaluate_gsm8k(chat_model(model), method, items, k=k,
+                                        concurrency=concurrency))
+    _print_report(report, as_json, model)
+
+
 @app.command()
 def demo() -> None:
     """Run the example agent end to end: profile, knowledge, a tool, a persisted thread."""

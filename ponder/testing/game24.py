@@ -7,6 +7,7 @@ honestly (sure/impossible), votes for a solvable choice, and writes the final ex
 
 from __future__ import annotations
 
+import operator
 import re
 from fractions import Fraction
 from itertools import combinations
@@ -66,11 +67,13 @@ def _answer(prompt: str) -> str:
     for a, op, b in re.findall(r"(-?[\d/]+) ([-+*/]) (-?[\d/]+) =", steps):
         left = _take(terms, Fraction(a))
         right = _take(terms, Fraction(b))
-        value = {"+": left[0] + right[0], "-": left[0] - right[0], "*": left[0] * right[0],
-                 "/": left[0] / right[0]}[op]
+        value = _APPLY[op](left[0], right[0])
         terms.append((value, f"({left[1]} {op} {right[1]})"))
     expression = terms[0][1][1:-1] if terms[0][1].startswith("(") else terms[0][1]
     return f"Answer: {expression} = 24"
+
+
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
 def _take(terms: list[tuple[Fraction, str]], value: Fraction) -> tuple[Fraction, str]:
