@@ -8,7 +8,8 @@ profile:
   instructions: [Quote prices from the handbook, Use the calculator for totals]
 tools: [calculator, myshop.tools:stock_level]   # built-in names or module:attr
 knowledge: [handbook.md, faq/*.md]               # files, relative to this spec
-planner: myshop.planning:planner                 # optional: a Planner object
+planner: self-consistency                        # or {type: tree-of-thoughts, breadth: 3},
+                                                 # or module:attr for your own Planner
 max_steps: 8
 ```
 """
@@ -41,7 +42,7 @@ class AgentSpec(BaseModel):
     profile: Profile = Field(default_factory=Profile)
     tools: list[str] = Field(default_factory=list)
     knowledge: list[str] = Field(default_factory=list)
-    planner: str | None = None
+    planner: str | dict[str, Any] | None = None
     max_steps: int = Field(10, ge=1)
     tool_timeout_s: float = Field(30.0, gt=0)
 
@@ -91,7 +92,7 @@ def agent_from_spec(path: str | Path, *, model: BaseChatModel | str | None = Non
     base = path.parent
     tools = [_tool(ref, base, path) for ref in spec.tools]
     memory = _knowledge(spec.knowledge, base, path) if spec.knowledge else None
-    planner = _load(spec.planner, base, path, "planner") if spec.planner else None
+    planner = _planner(spec.planner, base, path) if spec.planner else None
     try:
         return Agent(spec.name, model or spec.model, spec.profile, memory=memory, planner=planner,
                      tools=tools, max_steps=spec.max_steps, tool_timeout_s=spec.tool_timeout_s,
@@ -114,6 +115,25 @@ def _load(ref: str, base: Path, path: Path, what: str) -> Any:
         return load_object(ref, base)
     except ConfigurationError as exc:
         raise SpecError(f"{path}: {what} {exc}") from None
+
+
+def _planner(value: str | dict[str, Any], base: Path, path: Path):
+    """A named planner (``self-consistency``, or ``{type: tot, breadth: 3}``) or module:attr."""
+    from ponder.agents import planning
+
+    named = {"zero-shot-cot": planning.ZeroShotCoT, "self-consistency": planning.SelfConsistency,
+             "tree-of-thoughts": planning.TreeOfThoughts, "decompose": planning.Decompose}
+    options = dict(value) if isinstance(value, dict) else {}
+    name = options.pop("type", None) if options or isinstance(value, dict) else value
+    if isinstance(name, str) and ":" in name and not options:
+        return _load(name, base, path, "planner")
+    if name not in named:
+        raise SpecError(f"{path}: unknown planner {name!r}: use one of {', '.join(named)}, "
+                        "or module:attr for your own")
+    try:
+        return named[name](**options)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{path}: planner {name!r}: {exc}") from None
 
 
 def _knowledge(patterns: list[str], base: Path, path: Path) -> InMemoryMemory:

@@ -49,12 +49,26 @@ async def test_a_spec_builds_a_working_agent(tmp_path):
     ("name: a\ntools: ['nowhere.module:thing']", r"tool 'nowhere.module:thing': cannot import"),
     ("name: a\nknowledge: [missing/*.md]", r"knowledge source 'missing/\*.md' matches no file"),
     ("name: 'bad name!'", r"agent name 'bad name!' is not valid"),
+    ("name: a\nplanner: magic", r"unknown planner 'magic': use one of zero-shot-cot"),
+    ("name: a\nplanner: {type: self-consistency, k: 0}", r"planner 'self-consistency': k must"),
 ])
 def test_bad_specs_get_clear_errors_naming_the_file(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(SpecError, match=message) as caught:
         Agent.from_spec(path, model=ScriptedChatModel())
     assert str(path) in str(caught.value)
+
+
+async def test_a_named_planner_with_options(tmp_path):
+    path = write(tmp_path, """
+        name: thinker
+        planner: {type: self-consistency, k: 3}
+    """)
+    model = ScriptedChatModel(replies=lambda m: "2" if m[-1].content.endswith("is")
+                              else "thinking: 1 + 1 = 2")
+    agent = Agent.from_spec(path, model=model, checkpointer=False)
+    assert agent.planner.k == 3
+    assert await agent.aask("1 + 1?") == "2"
 
 
 def test_a_missing_spec_file(tmp_path):
