@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class Agent:
         self.name = name
         self.model = chat_model(model) if model is None or isinstance(model, str) else model
         self.profile = profile or Profile()
+        self._profile_message = self.profile.system_message(name)
         self.memory = memory
         self.planner = planner
         self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
@@ -105,6 +107,8 @@ class Agent:
         self._persistence: Persistence | None = None
         self._opening: asyncio.Lock | None = None
         self._background: set[asyncio.Task] = set()
+        # Per thread, at most how many checkpoints it may hold beyond what the last prune left.
+        self._unpruned: OrderedDict[str, int] = OrderedDict()
 
     # -- the graph ------------------------------------------------------------------------------
 
@@ -138,6 +142,8 @@ class Agent:
     def _system(self, state: dict[str, Any]):
         context = state.get("context")
         plan = state.get("plan")
+        if not context and not plan:
+            return self._profile_message  # rendered once: the profile does not change
         return self.profile.system_message(
             self.name,
             f"Context you recalled (use it when relevant):\n{context}" if context else None,
@@ -214,10 +220,12 @@ class Agent:
         """
         graph = await self._graph()
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
+        state = None
         try:
-            return await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
+            state = await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
+            return state
         finally:
-            self._after_turn(cfg)
+            self._after_turn(cfg, state)
 
     async def astream(self, input: Any, *, thread_id: str | None = None,
                       user_id: str | None = None, checkpoint_id: str | None = None,
@@ -271,11 +279,27 @@ class Agent:
 
     # -- housekeeping ---------------------------------------------------------------------------
 
-    def _after_turn(self, config: RunnableConfig) -> None:
-        # Retention, in the background: the reply never waits for it.
-        if self._saver is not None:
-            thread_id = config["configurable"]["thread_id"]
+    def _after_turn(self, config: RunnableConfig, state: dict[str, Any] | None = None) -> None:
+        """Retention: prune the thread once it may hold more than ``keep`` checkpoints.
+
+        A turn saves one checkpoint for its input and one per node run; from the turn's messages
+        that is at most 1 + 2 per model reply + 3 (recall, plan, remember). Without the final
+        state (a stream, a failure) the thread is pruned at once. Runs in the background.
+        """
+        if self._saver is None:
+            return
+        thread_id = config["configurable"]["thread_id"]
+        if state is None:
+            written = self._keep + 1
+        else:
+            replies = sum(isinstance(m, AIMessage) for m in _current_turn(state["messages"]))
+            written = self._unpruned.pop(thread_id, 0) + 4 + 2 * replies
+        if written > self._keep:
             self._spawn(prune_checkpoints(self._saver, thread_id, self._keep))
+            written = self._keep
+        self._unpruned[thread_id] = written
+        if len(self._unpruned) > 10_000:  # forget the oldest threads: they only prune later
+            self._unpruned.popitem(last=False)
 
     def _spawn(self, work) -> None:
         task = asyncio.get_running_loop().create_task(work)
