@@ -1,0 +1,167 @@
+"""The guard's proof: hostile inputs that must never run, and analytical queries that must.
+
+Identifiers are lower case and unquoted, so each query means the same on SQLite (Chinook as
+shipped) and on Postgres (Chinook copied with lower-case names).
+"""
+
+HOSTILE = [
+    # destructive statements
+    "DROP TABLE artist",
+    "DELETE FROM artist",
+    "UPDATE artist SET name = 'x'",
+    "INSERT INTO artist (name) VALUES ('x')",
+    "REPLACE INTO artist (artistid, name) VALUES (1, 'x')",
+    "INSERT INTO artist SELECT * FROM artist",
+    "UPDATE track SET unitprice = 0 WHERE 1 = 1",
+    "DELETE FROM invoiceline WHERE invoiceid IN (SELECT invoiceid FROM invoice)",
+    "TRUNCATE TABLE artist",
+    "CREATE TABLE stolen AS SELECT * FROM customer",
+    "CREATE TEMP VIEW v AS SELECT 1",
+    "ALTER TABLE artist ADD COLUMN pwned TEXT",
+    "ALTER TABLE artist RENAME TO gone",
+    "MERGE INTO artist a USING genre g ON a.artistid = g.genreid WHEN MATCHED THEN DELETE",
+    # stacked queries
+    "SELECT 1; DROP TABLE artist",
+    "SELECT * FROM artist; DELETE FROM track",
+    "SELECT 1 --\n; DELETE FROM artist",
+    "SELECT * FROM artist /* hi */ ; DROP TABLE track -- bye",
+    "BEGIN; DELETE FROM artist; COMMIT",
+    # DML hidden in CTEs and subqueries
+    "WITH gone AS (DELETE FROM artist RETURNING *) SELECT * FROM gone",
+    "WITH x AS (UPDATE track SET name = 'x' RETURNING trackid) SELECT count(*) FROM x",
+    "WITH x AS (INSERT INTO genre (name) VALUES ('x') RETURNING *) SELECT * FROM x",
+    "SELECT * FROM (DELETE FROM track RETURNING trackid) AS t",
+    # outside the database, schema and settings
+    "ATTACH DATABASE '/tmp/evil.db' AS evil",
+    "DETACH DATABASE main",
+    "PRAGMA writable_schema = 1",
+    "PRAGMA query_only = 0",
+    "SELECT load_extension('/tmp/evil.so')",
+    "SELECT readfile('/etc/passwd')",
+    "SELECT writefile('/tmp/x', 'data')",
+    "COPY artist TO '/tmp/artists.csv'",
+    "COPY (SELECT * FROM artist) TO PROGRAM 'rm -rf /'",
+    "SET statement_timeout = 0",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT pg_ls_dir('.')",
+    "SELECT pg_sleep(100)",
+    "SELECT lo_import('/etc/passwd')",
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    "SELECT pg_terminate_backend(1)",
+    "SELECT dblink_exec('host=evil', 'DROP TABLE x')",
+    "GRANT ALL ON artist TO public",
+    "REVOKE SELECT ON artist FROM public",
+    "SELECT * INTO stolen FROM artist",
+    "SELECT * FROM artist FOR UPDATE",
+    "LOCK TABLE artist",
+    "VACUUM",
+    "CALL do_evil()",
+    "DO $$ BEGIN DELETE FROM artist; END $$",
+    "PREPARE p AS DELETE FROM artist",
+    # injections through question text and through values stored in the data
+    "SELECT * FROM artist WHERE name = 'Robert'); DROP TABLE artist;--'",
+    "SELECT * FROM track WHERE name = ''; DELETE FROM track; --'",
+    # resource exhaustion: stopped by the row limit and the wall-clock timeout
+    "SELECT count(*) FROM track a, track b, track c, track d",
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+    "SELECT randomblob(1000000000)",
+]
+
+VALID = [
+    "SELECT name FROM artist ORDER BY name LIMIT 10",
+    "SELECT count(*) FROM track",
+    "SELECT genreid, count(*) AS tracks FROM track GROUP BY genreid ORDER BY tracks DESC",
+    "SELECT a.name, count(al.albumid) AS albums FROM artist a JOIN album al "
+    "ON al.artistid = a.artistid GROUP BY a.name ORDER BY albums DESC LIMIT 5",
+    "SELECT billingcountry, sum(total) AS revenue FROM invoice GROUP BY billingcountry "
+    "ORDER BY revenue DESC",
+    "SELECT c.firstname, c.lastname, sum(i.total) AS spent FROM customer c JOIN invoice i "
+    "ON i.customerid = c.customerid GROUP BY c.customerid, c.firstname, c.lastname "
+    "ORDER BY spent DESC LIMIT 5",
+    "SELECT t.name, t.milliseconds FROM track t WHERE t.milliseconds > 600000 "
+    "ORDER BY t.milliseconds DESC",
+    "SELECT m.name AS media, count(*) FROM track t JOIN mediatype m "
+    "ON m.mediatypeid = t.mediatypeid GROUP BY m.name",
+    "WITH per_genre AS (SELECT genreid, avg(milliseconds) AS avg_ms FROM track GROUP BY "
+    "genreid) SELECT g.name, p.avg_ms FROM per_genre p JOIN genre g ON g.genreid = p.genreid "
+    "ORDER BY p.avg_ms DESC",
+    "SELECT e.firstname, e.lastname, count(c.customerid) AS customers FROM employee e "
+    "LEFT JOIN customer c ON c.supportrepid = e.employeeid "
+    "GROUP BY e.employeeid, e.firstname, e.lastname",
+    "SELECT p.name, count(pt.trackid) FROM playlist p JOIN playlisttrack pt "
+    "ON pt.playlistid = p.playlistid GROUP BY p.playlistid, p.name ORDER BY 2 DESC",
+    "SELECT DISTINCT billingcity FROM invoice WHERE billingcountry = 'Brazil' "
+    "ORDER BY billingcity",
+    "SELECT name FROM track WHERE name LIKE '%Love%' ORDER BY name LIMIT 20",
+    "SELECT composer, count(*) FROM track WHERE composer IS NOT NULL GROUP BY composer "
+    "HAVING count(*) > 20 ORDER BY 2 DESC",
+    "SELECT max(total), min(total), avg(total) FROM invoice",
+    "SELECT substr(cast(invoicedate AS TEXT), 1, 4) AS year, sum(total) FROM invoice "
+    "GROUP BY substr(cast(invoicedate AS TEXT), 1, 4) ORDER BY year",
+    "SELECT a.title FROM album a WHERE a.albumid IN (SELECT albumid FROM track "
+    "WHERE genreid = 1) ORDER BY a.title LIMIT 10",
+    "SELECT a.title, sum(t.milliseconds) / 60000 AS minutes FROM album a JOIN track t "
+    "ON t.albumid = a.albumid GROUP BY a.albumid, a.title ORDER BY minutes DESC LIMIT 5",
+    "SELECT ar.name FROM artist ar WHERE NOT EXISTS (SELECT 1 FROM album al "
+    "WHERE al.artistid = ar.artistid) LIMIT 10",
+    "SELECT t.name, il.unitprice * il.quantity AS line_total FROM invoiceline il "
+    "JOIN track t ON t.trackid = il.trackid ORDER BY line_total DESC LIMIT 10",
+    "SELECT g.name, sum(il.unitprice * il.quantity) AS sales FROM invoiceline il "
+    "JOIN track t ON t.trackid = il.trackid JOIN genre g ON g.genreid = t.genreid "
+    "GROUP BY g.name ORDER BY sales DESC",
+    "SELECT country, count(*) FROM customer GROUP BY country ORDER BY count(*) DESC, country",
+    "SELECT firstname || ' ' || lastname AS full_name, email FROM customer "
+    "WHERE company IS NOT NULL",
+    "SELECT title FROM employee GROUP BY title",
+    "SELECT e.lastname, m.lastname AS manager FROM employee e LEFT JOIN employee m "
+    "ON e.reportsto = m.employeeid",
+    "SELECT count(DISTINCT customerid) FROM invoice",
+    "SELECT billingcountry, count(*) AS invoices, sum(total) AS revenue, avg(total) AS average "
+    "FROM invoice GROUP BY billingcountry HAVING count(*) >= 10",
+    "SELECT trackid, name, unitprice FROM track WHERE unitprice > 0.99",
+    "SELECT name, bytes FROM track ORDER BY bytes DESC LIMIT 3",
+    "SELECT CASE WHEN milliseconds < 180000 THEN 'short' WHEN milliseconds < 300000 "
+    "THEN 'medium' ELSE 'long' END AS length, count(*) FROM track GROUP BY 1",
+    "SELECT al.title, ar.name FROM album al JOIN artist ar USING (artistid) "
+    "WHERE ar.name = 'Queen'",
+    "SELECT name FROM genre UNION SELECT name FROM mediatype ORDER BY name",
+    "SELECT artistid FROM artist INTERSECT SELECT artistid FROM album",
+    "SELECT artistid FROM artist EXCEPT SELECT artistid FROM album",
+    "WITH RECURSIVE chain(employeeid, lastname, depth) AS (SELECT employeeid, lastname, 0 "
+    "FROM employee WHERE reportsto IS NULL UNION ALL SELECT e.employeeid, e.lastname, "
+    "c.depth + 1 FROM employee e JOIN chain c ON e.reportsto = c.employeeid) "
+    "SELECT * FROM chain ORDER BY depth",
+    "SELECT c.customerid, count(i.invoiceid) FROM customer c LEFT JOIN invoice i "
+    "ON i.customerid = c.customerid GROUP BY c.customerid HAVING count(i.invoiceid) > 6",
+    "SELECT t.name FROM track t JOIN playlisttrack pt ON pt.trackid = t.trackid "
+    "JOIN playlist p ON p.playlistid = pt.playlistid WHERE p.name = 'Grunge'",
+    "SELECT invoiceid, total, rank() OVER (ORDER BY total DESC) AS r FROM invoice LIMIT 10",
+    "SELECT customerid, invoicedate, total, sum(total) OVER (PARTITION BY customerid "
+    "ORDER BY invoicedate) AS running FROM invoice LIMIT 20",
+    "SELECT genreid, name, milliseconds FROM (SELECT genreid, name, milliseconds, "
+    "row_number() OVER (PARTITION BY genreid ORDER BY milliseconds DESC) AS rn FROM track) "
+    "ranked WHERE rn = 1",
+    "SELECT coalesce(composer, 'unknown') AS composer, count(*) FROM track "
+    "GROUP BY coalesce(composer, 'unknown') ORDER BY 2 DESC LIMIT 5",
+    "SELECT lower(name) FROM artist WHERE length(name) > 30",
+    "SELECT billingstate, count(*) FROM invoice WHERE billingstate IS NOT NULL "
+    "GROUP BY billingstate",
+    "SELECT a.title, count(*) AS n FROM album a JOIN track t ON t.albumid = a.albumid "
+    "GROUP BY a.albumid, a.title HAVING count(*) = 1 ORDER BY a.title LIMIT 10",
+    "SELECT avg(unitprice) FROM track WHERE mediatypeid = 3",
+    "SELECT e.firstname, sum(i.total) FROM employee e JOIN customer c "
+    "ON c.supportrepid = e.employeeid JOIN invoice i ON i.customerid = c.customerid "
+    "GROUP BY e.employeeid, e.firstname ORDER BY 2 DESC",
+    "SELECT name FROM track WHERE albumid = (SELECT albumid FROM album "
+    "WHERE title = 'Let There Be Rock')",
+    "SELECT count(*) FROM track WHERE genreid IN (SELECT genreid FROM genre "
+    "WHERE name IN ('Rock', 'Metal'))",
+    "SELECT t.name, g.name AS genre FROM track t LEFT JOIN genre g ON g.genreid = t.genreid "
+    "WHERE t.trackid BETWEEN 100 AND 110",
+    "SELECT 'Invoice ' || cast(invoiceid AS TEXT) AS label, total FROM invoice "
+    "WHERE total > 20 ORDER BY total DESC",
+    # an injection attempt that stays inside a string literal is just data: safe to run
+    "SELECT name FROM artist WHERE name = 'Robert''); DROP TABLE artist; --'",
+    "SELECT max(length(name)) FROM track",
+]
