@@ -206,6 +206,27 @@ def eval_gsm8k(
     _print_report(report, as_json, model)
 
 
+@eval_app.command("sql")
+def eval_sql(
+    db: str = typer.Option(..., "--db", help="Database URL, e.g. sqlite:///chinook.sqlite"),
+    questions: str = typer.Option(..., "--questions", help="JSONL of question and gold sql."),
+    model: str | None = typer.Option(None, "--model", help="provider:name (default PONDER_MODEL)"),
+    candidates: int = typer.Option(5, "--candidates", min=1, help="SQL samples per question."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Text-to-SQL execution accuracy on your own question/gold-SQL pairs."""
+    from ponder.tools.sql.evaluation import evaluate_sql, load_questions
+
+    items = load_questions(questions)
+    report = asyncio.run(evaluate_sql(db, items, chat_model(model), candidates=candidates))
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(f"execution accuracy {report['execution_accuracy']:.1%} "
+                  f"({report['correct']}/{report['n']}), {report['calls']} calls, "
+                  f"{report['wall_s']} s")
+
+
 @app.command()
 def demo() -> None:
     """Run the example agent end to end: profile, knowledge, a tool, a persisted thread."""

@@ -47,6 +47,7 @@ __all__ = [
     "ResilientChatModel",
     "ResilientEmbeddings",
     "UsageLog",
+    "as_chat_model",
     "chat_model",
     "embeddings",
     "track_usage",
@@ -481,6 +482,11 @@ async def _aclose(stream: Any) -> None:
 
 
 # --------------------------------------------------------------------------- factories
+
+
+def as_chat_model(model: BaseChatModel | str | None) -> BaseChatModel:
+    """A chat model as given, or built from a provider string (None: ``PONDER_MODEL``)."""
+    return chat_model(model) if model is None or isinstance(model, str) else model
 
 
 def _split_spec(spec: str | None, setting: str) -> tuple[str, str]:

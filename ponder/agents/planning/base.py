@@ -191,7 +191,3 @@ class AnsweringPlanner(ABC):
             "total_tokens": solution.total_tokens})]}
 
 
-def resolve_model(model: BaseChatModel | str | None) -> BaseChatModel:
-    from ponder.models import chat_model
-
-    return chat_model(model) if model is None or isinstance(model, str) else model

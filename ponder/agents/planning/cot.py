@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
 from ponder.agents.planning.answers import KINDS, extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace, resolve_model
+from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace
+from ponder.models import as_chat_model
+from ponder.similarity import cosine
 
 TRIGGERS = {
     "number": "Therefore, the answer (arabic numerals) is",
@@ -102,7 +103,7 @@ class ChainOfThought(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
-        trace = Trace(resolve_model(model), system, self.budget)
+        trace = Trace(as_chat_model(model), system, self.budget)
         _, answer = await self.reason(trace, question)
         return trace.solution(answer, error=None if answer else "no answer in the reasoning")
 
@@ -128,7 +129,7 @@ class ZeroShotCoT(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
-        trace = Trace(resolve_model(model), system, self.budget)
+        trace = Trace(as_chat_model(model), system, self.budget)
         reasoning, answer = await self.reason(trace, question)
         return trace.solution(answer, reasoning=reasoning.text,
                               error=None if answer else "the extraction stage gave no answer")
@@ -190,7 +191,7 @@ class AutoCoT(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
-        model = resolve_model(model)
+        model = as_chat_model(model)
         demos = await self.build(model, system)
         few_shot = ChainOfThought(demos, k=max(1, len(demos)), answer=self.answer,
                                   budget=self.budget)
@@ -202,12 +203,6 @@ class AutoCoT(AnsweringPlanner):
 def steps_in(rationale: str) -> int:
     """Reasoning steps of a rationale: its non-empty lines, as Auto-CoT counts them."""
     return sum(1 for line in rationale.splitlines() if line.strip())
-
-
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 def kmeans(vectors: list[list[float]], k: int, *, seed: int = 0, iterations: int = 50

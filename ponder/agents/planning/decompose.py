@@ -19,7 +19,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
 from ponder.agents.action import ActionModule
-from ponder.agents.planning.base import Budget, Solution, Trace, question_of, resolve_model
+from ponder.agents.planning.base import Budget, Solution, Trace, question_of
+from ponder.models import as_chat_model
 
 PLAN_PROMPT = """Break this task into at most {n} subtasks that, done in order, solve it. Each \
 subtask should be one action: look something up, call a tool, compute, or write. Reply with \
@@ -83,7 +84,7 @@ class Decompose:
                     system: SystemMessage | None = None, action: ActionModule | None = None
                     ) -> Solution:
         action = action or self.action or ActionModule(max_steps=self.max_tool_steps)
-        trace = Trace(resolve_model(model), system, self.budget)
+        trace = Trace(as_chat_model(model), system, self.budget)
         reply = await trace.ask("plan", PLAN_PROMPT.format(n=self.max_subtasks, question=question))
         plan = parse_subtasks(reply.text, self.max_subtasks)
         if not plan:

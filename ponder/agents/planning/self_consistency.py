@@ -17,8 +17,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
 from ponder.agents.planning.answers import extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace, resolve_model
+from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace
 from ponder.agents.planning.cot import ChainOfThought, ZeroShotCoT
+from ponder.models import as_chat_model
 
 
 class SelfConsistency(AnsweringPlanner):
@@ -45,7 +46,7 @@ class SelfConsistency(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
-        trace = Trace(resolve_model(model), system, self.budget)
+        trace = Trace(as_chat_model(model), system, self.budget)
         failures: list[str] = []
         if self.use_n and isinstance(self.base, ChainOfThought):
             paths = await self._one_request(trace, question)

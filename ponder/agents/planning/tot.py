@@ -27,9 +27,9 @@ from ponder.agents.planning.base import (
     BudgetExceeded,
     Solution,
     Trace,
-    resolve_model,
 )
 from ponder.agents.planning.game24 import Game24
+from ponder.models import as_chat_model
 
 
 class ThoughtTask(Protocol):
@@ -77,7 +77,7 @@ class TreeOfThoughts(AnsweringPlanner):
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
         x = self.task.parse_input(question)
-        run = _Search(self, x, Trace(resolve_model(model), system, self.budget))
+        run = _Search(self, x, Trace(as_chat_model(model), system, self.budget))
         error = None
         try:
             found = await (run.dfs("", 0) if self.search == "dfs" else run.levels())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
@@ -30,6 +30,21 @@ _SQLGLOT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mys
 
 class QueryError(RuntimeError):
     """The database refused or failed the query; the message is the database's, for repair."""
+
+
+@dataclass
+class Table:
+    """One table as a model needs to see it."""
+
+    name: str
+    columns: list[tuple[str, str]]            # (name, type)
+    primary_key: list[str]
+    foreign_keys: list[tuple[str, str, str]]  # (column, referenced table, referenced column)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The C3 layout: ``# table ( col, col, ... )``."""
+        return f"# {self.name} ( {', '.join(c for c, _ in self.columns)} )"
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class Database:
         self.row_limit, self.timeout_s = row_limit, timeout_s
         self.tables, self.columns = tables, columns
         self._engine: Engine | None = None
+        self._schema: dict[str, Table] | None = None
 
     def _open(self) -> Engine:
         if self._engine is not None:
@@ -154,6 +170,56 @@ class Database:
         except DBAPIError as exc:
             raise self._query_error(exc.orig) from None
         return QueryResult(sql, columns, rows[: self.row_limit], len(rows) > self.row_limit)
+
+    async def schema(self) -> dict[str, Table]:
+        """Tables, columns, types, keys and foreign keys (cached after the first call)."""
+        if self._schema is None:
+            self._schema = await asyncio.to_thread(self._introspect)
+        return self._schema
+
+    def _introspect(self) -> dict[str, Table]:
+        if self.backend == "sqlite":  # the query engine's authorizer refuses PRAGMA
+            path = self.url.database
+            engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+        else:
+            engine = self._open()
+        try:
+            inspector = inspect(engine)
+            allowed = {t.lower() for t in self.tables} if self.tables is not None else None
+            schema = {}
+            for name in inspector.get_table_names():
+                if allowed is not None and name.lower() not in allowed:
+                    continue
+                schema[name] = Table(
+                    name,
+                    [(c["name"], str(c["type"])) for c in inspector.get_columns(name)],
+                    inspector.get_pk_constraint(name).get("constrained_columns") or [],
+                    [(column, fk["referred_table"], referred)
+                     for fk in inspector.get_foreign_keys(name)
+                     for column, referred in zip(fk["constrained_columns"],
+                                                 fk["referred_columns"], strict=False)],
+                )
+        except OperationalError as exc:
+            raise ConfigurationError(f"cannot read the schema: {exc.orig}") from None
+        finally:
+            if engine is not self._engine:
+                engine.dispose()
+        return schema
+
+    async def add_samples(self, tables: list[Table], per_column: int = 3) -> None:
+        """A few distinct values per column, for the prompt (fetched once per table)."""
+        for table in tables:
+            if table.samples:
+                continue
+            for column, _ in table.columns:
+                quote = '"'
+                sql = (f"SELECT DISTINCT {quote}{column}{quote} FROM {quote}{table.name}{quote} "
+                       f"WHERE {quote}{column}{quote} IS NOT NULL LIMIT {per_column}")
+                try:
+                    result = await self.run(sql)
+                except Exception:  # a column we may not read: no samples, no failure
+                    continue
+                table.samples[column] = [_cell(r[0])[:40] for r in result.rows]
 
     def _query_error(self, exc: BaseException) -> Exception:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
