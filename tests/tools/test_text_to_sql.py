@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage
 
 from ponder import Agent
-from ponder.testing import FakeOpenAIServer, ScriptedChatModel, tool_calls
+from ponder.testing import FakeOpenAIServer, ScriptedChatModel, fake_embedding, tool_calls
 from ponder.tools.sql import Database
 from ponder.tools.sql.text_to_sql import TextToSQL, sql_tool, text_to_sql
 
@@ -69,7 +70,16 @@ async def test_the_prompt_layout_and_calibration(chinook_sqlite):
     assert isinstance(sql_call[-2], AIMessage) and "COUNT(*)" in sql_call[-2].content
 
 
-async def test_a_thousand_tables(tmp_path):
+class HashedWords(Embeddings):
+    def embed_documents(self, texts):
+        return [fake_embedding(t, 512) for t in texts]
+
+    def embed_query(self, text):
+        return fake_embedding(text, 512)
+
+
+@pytest.mark.parametrize("embeddings", [None, HashedWords()], ids=["words", "embeddings"])
+async def test_a_thousand_tables(tmp_path, embeddings):
     path = tmp_path / "wide.db"
     db_file = sqlite3.connect(path)
     for i in range(1000):
@@ -80,8 +90,9 @@ async def test_a_thousand_tables(tmp_path):
     db_file.close()
     model = ScriptedChatModel(replies=analyst(["SELECT name FROM customers WHERE city = 'Oslo'"],
                                               link="customers"))
-    result = await TextToSQL(Database(f"sqlite:///{path}"), model, candidates=1).answer(
-        "Which customers live in the city of Oslo?")
+    result = await TextToSQL(Database(f"sqlite:///{path}"), model, candidates=1,
+                             embeddings=embeddings).answer(
+        "Which customers live in the city of Oslo? name city customers")
     assert result.result.rows == [("Ann",)]
     link_prompt = model.calls[0][-1].content
     assert link_prompt.count("\n# ") <= 12 and "# customers ( id, name, city )" in link_prompt
