@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import ponder
-from ponder.agents.agent import Agent, final_text
+from ponder.agents.agent import Agent, final_text, turn_usage
 from ponder.config import ConfigurationError, Settings
 from ponder.graphs.targets import load_target
 from ponder.models import ModelCallError, chat_model, track_usage
@@ -70,7 +70,9 @@ def run(
             state = await _invoke(runnable, input, thread_id, user)
         if isinstance(runnable, Agent):
             await runnable.aclose()
-        return state, usage.as_dict()
+        if usage.calls:  # models behind ponder's policy: every call, planners' included
+            return state, usage.as_dict()
+        return state, turn_usage(state.get("messages", []))  # any other LangChain model
 
     state, usage = asyncio.run(turn())
     interrupts = [getattr(i, "value", i) for i in state.get("__interrupt__", [])]
@@ -146,6 +148,33 @@ async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user
                     console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
             if isinstance(chunk.content, str) and chunk.content:
                 console.print(escape(chunk.content), end="", soft_wrap=True)
+
+
+@app.command()
+def serve(
+    targets: list[str] = typer.Argument(..., help="Agents to serve (see TARGET above)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+) -> None:
+    """Serve agents over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    import os
+
+    import uvicorn
+
+    from ponder.server.app import SERVE_TARGETS_ENV, create_app
+
+    agents = [load_target(t) for t in targets]  # load here first: errors show before serving
+    bad = [t for t, a in zip(targets, agents, strict=True) if not isinstance(a, Agent)]
+    if bad:
+        raise ConfigurationError(f"{', '.join(bad)}: only agents can be served for now")
+    console.print(f"serving {', '.join(a.name for a in agents)} on http://{host}:{port}/v1")
+    if workers == 1:
+        uvicorn.run(create_app(agents), host=host, port=port, log_level="warning")
+    else:
+        os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
+        uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning")
 
 
 eval_app = typer.Typer(help="Measure reasoning methods on standard data sets.",

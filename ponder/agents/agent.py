@@ -395,6 +395,16 @@ async def _after_plan(state: AgentState) -> str:
     return "finish" if answered else "act"
 
 
+def turn_usage(messages: Sequence[BaseMessage]) -> dict[str, int]:
+    """Tokens of the AI messages of the last turn, from their usage metadata (any model)."""
+    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    for message in _current_turn(messages):
+        usage = getattr(message, "usage_metadata", None) or {}
+        for key in totals:
+            totals[key] += usage.get(key, 0)
+    return totals
+
+
 def final_text(state: dict[str, Any]) -> str:
     """The text of the last AI message of a state."""
     for message in reversed(state.get("messages", [])):

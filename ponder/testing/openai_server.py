@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import re
-import socket
 import struct
 import threading
 import time
@@ -21,13 +20,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from langchain_core.messages import AIMessage, convert_to_messages
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ponder.testing.background import BackgroundServer
 from ponder.testing.script import Reply, ReplyFunction, Script, count_tokens, forced_tool_name
 
 __all__ = ["FakeOpenAIServer", "Fault", "fake_embedding"]
@@ -116,43 +115,22 @@ class FakeOpenAIServer:
         self._faults = list(faults)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
+        self._background = BackgroundServer(self._app())
 
     @property
     def base_url(self) -> str:
-        if self.port is None:
+        if self._background.port is None:
             raise RuntimeError("the server is not running: use it as a context manager")
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self._background.url}/v1"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeOpenAIServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="critical", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
-            name="fake-openai-server", daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("FakeOpenAIServer did not start within 10 s")
-            time.sleep(0.005)
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        self._background.stop()
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()

@@ -1,0 +1,113 @@
+"""The OpenAI-compatible API over a real HTTP server, with the official client and ChatOpenAI."""
+
+import httpx
+import openai
+import pytest
+from langchain_openai import ChatOpenAI
+
+from ponder import Agent, Profile
+from ponder.server import create_app
+from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
+from ponder.tools import calculator
+
+
+def echo_model():
+    """Replies with what it saw: the number of user messages, and the last one."""
+    def reply(messages):
+        users = [m for m in messages if m.type == "human"]
+        if messages[-1].type == "tool":
+            return f"The result is {messages[-1].content}."
+        if "compute" in users[-1].content:
+            return tool_calls(("calculator", {"expression": "6 * 7"}))
+        return f"turn {len(users)}: you said {users[-1].content}"
+    return ScriptedChatModel(replies=reply, tokens_per_second=500)
+
+
+@pytest.fixture
+def server(tmp_path):
+    agents = [Agent("helper", echo_model(), Profile(role="a helper"), tools=[calculator],
+                    checkpointer=f"sqlite:///{tmp_path}/server.db"),
+              Agent("other", ScriptedChatModel(replies=lambda m: "other"), checkpointer=False)]
+    with BackgroundServer(create_app(agents)) as url:
+        yield url
+
+
+def test_models_and_health(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["helper", "other"]
+    assert httpx.get(f"{server}/health").json() == {"status": "ok"}
+
+
+def test_non_stream_and_a_persistent_thread(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    history = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    first = client.chat.completions.create(model="helper", messages=history)
+    assert first.choices[0].message.content == "turn 1: you said hello"
+    assert first.choices[0].finish_reason == "stop" and first.usage.total_tokens > 0
+    # The client resends the whole conversation; only the new message is applied.
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "again"}]
+    second = client.chat.completions.create(model="helper", messages=history)
+    assert second.choices[0].message.content == "turn 2: you said again"
+
+
+def test_tools_run_inside_the_turn(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    done = client.chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": "compute 6 times 7"}])
+    assert done.choices[0].message.content == "The result is 42."
+
+
+async def test_async_streaming_with_usage(server):
+    client = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="unused")
+    stream = await client.chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        stream_options={"include_usage": True}, user="ann")
+    chunks = [c async for c in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "turn 1: you said stream me"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+
+
+def test_explicit_threads_separate_conversations(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    messages = [{"role": "user", "content": "hi"}]
+    for thread in ("a", "b"):
+        reply = client.chat.completions.create(model="helper", messages=messages,
+                                               extra_headers={"X-Thread-Id": thread})
+        assert reply.choices[0].message.content == "turn 1: you said hi"
+    again = client.chat.completions.create(model="helper", messages=messages,
+                                           extra_headers={"X-Thread-Id": "a"})
+    assert again.choices[0].message.content == "turn 2: you said hi"
+
+
+def test_langchain_chat_openai_against_the_server(server):
+    model = ChatOpenAI(model="helper", base_url=f"{server}/v1", api_key="unused")
+    assert model.invoke("from langchain").content == "turn 1: you said from langchain"
+    streamed = "".join(c.content for c in model.stream("streamed too"))
+    assert streamed == "turn 1: you said streamed too"
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"model": "nobody", "messages": [{"role": "user", "content": "x"}]}, 404, "does not exist"),
+    ({"model": "helper", "messages": []}, 400, "messages"),
+    ({"model": "helper", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    ({"model": "helper", "messages": [{"role": "assistant", "content": "x"}]}, 400,
+     "must end with a user message"),
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+])
+def test_bad_requests_get_openai_style_errors(server, body, status, fragment):
+    response = httpx.post(f"{server}/v1/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_malformed_json(server):
+    response = httpx.post(f"{server}/v1/chat/completions", content=b"{not json",
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "error" in response.json()
+    assert "Traceback" not in response.text
