@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -175,6 +176,73 @@ def serve(
         os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="warning")
+
+
+keys_app = typer.Typer(help="API keys for ponder serve (stored hashed in the database).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="What the key is for, e.g. mobile-app."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute."),
+) -> None:
+    """Make a key. It is printed once: store it now."""
+    from ponder.server.keys import KeyStore
+
+    async def create():
+        store = KeyStore()
+        try:
+            return await store.create(name, requests_per_minute=rpm, tokens_per_minute=tpm)
+        finally:
+            await store.aclose()
+
+    key, secret = asyncio.run(create())
+    console.print(f"{key.id}  {escape(key.name)}")
+    print(secret)
+    errors.print("[dim]shown once: the database keeps only its hash[/]")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys, with their limits; revoked ones marked."""
+    from rich.table import Table as RichTable
+
+    from ponder.server.keys import KeyStore
+
+    async def listed():
+        store = KeyStore()
+        try:
+            return await store.list()
+        finally:
+            await store.aclose()
+
+    table = RichTable("id", "name", "created", "limits", "status")
+    for key in asyncio.run(listed()):
+        limits = ", ".join(f"{v} {k}" for k, v in (("rpm", key.requests_per_minute),
+                                                   ("tpm", key.tokens_per_minute)) if v)
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
+        table.add_row(key.id, key.name, created, limits or "-",
+                      "revoked" if key.revoked_at else "active")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The id from ponder keys list.")) -> None:
+    """Revoke a key: it stops working within seconds."""
+    from ponder.server.keys import KeyStore
+
+    async def revoke():
+        store = KeyStore()
+        try:
+            await store.revoke(key_id)
+        finally:
+            await store.aclose()
+
+    asyncio.run(revoke())
+    console.print(f"revoked {key_id}")
 
 
 eval_app = typer.Typer(help="Measure reasoning methods on standard data sets.",

@@ -6,17 +6,27 @@ import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
 from ponder.server import errors, openai_api
+from ponder.server.keys import KeyStore
+from ponder.server.security import BodySizeLimit, Guard
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
 
 
-def create_app(agents: Sequence[Agent]) -> FastAPI:
-    """An ASGI app serving ``agents`` under their names (mount it in your own app, or run it)."""
+def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
+               cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000
+               ) -> FastAPI:
+    """An ASGI app serving ``agents`` under their names (mount it in your own app, or run it).
+
+    API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
+    route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
+    separated) may call from browsers.
+    """
     by_name: dict[str, Agent] = {}
     for agent in agents:
         if not isinstance(agent, Agent):
@@ -25,15 +35,26 @@ def create_app(agents: Sequence[Agent]) -> FastAPI:
             raise ConfigurationError(f"two agents are named {agent.name!r}: names must differ")
         by_name[agent.name] = agent
 
+    keys = KeyStore(database_url)
+    guard = Guard(keys)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()
+        await keys.aclose()
 
     app = FastAPI(title="ponder", lifespan=lifespan)
+    app.state.guard = guard
     errors.install(app)
-    app.include_router(openai_api.router(by_name))
+    app.include_router(openai_api.router(by_name), dependencies=[Depends(guard.authenticate)])
+    origins = cors_origins if cors_origins is not None else [
+        o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["x-thread-id"])
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -98,10 +98,11 @@ def router(agents: dict[str, Agent]) -> APIRouter:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_stream(agent, body.model, messages, thread_id,
-                                               include_usage),
+                                               include_usage, request),
                                        ping=15, headers={"x-thread-id": thread_id})
         state = await agent.ainvoke(messages, thread_id=thread_id)
         usage = turn_usage(state["messages"])
+        request.app.state.guard.charge_tokens(request, usage["total_tokens"])
         return JSONResponse(_completion(body.model, final_text(state), usage),
                             headers={"x-thread-id": thread_id})
 
@@ -124,7 +125,7 @@ def _usage(usage: dict[str, int]) -> dict[str, int]:
 
 
 async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_id: str,
-                  include_usage: bool) -> AsyncIterator[str]:
+                  include_usage: bool, request: Request) -> AsyncIterator[str]:
     """The OpenAI chunk sequence: role first, content deltas, finish, usage, [DONE]."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
@@ -150,6 +151,7 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
                                     "param": None, "code": None}})
         yield "[DONE]"
         return
+    request.app.state.guard.charge_tokens(request, usage["total_tokens"])
     yield chunk({}, "stop")
     if include_usage:
         yield json.dumps({**head, "choices": [], "usage": _usage(usage)})

@@ -1,0 +1,120 @@
+"""API keys, stored hashed in the one database (``PONDER_DATABASE_URL``).
+
+A key is shown once, when it is made; the database keeps its SHA-256 (keys are 256 random bits, so
+a fast hash is as good as a slow one). Each key has an id, a name, optional limits (requests and
+tokens per minute) and a revocation time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ponder.config import ConfigurationError, Settings
+
+metadata = MetaData()
+api_keys = Table(
+    "ponder_api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("tokens_per_minute", Integer, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class APIKey:
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def async_url(url: str) -> str:
+    """The async driver's URL for a ``PONDER_DATABASE_URL``."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    raise ConfigurationError(f"API keys need a sqlite:/// or postgresql:// database, not {url!r}")
+
+
+class KeyStore:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or Settings.from_env().database_url
+        self._engine: AsyncEngine | None = None
+
+    async def _ready(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_async_engine(async_url(self.url))
+            async with self._engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        return self._engine
+
+    async def create(self, name: str, *, requests_per_minute: int | None = None,
+                     tokens_per_minute: int | None = None) -> tuple[APIKey, str]:
+        """A new key: its record, and the secret (shown once, never stored)."""
+        if not name.strip():
+            raise ConfigurationError("a key needs a name, e.g. ponder keys create mobile-app")
+        secret = "pk-" + secrets.token_urlsafe(32)
+        key = APIKey(f"key_{secrets.token_hex(6)}", name.strip(), time.time(), None,
+                     requests_per_minute, tokens_per_minute)
+        engine = await self._ready()
+        async with engine.begin() as conn:
+            await conn.execute(api_keys.insert().values(
+                id=key.id, name=key.name, hash=_hash(secret), created_at=key.created_at,
+                requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute))
+        return key, secret
+
+    async def list(self) -> list[APIKey]:
+        engine = await self._ready()
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+            return [_key(row) for row in rows]
+
+    async def revoke(self, key_id: str) -> None:
+        engine = await self._ready()
+        async with engine.begin() as conn:
+            done = await conn.execute(update(api_keys).where(
+                api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+            ).values(revoked_at=time.time()))
+        if done.rowcount == 0:
+            raise ConfigurationError(f"no active key has the id {key_id!r}: see ponder keys list")
+
+    async def active(self) -> bool:
+        engine = await self._ready()
+        async with engine.connect() as conn:
+            row = await conn.execute(select(api_keys.c.id).where(
+                api_keys.c.revoked_at.is_(None)).limit(1))
+            return row.first() is not None
+
+    async def verify(self, secret: str) -> APIKey | None:
+        engine = await self._ready()
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(api_keys).where(
+                api_keys.c.hash == _hash(secret), api_keys.c.revoked_at.is_(None)))).first()
+        return _key(row) if row else None
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+def _key(row) -> APIKey:
+    return APIKey(row.id, row.name, row.created_at, row.revoked_at, row.requests_per_minute,
+                  row.tokens_per_minute)
