@@ -34,56 +34,59 @@ async def make_key(db_url, name, **limits):
         await store.aclose()
 
 
-def chat(url, key, content="hi", thread=None):
+async def chat(url, key, content="hi", thread=None):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     if thread:
         headers["X-Thread-Id"] = thread
-    return httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
-                      json={"model": "bot", "messages": [{"role": "user", "content": content}]})
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"{url}/v1/chat/completions", headers=headers, json={
+            "model": "bot", "messages": [{"role": "user", "content": content}]})
+
+
+def said(response) -> str:
+    return response.json()["choices"][0]["message"]["content"]
 
 
 async def test_without_keys_the_server_is_open_and_with_keys_it_is_closed(db_url):
     app = create_app([counting_agent(db_url)], database_url=db_url)
     async with BackgroundServer(app) as url:
-        assert chat(url, None).status_code == 200
+        assert (await chat(url, None)).status_code == 200
     _, secret = await make_key(db_url, "app")
     async with BackgroundServer(create_app([counting_agent(db_url)], database_url=db_url)) as url:
-        refused = chat(url, None)
+        refused = await chat(url, None)
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_api_key"
-        assert chat(url, "pk-wrong").status_code == 401
-        assert chat(url, secret).status_code == 200
-        assert httpx.get(f"{url}/health").status_code == 200  # health needs no key
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret)
-        assert client.models.list().data[0].id == "bot"
+        assert (await chat(url, "pk-wrong")).status_code == 401
+        assert (await chat(url, secret)).status_code == 200
+        async with httpx.AsyncClient() as http:  # health needs no key
+            assert (await http.get(f"{url}/health")).status_code == 200
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=secret)
+        assert (await client.models.list()).data[0].id == "bot"
 
 
 async def test_each_key_sees_only_its_own_threads(db_url):
     (_, ann), (_, bob) = await make_key(db_url, "ann"), await make_key(db_url, "bob")
     async with BackgroundServer(create_app([counting_agent(db_url)], database_url=db_url)) as url:
-        assert chat(url, ann, thread="shared").json()["choices"][0]["message"]["content"] == \
-            "message 1"
-        assert chat(url, ann, thread="shared").json()["choices"][0]["message"]["content"] == \
-            "message 2"
+        assert said(await chat(url, ann, thread="shared")) == "message 1"
+        assert said(await chat(url, ann, thread="shared")) == "message 2"
         # Same thread name, other key: a different thread.
-        assert chat(url, bob, thread="shared").json()["choices"][0]["message"]["content"] == \
-            "message 1"
+        assert said(await chat(url, bob, thread="shared")) == "message 1"
         # Same opening messages, no thread named: the hash includes the key.
-        assert chat(url, ann).json()["choices"][0]["message"]["content"] == "message 1"
-        assert chat(url, bob).json()["choices"][0]["message"]["content"] == "message 1"
+        assert said(await chat(url, ann)) == "message 1"
+        assert said(await chat(url, bob)) == "message 1"
 
 
 async def test_request_and_token_limits_answer_429_with_retry_after(db_url):
     _, slow = await make_key(db_url, "slow", requests_per_minute=2)
     _, thrifty = await make_key(db_url, "thrifty", tokens_per_minute=3)
     async with BackgroundServer(create_app([counting_agent(db_url)], database_url=db_url)) as url:
-        assert [chat(url, slow).status_code for _ in range(2)] == [200, 200]
-        limited = chat(url, slow)
+        assert [(await chat(url, slow)).status_code for _ in range(2)] == [200, 200]
+        limited = await chat(url, slow)
         assert limited.status_code == 429
         assert 1 <= int(limited.headers["retry-after"]) <= 60
         assert limited.json()["error"]["type"] == "rate_limit_error"
-        assert chat(url, thrifty).status_code == 200  # spends more than 3 tokens
-        assert chat(url, thrifty).status_code == 429
+        assert (await chat(url, thrifty)).status_code == 200  # spends more than 3 tokens
+        assert (await chat(url, thrifty)).status_code == 429
 
 
 async def test_revoked_keys_stop_working(db_url, monkeypatch):
@@ -91,20 +94,20 @@ async def test_revoked_keys_stop_working(db_url, monkeypatch):
     key, secret = await make_key(db_url, "gone")
     await make_key(db_url, "stays")
     async with BackgroundServer(create_app([counting_agent(db_url)], database_url=db_url)) as url:
-        assert chat(url, secret).status_code == 200
+        assert (await chat(url, secret)).status_code == 200
         store = KeyStore(db_url)
         await store.revoke(key.id)
         await store.aclose()
-        assert chat(url, secret).status_code == 401
+        assert (await chat(url, secret)).status_code == 401
 
 
 async def test_body_size_and_message_count(db_url):
     app = create_app([counting_agent(db_url)], database_url=db_url, max_body_bytes=100_000)
-    async with BackgroundServer(app) as url:
-        huge = httpx.post(f"{url}/v1/chat/completions", content=b"x" * 10_000_000,
-                          headers={"content-type": "application/json"})
+    async with BackgroundServer(app) as url, httpx.AsyncClient() as http:
+        huge = await http.post(f"{url}/v1/chat/completions", content=b"x" * 10_000_000,
+                               headers={"content-type": "application/json"})
         assert huge.status_code == 413 and "larger than 100000 bytes" in huge.text
-        many = httpx.post(f"{url}/v1/chat/completions", json={
+        many = await http.post(f"{url}/v1/chat/completions", json={
             "model": "bot", "messages": [{"role": "user", "content": "x"}] * 1001})
         assert many.status_code == 400
 
@@ -112,10 +115,10 @@ async def test_body_size_and_message_count(db_url):
 async def test_cors_for_configured_origins(db_url):
     app = create_app([counting_agent(db_url)], database_url=db_url,
                      cors_origins=["https://chat.example"])
-    async with BackgroundServer(app) as url:
-        preflight = httpx.options(f"{url}/v1/chat/completions", headers={
+    async with BackgroundServer(app) as url, httpx.AsyncClient() as http:
+        preflight = await http.options(f"{url}/v1/chat/completions", headers={
             "Origin": "https://chat.example", "Access-Control-Request-Method": "POST"})
-        other = httpx.options(f"{url}/v1/chat/completions", headers={
+        other = await http.options(f"{url}/v1/chat/completions", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert preflight.headers["access-control-allow-origin"] == "https://chat.example"
     assert "access-control-allow-origin" not in other.headers
