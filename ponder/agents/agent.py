@@ -269,6 +269,13 @@ class Agent:
         async for snapshot in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
             yield snapshot
 
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete a thread's checkpoints (all of them: its whole history)."""
+        await self._graph()
+        if self._saver is not None:
+            await self._saver.adelete_thread(thread_id)
+        self._unpruned.pop(thread_id, None)
+
     def invoke(self, input: Any, **options: Any) -> dict[str, Any]:
         """``ainvoke`` for scripts (not from inside a running event loop)."""
         return run_sync(lambda: self.ainvoke(input, **options))

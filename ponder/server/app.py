@@ -12,21 +12,27 @@ from fastapi.middleware.cors import CORSMiddleware
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
 from ponder.server import errors, openai_api
+from ponder.server import threads as threads_api
 from ponder.server.keys import KeyStore
 from ponder.server.security import BodySizeLimit, Guard
+from ponder.server.threads import ThreadStore
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
 
 
 def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
-               cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000
-               ) -> FastAPI:
+               cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
+               concurrent_runs: str = "reject") -> FastAPI:
     """An ASGI app serving ``agents`` under their names (mount it in your own app, or run it).
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
-    separated) may call from browsers.
+    separated) may call from browsers. ``concurrent_runs``: a second run on a busy thread is
+    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``).
     """
+    if concurrent_runs not in ("reject", "enqueue"):
+        raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
+                                 f"{concurrent_runs!r}")
     by_name: dict[str, Agent] = {}
     for agent in agents:
         if not isinstance(agent, Agent):
@@ -37,6 +43,7 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
 
     keys = KeyStore(database_url)
     guard = Guard(keys)
+    threads = ThreadStore(keys.url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -44,11 +51,14 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()
         await keys.aclose()
+        await threads.aclose()
 
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
     errors.install(app)
-    app.include_router(openai_api.router(by_name), dependencies=[Depends(guard.authenticate)])
+    secured = [Depends(guard.authenticate)]
+    app.include_router(openai_api.router(by_name), dependencies=secured)
+    app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [
         o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]
     if origins:

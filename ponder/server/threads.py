@@ -1,0 +1,262 @@
+"""The threads and runs API (JSON + SSE), for clients that manage conversations themselves.
+
+A thread belongs to one agent and, when keys are in use, to one key: another key gets 404 for it.
+A run is one turn on a thread: it streams tokens, node updates, tool calls and interrupts;
+an interrupted run is resumed with a value; a running one can be cancelled. Two runs at once on
+one thread follow the app's policy: ``reject`` (409) or ``enqueue`` (the second waits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    ToolMessage,
+    convert_to_openai_messages,
+)
+from langgraph.types import Command
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sse_starlette.sse import EventSourceResponse
+
+from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.server.errors import APIError
+from ponder.server.keys import async_url
+
+metadata = MetaData()
+threads_table = Table(
+    "ponder_threads", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(64), nullable=False),
+    Column("key_id", String(32), nullable=True, index=True),
+    Column("title", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+class NewThread(BaseModel):
+    agent: str
+    title: str | None = Field(default=None, max_length=200)
+
+
+class NewRun(BaseModel):
+    input: str | None = Field(default=None, max_length=100_000)
+    resume: Any = None
+    stream: bool = False
+
+
+@dataclass
+class Run:
+    id: str
+    thread_id: str
+    status: Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
+    created_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    output: str | None = None
+    interrupts: list[Any] = field(default_factory=list)
+    error: str | None = None
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
+
+
+class ThreadStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    async def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_async_engine(async_url(self.url))
+            async with self._engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        return self._engine
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+
+def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRouter:
+    api = APIRouter(prefix="/v1/threads")
+    runs: dict[str, Run] = {}
+    locks: dict[str, asyncio.Lock] = {}
+
+    async def owned(request: Request, thread_id: str) -> dict[str, Any]:
+        engine = await store.engine()
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(threads_table).where(
+                threads_table.c.id == thread_id))).first()
+        if row is None or row.key_id != getattr(request.state, "api_key_id", None):
+            raise APIError(404, f"No thread {thread_id!r}", param="thread_id",
+                           code="thread_not_found")
+        return dict(row._mapping)
+
+    @api.post("")
+    async def create_thread(body: NewThread, request: Request) -> dict[str, Any]:
+        if body.agent not in agents:
+            raise APIError(404, f"No agent {body.agent!r}: use one of {', '.join(agents)}",
+                           param="agent")
+        now = time.time()
+        row = {"id": f"thread_{uuid.uuid4().hex}", "agent": body.agent, "title": body.title,
+               "key_id": getattr(request.state, "api_key_id", None), "created_at": now,
+               "updated_at": now}
+        engine = await store.engine()
+        async with engine.begin() as conn:
+            await conn.execute(threads_table.insert().values(**row))
+        return row
+
+    @api.get("")
+    async def list_threads(request: Request) -> dict[str, Any]:
+        engine = await store.engine()
+        key_id = getattr(request.state, "api_key_id", None)
+        query = select(threads_table).where(
+            threads_table.c.key_id.is_(None) if key_id is None else
+            threads_table.c.key_id == key_id).order_by(threads_table.c.updated_at.desc())
+        async with engine.connect() as conn:
+            rows = await conn.execute(query)
+            return {"data": [dict(r._mapping) for r in rows]}
+
+    @api.get("/{thread_id}")
+    async def get_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        thread = await owned(request, thread_id)
+        snapshot = await agents[thread["agent"]].aget_state(thread_id)
+        messages = snapshot.values.get("messages", []) if snapshot.values else []
+        return {**thread, "messages": convert_to_openai_messages(messages),
+                "next": list(snapshot.next),
+                "interrupts": [i.value for t in snapshot.tasks for i in t.interrupts]}
+
+    @api.get("/{thread_id}/history")
+    async def history(thread_id: str, request: Request) -> dict[str, Any]:
+        thread = await owned(request, thread_id)
+        states = []
+        async for snapshot in agents[thread["agent"]].aget_state_history(thread_id):
+            states.append({"checkpoint_id": snapshot.config["configurable"]["checkpoint_id"],
+                           "next": list(snapshot.next),
+                           "messages": len((snapshot.values or {}).get("messages", [])),
+                           "created_at": snapshot.created_at})
+        return {"data": states}
+
+    @api.delete("/{thread_id}")
+    async def delete_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        thread = await owned(request, thread_id)
+        await agents[thread["agent"]].adelete_thread(thread_id)
+        engine = await store.engine()
+        async with engine.begin() as conn:
+            await conn.execute(delete(threads_table).where(threads_table.c.id == thread_id))
+        return {"id": thread_id, "deleted": True}
+
+    @api.get("/{thread_id}/runs")
+    async def list_runs(thread_id: str, request: Request) -> dict[str, Any]:
+        await owned(request, thread_id)
+        return {"data": [r.public() for r in runs.values() if r.thread_id == thread_id]}
+
+    @api.post("/{thread_id}/runs/{run_id}/cancel")
+    async def cancel_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:
+        await owned(request, thread_id)
+        run = runs.get(run_id)
+        if run is None or run.thread_id != thread_id:
+            raise APIError(404, f"No run {run_id!r} on this thread", param="run_id")
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+            await asyncio.gather(run.task, return_exceptions=True)
+        return run.public()
+
+    @api.post("/{thread_id}/runs")
+    async def start_run(thread_id: str, body: NewRun, request: Request):
+        thread = await owned(request, thread_id)
+        agent = agents[thread["agent"]]
+        if body.input is None and body.resume is None:
+            raise APIError(400, "a run needs 'input' (a message) or 'resume' (an answer to an "
+                                "interrupt)", param="input")
+        lock = locks.setdefault(thread_id, asyncio.Lock())
+        if policy == "reject" and lock.locked():
+            raise APIError(409, "a run is already in progress on this thread: wait for it, "
+                                "or cancel it", code="thread_busy")
+        run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending")
+        runs[run.id] = run
+        payload = Command(resume=body.resume) if body.resume is not None else body.input
+        events: asyncio.Queue = asyncio.Queue()
+        run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
+        if body.stream:
+            return EventSourceResponse(_relay(run, events), ping=15)
+        try:
+            await asyncio.shield(run.task)
+        except asyncio.CancelledError:
+            pass
+        return run.public()
+
+    return api
+
+
+async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
+                   events: asyncio.Queue, store: ThreadStore) -> None:
+    """Run one turn, posting events; the run record says how it ended."""
+    try:
+        async with lock:
+            run.status = "running"
+            await events.put(("run", {"id": run.id, "status": "running"}))
+            final: dict[str, Any] | None = None
+            async for mode, data in agent.astream(payload, thread_id=run.thread_id,
+                                                  stream_mode=["messages", "updates", "values"]):
+                if mode == "messages":
+                    message, meta = data
+                    if isinstance(message, (AIMessage, AIMessageChunk)) and message.text:
+                        await events.put(("token", {"text": message.text,
+                                                    "node": meta.get("langgraph_node")}))
+                elif mode == "updates":
+                    for node, change in data.items():
+                        if node == "__interrupt__":
+                            run.interrupts = [i.value for i in change]
+                            await events.put(("interrupt", {"values": run.interrupts}))
+                            continue
+                        for message in (change or {}).get("messages", []):
+                            if isinstance(message, AIMessage) and message.tool_calls:
+                                await events.put(("tool_call", {"calls": message.tool_calls}))
+                            elif isinstance(message, ToolMessage):
+                                await events.put(("tool_result", {
+                                    "name": message.name, "content": str(message.content)}))
+                        await events.put(("update", {"node": node}))
+                else:
+                    final = data
+            run.output = final_text(final or {})
+            run.status = "interrupted" if run.interrupts else "success"
+            usage = turn_usage((final or {}).get("messages", []))
+            await _touch(store, run.thread_id)
+            await events.put(("end", {**run.public(), "usage": usage}))
+    except asyncio.CancelledError:
+        run.status = "cancelled"
+        await events.put(("end", run.public()))
+        raise
+    except Exception as exc:
+        run.status, run.error = "error", f"{type(exc).__name__}: {exc}"
+        await events.put(("end", run.public()))
+    finally:
+        run.ended_at = time.time()
+        await events.put(None)
+
+
+async def _touch(store: ThreadStore, thread_id: str) -> None:
+    engine = await store.engine()
+    async with engine.begin() as conn:
+        await conn.execute(threads_table.update().where(
+            threads_table.c.id == thread_id).values(updated_at=time.time()))
+
+
+async def _relay(run: Run, events: asyncio.Queue) -> AsyncIterator[dict[str, str]]:
+    while (item := await events.get()) is not None:
+        kind, data = item
+        yield {"event": kind, "data": json.dumps(data, default=str)}
