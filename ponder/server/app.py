@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
@@ -18,6 +20,7 @@ from ponder.server.security import BodySizeLimit, Guard
 from ponder.server.threads import ThreadStore
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
@@ -69,6 +72,10 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
 
