@@ -9,13 +9,14 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
 from ponder.server import errors, openai_api
 from ponder.server import threads as threads_api
 from ponder.server.keys import KeyStore
+from ponder.server.metrics import Metrics, MetricsMiddleware
 from ponder.server.security import BodySizeLimit, Guard
 from ponder.server.threads import ThreadStore
 
@@ -58,6 +59,7 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
 
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
+    app.state.metrics = metrics = Metrics()
     errors.install(app)
     secured = [Depends(guard.authenticate)]
     app.include_router(openai_api.router(by_name), dependencies=secured)
@@ -68,10 +70,15 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["x-thread-id"])
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False, dependencies=secured)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:

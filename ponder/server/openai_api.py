@@ -103,6 +103,7 @@ def router(agents: dict[str, Agent]) -> APIRouter:
         state = await agent.ainvoke(messages, thread_id=thread_id)
         usage = turn_usage(state["messages"])
         request.app.state.guard.charge_tokens(request, usage["total_tokens"])
+        request.app.state.metrics.add_tokens(body.model, usage["total_tokens"])
         return JSONResponse(_completion(body.model, final_text(state), usage),
                             headers={"x-thread-id": thread_id})
 
@@ -152,6 +153,7 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
         yield "[DONE]"
         return
     request.app.state.guard.charge_tokens(request, usage["total_tokens"])
+    request.app.state.metrics.add_tokens(model, usage["total_tokens"])
     yield chunk({}, "stop")
     if include_usage:
         yield json.dumps({**head, "choices": [], "usage": _usage(usage)})

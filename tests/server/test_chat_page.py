@@ -52,8 +52,8 @@ async def test_chat_streams_and_survives_a_reload(tmp_path, browser):
             " const t = m.length ? m[m.length - 1].textContent : '';"
             " return t.startsWith('The total') && !t.endsWith('today.'); })()")
         await page.wait_for_function(
-            "document.querySelector('.msg.assistant:last-of-type') &&"
-            " [...document.querySelectorAll('.msg.assistant')].pop().textContent.endsWith('today.')")
+            "[...document.querySelectorAll('.msg.assistant')].pop()"
+            "?.textContent.endsWith('today.')")
         assert await reply.text_content() == ("The total is 42.4 dollars, shipping included "
                                               "today.")
         assert "calculator" in await page.locator(".msg.tool").first.text_content()

@@ -111,3 +111,17 @@ def test_malformed_json(server):
                           headers={"content-type": "application/json"})
     assert response.status_code == 400 and "error" in response.json()
     assert "Traceback" not in response.text
+
+
+def test_metrics_count_requests_errors_and_tokens(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    client.chat.completions.create(model="helper", messages=[{"role": "user", "content": "m"}])
+    httpx.post(f"{server}/v1/chat/completions", json={"model": "nobody", "messages": []})
+    text = httpx.get(f"{server}/metrics").text
+    assert ('ponder_requests_total{method="POST",route="/v1/chat/completions",status="200"} 1'
+            in text)
+    assert 'ponder_errors_total{method="POST",route="/v1/chat/completions",status="400"} 1' in text
+    tokens = next(line for line in text.splitlines()
+                  if line.startswith('ponder_tokens_total{agent="helper"}'))
+    assert int(tokens.split()[-1]) > 0
+    assert 'ponder_request_seconds_count{method="POST",route="/v1/chat/completions"} 2' in text

@@ -1,0 +1,67 @@
+"""Prometheus-style counters at ``/metrics``: requests, errors, tokens and latency."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.seconds: Counter[tuple[str, str]] = Counter()
+        self.tokens: Counter[str] = Counter()
+
+    def add_tokens(self, agent: str, tokens: int) -> None:
+        self.tokens[agent] += tokens
+
+    def render(self) -> str:
+        lines = ["# TYPE ponder_requests_total counter"]
+        lines += [f'ponder_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
+                  for (m, r, s), n in sorted(self.requests.items())]
+        lines.append("# TYPE ponder_errors_total counter")
+        errors = Counter()
+        for (m, r, s), n in self.requests.items():
+            if s >= 400:
+                errors[(m, r, s)] += n
+        lines += [f'ponder_errors_total{{method="{m}",route="{r}",status="{s}"}} {n}'
+                  for (m, r, s), n in sorted(errors.items())]
+        lines.append("# TYPE ponder_request_seconds summary")
+        counts = Counter()
+        for (m, r, _), n in self.requests.items():
+            counts[(m, r)] += n
+        for (m, r), total in sorted(self.seconds.items()):
+            lines.append(f'ponder_request_seconds_sum{{method="{m}",route="{r}"}} {total:.6f}')
+            lines.append(f'ponder_request_seconds_count{{method="{m}",route="{r}"}} '
+                         f'{counts[(m, r)]}')
+        lines.append("# TYPE ponder_tokens_total counter")
+        lines += [f'ponder_tokens_total{{agent="{a}"}} {n}' for a, n in sorted(self.tokens.items())]
+        return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route template (not raw path: ids would explode labels)."""
+
+    def __init__(self, app: Callable[..., Awaitable[Any]], metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            key = (scope["method"], route)
+            self.metrics.requests[(*key, status)] += 1
+            self.metrics.seconds[key] += time.perf_counter() - started
