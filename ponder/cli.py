@@ -67,10 +67,12 @@ def run(
     thread_id = thread or str(uuid.uuid4())
 
     async def turn() -> tuple[dict[str, Any], dict[str, Any]]:
-        with track_usage() as usage:
-            state = await _invoke(runnable, input, thread_id, user)
-        if isinstance(runnable, Agent):
-            await runnable.aclose()
+        try:
+            with track_usage() as usage:
+                state = await _invoke(runnable, input, thread_id, user)
+        finally:  # a failed turn too: an open database would keep the process alive
+            if isinstance(runnable, Agent):
+                await runnable.aclose()
         if usage.calls:  # models behind ponder's policy: every call, planners' included
             return state, usage.as_dict()
         return state, turn_usage(state.get("messages", []))  # any other LangChain model
@@ -382,9 +384,6 @@ def main() -> None:
     except _USER_ERRORS as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def _retry_after_s(exc: BaseException) -> float | None:
         return None
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return float(ms) / 1000
+            return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
@@ -262,8 +262,11 @@ def _retry_after_s(exc: BaseException) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+        pass
+    try:  # an HTTP date
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
 
 
 def _describe(exc: BaseException) -> str:
@@ -373,7 +376,10 @@ class _PolicyRunner:
                                             f"(not retried): {_describe(exc)}"
                                         ) from exc
                                     raise
-                                produced = True
+                                # Only output the caller can see makes a retry unsafe.
+                                message = chunk.message
+                                produced = produced or bool(
+                                    message.content or getattr(message, "tool_call_chunks", None))
                                 if chunk.message.usage_metadata:
                                     usage = _add_usage(usage, chunk.message.usage_metadata)
                                 yield chunk

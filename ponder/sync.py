@@ -24,4 +24,7 @@ def run_sync(make: Callable[[], Awaitable[T]]) -> T:
         if _loop is None:
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, name="ponder-sync", daemon=True).start()
+    if threading.current_thread().name == "ponder-sync":
+        raise RuntimeError("a sync ponder call from inside async ponder code would wait on "
+                           "itself forever: use the async method (ainvoke, aask, ...)")
     return asyncio.run_coroutine_threadsafe(make(), _loop).result()

@@ -20,6 +20,7 @@ from langgraph.errors import GraphBubbleUp
 from pydantic import ValidationError
 
 from ponder.config import ConfigurationError
+from ponder.tasks import gather_cancelling
 
 
 def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
@@ -61,11 +62,12 @@ class ActionModule:
                   ) -> list[ToolMessage]:
         """One ToolMessage per tool call of ``message``, in the order of the calls."""
         calls = [self._call(c, config) for c in message.tool_calls]
-        # One call needs no task of its own; several run side by side.
+        # One call needs no task of its own; several run side by side, and an interrupt in one
+        # cancels the others (the whole step runs again on resume).
         if len(calls) == 1:
             results = [await calls[0]]
         else:
-            results = list(await asyncio.gather(*calls))
+            results = await gather_cancelling(*calls)
         results += [_invalid_call(c) for c in message.invalid_tool_calls if c.get("id")]
         return results
 
@@ -111,7 +113,7 @@ class ActionModule:
             ToolMessage(content="Not run: the step limit of this turn was reached.",
                         tool_call_id=c["id"], name=c["name"], status="error")
             for c in message.tool_calls
-        ]
+        ] + [_invalid_call(c) for c in message.invalid_tool_calls if c.get("id")]
         return [*unanswered, AIMessage(content=(
             f"I stopped after {self.max_steps} tool steps without reaching an answer "
             f"(max_steps={self.max_steps}). Ask again with a narrower question, or raise "

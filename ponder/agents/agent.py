@@ -7,6 +7,7 @@ adds no node, so a bare agent is just ``act <-> tools``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from ponder.memory.base import Memory
 from ponder.models import chat_model
 from ponder.sync import run_sync
 
+log = logging.getLogger("ponder.agents")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -96,6 +98,8 @@ class Agent:
         self._tool_kwargs = (self.model.bind_tools(self.action.tools).kwargs
                              if self.action.tools else {})
         self._interrupt_before = list(interrupt_before)
+        if keep_checkpoints is not None and keep_checkpoints < 1:
+            raise ConfigurationError(f"keep_checkpoints must be at least 1, got {keep_checkpoints}")
         self._keep = keep_checkpoints or Settings.from_env().checkpoints_per_thread
         self._store = store
         self._saver = checkpointer if isinstance(checkpointer, BaseCheckpointSaver) else None
@@ -244,7 +248,7 @@ class Agent:
     async def astream_text(self, input: Any, **options: Any) -> AsyncIterator[str]:
         """Run one turn, yielding the reply's text as it streams (tool steps included)."""
         async for chunk, meta in self.astream(input, stream_mode="messages", **options):
-            if meta.get("langgraph_node") == "act" and isinstance(chunk, AIMessage):
+            if meta.get("langgraph_node") in ("act", "plan") and isinstance(chunk, AIMessage):
                 if isinstance(chunk.content, str) and chunk.content:
                     yield chunk.content
             elif meta.get("langgraph_node") == "tools" and isinstance(chunk, AIMessage):
@@ -311,7 +315,14 @@ class Agent:
     def _spawn(self, work) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Background work (memory writes, retention) must not fail silently.
+            log.error("background work of agent %r failed", self.name,
+                      exc_info=task.exception())
 
     async def flush(self) -> None:
         """Wait for background work (memory writes, retention) to finish."""

@@ -71,7 +71,8 @@ def sqlite_path(url: str) -> str:
     path = path[1:].split("?", 1)[0]
     if not path or path == ":memory:":
         return ":memory:"
-    parent = Path(path).expanduser().resolve().parent
+    path = str(Path(path).expanduser())
+    parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise ConfigurationError(f"the folder of the database {path!r} does not exist: "
                                  f"create {parent} or choose another PONDER_DATABASE_URL")

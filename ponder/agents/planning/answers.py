@@ -9,39 +9,47 @@ from fractions import Fraction
 
 KINDS = ("number", "option", "text", "json")
 
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+# Commas only as thousands separators ("1,234"), so "3,4,5" is three numbers.
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 _OPTION = re.compile(r"(?<![A-Za-z])\(?([A-E])\)?(?![A-Za-z])")
+_PARENTHESISED_OPTION = re.compile(r"\(([A-E])\)")
 
 
-def extract_answer(text: str | None, kind: str = "number", trigger: str | None = None
-                   ) -> str | None:
+def extract_answer(text: str | None, kind: str = "number", trigger: str | None = None, *,
+                   first: bool = False) -> str | None:
     """The answer in ``text``, or None when there is none.
 
-    With a ``trigger`` ("The answer is"), the answer is looked for after its last occurrence
-    first; otherwise (or when nothing follows it) the last number or option in the text wins,
-    as in the Chain-of-Thought papers.
+    With a ``trigger`` ("The answer is"), the answer is the first one after the trigger's first
+    occurrence (a model that goes on to invent another question answers it later). Without one,
+    the last number or option in the text wins, as in the Chain-of-Thought papers; ``first=True``
+    takes the first instead, for text that continues an answer trigger.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown answer kind {kind!r}: use one of {', '.join(KINDS)}")
     if not text or not text.strip():
         return None
-    tail = text
+    tail, after_trigger = text, first
     if trigger:
-        at = text.lower().rfind(trigger.lower())
+        at = text.lower().find(trigger.lower())
         if at >= 0 and text[at + len(trigger):].strip():
-            tail = text[at + len(trigger):]
+            tail, after_trigger = text[at + len(trigger):], True
     if kind == "number":
-        found = _NUMBER.findall(tail) if tail is not text else _NUMBER.findall(text)[-1:]
-        return normalize_answer(found[0], kind) if found else None
-    if kind == "option":
-        found = _OPTION.findall(tail)
+        found = _NUMBER.findall(tail)
         if not found:
             return None
-        return found[0] if tail is not text else found[-1]
+        return normalize_answer(found[0] if after_trigger else found[-1], kind)
+    if kind == "option":
+        found = _PARENTHESISED_OPTION.findall(tail) or _OPTION.findall(tail)
+        if not found:
+            return None
+        return found[0] if after_trigger else found[-1]
     if kind == "json":
         return _first_json(tail)
-    line = tail.strip().splitlines()[0].strip() if tail.strip() else ""
-    return normalize_answer(line, kind) or None
+    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = lines[0] if after_trigger else lines[-1]
+    return normalize_answer(line.lstrip(":-– ").strip(), kind) or None
 
 
 def normalize_answer(answer: str | None, kind: str = "number") -> str | None:

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.constants import TAG_NOSTREAM
 
 from ponder.config import ConfigurationError
 
@@ -111,9 +112,10 @@ class Trace:
         return sum(s.input_tokens * b.usd_per_1k_input + s.output_tokens * b.usd_per_1k_output
                    for s in self.steps) / 1000
 
-    def check_budget(self) -> None:
+    def check_budget(self, calls: int = 1) -> None:
+        """Raise BudgetExceeded unless ``calls`` more calls fit the budget."""
         b = self.budget
-        if b.calls is not None and len(self.steps) + self.in_flight >= b.calls:
+        if b.calls is not None and len(self.steps) + self.in_flight + calls > b.calls:
             raise BudgetExceeded(f"the budget of {b.calls} calls is spent")
         if b.tokens is not None and self.spent_tokens >= b.tokens:
             raise BudgetExceeded(f"the budget of {b.tokens} tokens is spent")
@@ -132,7 +134,9 @@ class Trace:
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            reply = await self.model.ainvoke(messages, **kwargs)
+            # A planner's inner calls stay out of the "messages" stream (its steps show in the
+            # "custom" stream; its answer, as the node's message).
+            reply = await self.model.ainvoke(messages, {"tags": [TAG_NOSTREAM]}, **kwargs)
         finally:
             self.in_flight -= 1
         self.record(kind, messages, reply, time.perf_counter() - started)

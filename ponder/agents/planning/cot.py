@@ -88,8 +88,9 @@ class ChainOfThought(AnsweringPlanner):
             query = await self.embeddings.aembed_query(question)
             ranked = sorted(range(len(vectors)), key=lambda i: cosine(query, vectors[i]))
             return [self.examples[i] for i in ranked[-self.k:]]  # most similar last
-        if self._diverse is None:
-            self._diverse = [self.examples[i] for i in representatives(vectors, self.k)]
+        if self._diverse is None:  # k-means is CPU work: off the event loop
+            chosen = await asyncio.to_thread(representatives, vectors, self.k)
+            self._diverse = [self.examples[i] for i in chosen]
         return self._diverse
 
     def prompt(self, question: str, examples: Sequence[Example]) -> str:
@@ -122,10 +123,12 @@ class ZeroShotCoT(AnsweringPlanner):
         opening = f"Q: {question}\nA: Let's think step by step."
         reasoning = await trace.ask("reason", opening, **kwargs)
         # The second stage is deterministic: it reads the answer off the reasoning.
-        stage_two = {k: v for k, v in kwargs.items() if k not in ("temperature", "logprobs")}
+        stage_two = {k: v for k, v in kwargs.items() if k != "logprobs"}
+        stage_two["temperature"] = 0.0
         extraction = await trace.ask("extract", f"{opening} {reasoning.text}\n{self.trigger}",
                                      **stage_two)
-        return reasoning, extract_answer(extraction.text, self.answer)
+        # The reply continues the trigger, so its first answer is the one (Kojima et al.).
+        return reasoning, extract_answer(extraction.text, self.answer, first=True)
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
@@ -184,7 +187,8 @@ class AutoCoT(AnsweringPlanner):
                             return Example(self.questions[i], rationale, answer)
                     return None
 
-                found = await asyncio.gather(*(demo_for(c) for c in self.candidates(vectors)))
+                clusters = await asyncio.to_thread(self.candidates, vectors)
+                found = await asyncio.gather(*(demo_for(c) for c in clusters))
                 self.demos = [d for d in found if d is not None]
                 self.build_steps = trace.steps
         return self.demos

@@ -208,8 +208,8 @@ async def _run_all(report: EvalReport, items: list, attempt, concurrency: int) -
 
 
 def _game24_answer(text: str) -> str | None:
-    found = re.findall(r"Answer:\s*(.+)", text)
-    return found[-1].strip() if found else None
+    found = re.findall(r"Answer:\s*(.+)", text)  # the first: later ones are invented puzzles
+    return found[0].strip() if found else None
 
 
 async def evaluate_game24(model: BaseChatModel, method: str, puzzles: list[str], *, k: int = 5,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
 from ponder.agents.planning.answers import extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace
+from ponder.agents.planning.base import AnsweringPlanner, Budget, BudgetExceeded, Solution, Trace
 from ponder.agents.planning.cot import ChainOfThought, ZeroShotCoT
 from ponder.models import as_chat_model
 
@@ -49,7 +50,10 @@ class SelfConsistency(AnsweringPlanner):
         trace = Trace(as_chat_model(model), system, self.budget)
         failures: list[str] = []
         if self.use_n and isinstance(self.base, ChainOfThought):
-            paths = await self._one_request(trace, question)
+            try:
+                paths = await self._one_request(trace, question)
+            except BudgetExceeded as exc:
+                return trace.solution(None, votes={}, agreement=0.0, error=f"stopped: {exc}")
         else:
             paths = await self._concurrent(trace, question, failures)
         return self._vote(trace, paths, failures)
@@ -80,14 +84,18 @@ class SelfConsistency(AnsweringPlanner):
 
     async def _one_request(self, trace: Trace, question: str) -> list[tuple[str | None, float]]:
         """All k paths from one request with ``n=k`` (few-shot CoT only: one call per path)."""
-        trace.check_budget()
+        trace.check_budget(self.k)
         examples = await self.base.choose(question)
         messages = trace.messages(self.base.prompt(question, examples))
+        started = time.perf_counter()
         result = await trace.model.agenerate([messages], n=self.k, **self._sampling())
+        latency = time.perf_counter() - started
         paths = []
-        for generation in result.generations[0]:
+        for i, generation in enumerate(result.generations[0]):
             message = generation.message
-            trace.record("cot", messages, message, 0.0)
+            # Providers report one request's usage on every choice: count it once.
+            recorded = message if i == 0 else message.model_copy(update={"usage_metadata": None})
+            trace.record("cot", messages, recorded, latency if i == 0 else 0.0)
             answer = extract_answer(message.text, self.base.answer, trigger="The answer is")
             paths.append((answer, path_probability(message) if self.weighted else 1.0))
         return paths

@@ -30,6 +30,7 @@ from ponder.agents.planning.base import (
 )
 from ponder.agents.planning.game24 import Game24
 from ponder.models import as_chat_model
+from ponder.tasks import gather_cancelling
 
 
 class ThoughtTask(Protocol):
@@ -107,7 +108,7 @@ class _Search:
     async def _phase(self, work: list) -> list:
         """Run one phase of independent calls together; it costs one call's time."""
         calls_before = len(self.trace.steps)
-        results = await asyncio.gather(*work)
+        results = await gather_cancelling(*work)
         if len(self.trace.steps) > calls_before:
             self.sequential_calls += 1
         return results
@@ -119,7 +120,7 @@ class _Search:
             reply = await self.trace.ask("propose", self.task.propose_prompt(self.x, y))
             texts = [reply.text]
         else:
-            replies = await asyncio.gather(*(
+            replies = await gather_cancelling(*(
                 self.trace.ask("sample", self.task.sample_prompt(self.x, y),
                                temperature=self.tot.temperature)
                 for _ in range(self.tot.n_generate)))
@@ -141,7 +142,7 @@ class _Search:
         future = self.cache[key] = asyncio.get_running_loop().create_future()
         try:
             prompt = self.task.value_prompt(self.x, y)
-            replies = await asyncio.gather(*(
+            replies = await gather_cancelling(*(
                 self.trace.ask("value", prompt, temperature=self.tot.temperature)
                 for _ in range(self.tot.n_evaluate)))
             score = sum(self.task.parse_value(r.text) for r in replies)
@@ -155,7 +156,7 @@ class _Search:
 
     async def vote(self, states: list[str]) -> list[float]:
         prompt = self.task.vote_prompt(self.x, states)
-        replies = await asyncio.gather(*(
+        replies = await gather_cancelling(*(
             self.trace.ask("vote", prompt, temperature=self.tot.temperature)
             for _ in range(self.tot.n_evaluate)))
         scores = [0.0] * len(states)
