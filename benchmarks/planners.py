@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from ponder.testing import ScriptedChatModel
 from ponder.testing.game24 import game24_expert
 
 LATENCY_S = 0.2
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "game24.csv"
+DEFAULT_DATA = Path(os.environ.get("PONDER_DATA_DIR")
+                    or Path(__file__).resolve().parents[2] / "shared" / "data") / "game24.csv"
 
 
 async def self_consistency(k: int) -> dict[str, float]:

