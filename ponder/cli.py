@@ -167,13 +167,10 @@ def serve(
 
     from ponder.server.app import SERVE_TARGETS_ENV, create_app
 
-    agents = [load_target(t) for t in targets]  # load here first: errors show before serving
-    bad = [t for t, a in zip(targets, agents, strict=True) if not isinstance(a, Agent)]
-    if bad:
-        raise ConfigurationError(f"{', '.join(bad)}: only agents can be served for now")
-    console.print(f"serving {', '.join(a.name for a in agents)} on http://{host}:{port}/v1")
+    app = create_app([load_target(t) for t in targets])  # errors show before serving
+    console.print(f"serving {', '.join(app.state.served)} on http://{host}:{port}/v1")
     if workers == 1:
-        uvicorn.run(create_app(agents), host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     else:
         os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,

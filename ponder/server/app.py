@@ -10,9 +10,11 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, PlainTextResponse
+from langgraph.pregel import Pregel
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
+from ponder.graphs.served import ServedGraph
 from ponder.server import errors, openai_api
 from ponder.server import threads as threads_api
 from ponder.server.keys import KeyStore
@@ -24,10 +26,11 @@ SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
+def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
                concurrent_runs: str = "reject") -> FastAPI:
-    """An ASGI app serving ``agents`` under their names (mount it in your own app, or run it).
+    """An ASGI app serving ``agents`` (Agents, or compiled LangGraph graphs with a ``messages``
+    state) under their names; mount it in your own app, or run it.
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
@@ -37,10 +40,12 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
     if concurrent_runs not in ("reject", "enqueue"):
         raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
                                  f"{concurrent_runs!r}")
-    by_name: dict[str, Agent] = {}
+    by_name: dict[str, Agent | ServedGraph] = {}
     for agent in agents:
-        if not isinstance(agent, Agent):
-            raise ConfigurationError(f"{agent!r} is not an Agent: the server serves agents")
+        if isinstance(agent, Pregel):
+            agent = ServedGraph(agent, database_url=database_url)
+        elif not isinstance(agent, Agent):
+            raise ConfigurationError(f"{agent!r} is not an Agent or a compiled LangGraph graph")
         if agent.name in by_name:
             raise ConfigurationError(f"two agents are named {agent.name!r}: names must differ")
         by_name[agent.name] = agent
@@ -59,6 +64,7 @@ def create_app(agents: Sequence[Agent], *, database_url: str | None = None,
 
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
+    app.state.served = list(by_name)
     app.state.metrics = metrics = Metrics()
     errors.install(app)
     secured = [Depends(guard.authenticate)]

@@ -59,7 +59,12 @@ def thread_for(request: ChatRequest, header: str | None, key: str | None) -> str
     explicit = header or (request.metadata or {}).get("thread_id") or request.user
     if explicit:
         return f"{key or 'public'}:{explicit}" if key else str(explicit)
-    opening = [(m.role, _text(m)) for m in request.messages[:2]]
+    # The opening, up to and including the first user message: the same on every later turn.
+    opening = []
+    for message in request.messages:
+        opening.append((message.role, _text(message)))
+        if message.role == "user":
+            break
     digest = hashlib.sha256(json.dumps([key, request.model, opening]).encode()).hexdigest()
     return f"chat-{digest[:24]}"
 
@@ -110,6 +115,12 @@ def router(agents: dict[str, Agent]) -> APIRouter:
     return api
 
 
+def is_reply(agent: Any, meta: dict[str, Any]) -> bool:
+    """Whether streamed text is part of the reply: an agent's answering nodes, or, for a plain
+    graph, any node."""
+    return not isinstance(agent, Agent) or meta.get("langgraph_node") in ("act", "plan", "tools")
+
+
 def _completion(model: str, text: str, usage) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
@@ -137,6 +148,7 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
 
     yield chunk({"role": "assistant", "content": ""})
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    sent = False
     try:
         async for message, meta in agent.astream(messages, thread_id=thread_id,
                                                  stream_mode="messages"):
@@ -145,8 +157,13 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
             for key, value in (message.usage_metadata or {}).items():
                 if key in usage:
                     usage[key] += value
-            if message.text and meta.get("langgraph_node") in ("act", "plan", "tools"):
+            if message.text and is_reply(agent, meta):
+                sent = True
                 yield chunk({"content": message.text})
+        if not sent:  # a graph whose nodes return messages without streaming them
+            state = await agent.aget_state(thread_id)
+            if text := final_text(state.values or {}):
+                yield chunk({"content": text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
         yield json.dumps({"error": {"message": _safe(exc), "type": "server_error",
                                     "param": None, "code": None}})

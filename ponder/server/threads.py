@@ -32,6 +32,7 @@ from sse_starlette.sse import EventSourceResponse
 from ponder.agents.agent import Agent, final_text, turn_usage
 from ponder.server.errors import APIError
 from ponder.server.keys import async_url
+from ponder.server.openai_api import is_reply
 
 metadata = MetaData()
 threads_table = Table(
@@ -216,7 +217,8 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                     message, meta = data
                     if isinstance(message, (AIMessage, AIMessageChunk)) and message.text:
                         await events.put(("token", {"text": message.text,
-                                                    "node": meta.get("langgraph_node")}))
+                                                    "node": meta.get("langgraph_node"),
+                                                    "reply": is_reply(agent, meta)}))
                 elif mode == "updates":
                     for node, change in data.items():
                         if node == "__interrupt__":

@@ -125,3 +125,31 @@ def test_metrics_count_requests_errors_and_tokens(server):
                   if line.startswith('ponder_tokens_total{agent="helper"}'))
     assert int(tokens.split()[-1]) > 0
     assert 'ponder_request_seconds_count{method="POST",route="/v1/chat/completions"} 2' in text
+
+
+def test_a_compiled_langgraph_graph_is_served_too(tmp_path):
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    def answer(state: MessagesState):
+        users = [m for m in state["messages"] if m.type == "human"]
+        return {"messages": [("ai", f"graph turn {len(users)}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    graph = builder.compile(name="plain-graph")
+    app = create_app([graph], database_url=f"sqlite:///{tmp_path}/graph.db")
+    with BackgroundServer(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        assert [m.id for m in client.models.list().data] == ["plain-graph"]
+        history = [{"role": "user", "content": "one"}]
+        first = client.chat.completions.create(model="plain-graph", messages=history)
+        history += [{"role": "assistant", "content": first.choices[0].message.content},
+                    {"role": "user", "content": "two"}]
+        second = client.chat.completions.create(model="plain-graph", messages=history)
+        streamed = client.chat.completions.create(model="plain-graph", stream=True,
+                                                  messages=[{"role": "user", "content": "s"}])
+        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert first.choices[0].message.content == "graph turn 1"
+    assert second.choices[0].message.content == "graph turn 2"  # persisted between requests
+    assert text == "graph turn 1"

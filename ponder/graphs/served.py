@@ -1,0 +1,79 @@
+"""Any compiled LangGraph graph, run the way an Agent is, so it can be served and chatted with.
+
+The graph's state must have a ``messages`` channel (``MessagesState`` or alike): input text
+becomes a human message there. A graph compiled without a checkpointer gets the one from
+``PONDER_DATABASE_URL``, opened on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from langgraph.pregel import Pregel
+
+from ponder.agents.agent import _as_input
+from ponder.config import ConfigurationError
+from ponder.graphs.persistence import Persistence, open_persistence
+
+
+class ServedGraph:
+    def __init__(self, graph: Pregel, name: str | None = None,
+                 database_url: str | None = None) -> None:
+        if "messages" not in graph.get_input_jsonschema().get("properties", {}):
+            raise ConfigurationError(f"the graph {graph.name!r} has no 'messages' in its state: "
+                                     "only message-based graphs (MessagesState) can chat")
+        self.name = name or graph.name
+        self._graph = graph
+        self._database_url = database_url
+        self._persistence: Persistence | None = None
+        self._ready = graph if graph.checkpointer else None
+        self._opening = asyncio.Lock()
+
+    async def _compiled(self) -> Pregel:
+        if self._ready is None:
+            async with self._opening:
+                if self._ready is None:
+                    self._persistence = await open_persistence(self._database_url)
+                    self._ready = self._graph.copy(
+                        {"checkpointer": self._persistence.checkpointer,
+                         "store": self._graph.store or self._persistence.store})
+        return self._ready
+
+    @staticmethod
+    def _config(thread_id: str | None, user_id: str | None = None, **_: Any) -> dict[str, Any]:
+        configurable = {"thread_id": thread_id or str(uuid.uuid4())}
+        if user_id is not None:
+            configurable["user_id"] = user_id
+        return {"configurable": configurable}
+
+    async def ainvoke(self, input: Any, *, thread_id: str | None = None,
+                      user_id: str | None = None) -> dict[str, Any]:
+        graph = await self._compiled()
+        return await graph.ainvoke(_as_input(input), self._config(thread_id, user_id))
+
+    async def astream(self, input: Any, *, thread_id: str | None = None,
+                      user_id: str | None = None, stream_mode: str | Sequence[str] = "updates",
+                      subgraphs: bool = False) -> AsyncIterator[Any]:
+        graph = await self._compiled()
+        async for item in graph.astream(_as_input(input), self._config(thread_id, user_id),
+                                        stream_mode=stream_mode, subgraphs=subgraphs):
+            yield item
+
+    async def aget_state(self, thread_id: str):
+        return await (await self._compiled()).aget_state(self._config(thread_id))
+
+    async def aget_state_history(self, thread_id: str) -> AsyncIterator[Any]:
+        async for snapshot in (await self._compiled()).aget_state_history(
+                self._config(thread_id)):
+            yield snapshot
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await (await self._compiled()).checkpointer.adelete_thread(thread_id)
+
+    async def aclose(self) -> None:
+        if self._persistence is not None:
+            await self._persistence.aclose()
+            self._persistence, self._ready = None, None
