@@ -532,6 +532,23 @@ def _openai_options(base_url: str | None, api_key: str | None, what: str) -> dic
     return {"api_key": api_key}
 
 
+def _resolve(spec: str | None, setting: str, providers: dict, s: Settings, base_url: str | None,
+             api_key: str | None, options: dict[str, Any]) -> tuple[str, str]:
+    """Split and check a provider spec; fill ``options`` with the endpoint and credentials."""
+    provider, name = _split_spec(spec, setting)
+    if provider not in providers:
+        raise ConfigurationError(
+            f"unknown {'model' if setting == 'PONDER_MODEL' else 'embeddings'} provider "
+            f"{provider!r} in {spec!r}: use one of {', '.join(sorted(providers))}; {_EXAMPLES}")
+    if provider == "openai":
+        options.update(_openai_options(base_url or s.openai_base_url, api_key or s.openai_api_key,
+                                       f"{provider}:{name}"))
+        options.setdefault("max_retries", 0)  # our policy is the only retry loop
+    elif base_url:
+        options["base_url"] = _check_base_url(base_url)
+    return provider, name
+
+
 def _import_error(provider: str, exc: ImportError) -> ConfigurationError:
     package = f"langchain-{provider.replace('_', '-')}"
     return ConfigurationError(
@@ -558,21 +575,10 @@ def chat_model(
     from langchain.chat_models.base import _BUILTIN_PROVIDERS
 
     s = settings or Settings.from_env()
-    provider, name = _split_spec(spec or s.model, "PONDER_MODEL")
-    if provider not in _BUILTIN_PROVIDERS:
-        known = ", ".join(sorted(_BUILTIN_PROVIDERS))
-        raise ConfigurationError(
-            f"unknown model provider {provider!r} in {spec or s.model!r}: use one of {known}; "
-            f"{_EXAMPLES}"
-        )
+    provider, name = _resolve(spec or s.model, "PONDER_MODEL", _BUILTIN_PROVIDERS, s, base_url,
+                              api_key, options)
     if provider == "openai":
-        options.update(_openai_options(base_url or s.openai_base_url, api_key or s.openai_api_key,
-                                       f"{provider}:{name}"))
-        # Our policy is the only retry loop and reports usage in streams too.
-        options.setdefault("max_retries", 0)
-        options.setdefault("stream_usage", True)
-    elif base_url:
-        options["base_url"] = _check_base_url(base_url)
+        options.setdefault("stream_usage", True)  # usage in streams too
     try:
         inner = init_chat_model(name, model_provider=provider, **options)
     except ImportError as exc:
@@ -628,21 +634,11 @@ def embeddings(
     from langchain.embeddings.base import _BUILTIN_PROVIDERS
 
     s = settings or Settings.from_env()
-    provider, name = _split_spec(spec or s.embeddings, "PONDER_EMBEDDINGS")
-    if provider not in _BUILTIN_PROVIDERS:
-        known = ", ".join(sorted(_BUILTIN_PROVIDERS))
-        raise ConfigurationError(
-            f"unknown embeddings provider {provider!r}: use one of {known}, "
-            "e.g. PONDER_EMBEDDINGS=openai:text-embedding-3-small"
-        )
+    provider, name = _resolve(spec or s.embeddings, "PONDER_EMBEDDINGS", _BUILTIN_PROVIDERS, s,
+                              base_url, api_key, options)
     if provider == "openai":
-        options.update(_openai_options(base_url or s.openai_base_url, api_key or s.openai_api_key,
-                                       f"{provider}:{name}"))
-        options.setdefault("max_retries", 0)
         # The context-length check downloads a tokenizer; servers enforce their own limits.
         options.setdefault("check_embedding_ctx_length", False)
-    elif base_url:
-        options["base_url"] = _check_base_url(base_url)
     try:
         inner = init_embeddings(name, provider=provider, **options)
     except ImportError as exc:

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ponder.config import ConfigurationError, Settings
+from ponder.config import ConfigurationError
+from ponder.server.storage import Tables
 
 metadata = MetaData()
 api_keys = Table(
@@ -44,26 +44,8 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def async_url(url: str) -> str:
-    """The async driver's URL for a ``PONDER_DATABASE_URL``."""
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    raise ConfigurationError(f"API keys need a sqlite:/// or postgresql:// database, not {url!r}")
-
-
-class KeyStore:
-    def __init__(self, url: str | None = None) -> None:
-        self.url = url or Settings.from_env().database_url
-        self._engine: AsyncEngine | None = None
-
-    async def _ready(self) -> AsyncEngine:
-        if self._engine is None:
-            self._engine = create_async_engine(async_url(self.url))
-            async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        return self._engine
+class KeyStore(Tables):
+    metadata = metadata
 
     async def create(self, name: str, *, requests_per_minute: int | None = None,
                      tokens_per_minute: int | None = None) -> tuple[APIKey, str]:
@@ -73,7 +55,7 @@ class KeyStore:
         secret = "pk-" + secrets.token_urlsafe(32)
         key = APIKey(f"key_{secrets.token_hex(6)}", name.strip(), time.time(), None,
                      requests_per_minute, tokens_per_minute)
-        engine = await self._ready()
+        engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(api_keys.insert().values(
                 id=key.id, name=key.name, hash=_hash(secret), created_at=key.created_at,
@@ -81,13 +63,13 @@ class KeyStore:
         return key, secret
 
     async def list(self) -> list[APIKey]:
-        engine = await self._ready()
+        engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
             return [_key(row) for row in rows]
 
     async def revoke(self, key_id: str) -> None:
-        engine = await self._ready()
+        engine = await self.engine()
         async with engine.begin() as conn:
             done = await conn.execute(update(api_keys).where(
                 api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
@@ -96,23 +78,18 @@ class KeyStore:
             raise ConfigurationError(f"no active key has the id {key_id!r}: see ponder keys list")
 
     async def active(self) -> bool:
-        engine = await self._ready()
+        engine = await self.engine()
         async with engine.connect() as conn:
             row = await conn.execute(select(api_keys.c.id).where(
                 api_keys.c.revoked_at.is_(None)).limit(1))
             return row.first() is not None
 
     async def verify(self, secret: str) -> APIKey | None:
-        engine = await self._ready()
+        engine = await self.engine()
         async with engine.connect() as conn:
             row = (await conn.execute(select(api_keys).where(
                 api_keys.c.hash == _hash(secret), api_keys.c.revoked_at.is_(None)))).first()
         return _key(row) if row else None
-
-    async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
 
 
 def _key(row) -> APIKey:

@@ -26,13 +26,12 @@ from langchain_core.messages import (
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import Agent, final_text, turn_usage
 from ponder.server.errors import APIError
-from ponder.server.keys import async_url
 from ponder.server.openai_api import is_reply
+from ponder.server.storage import Tables
 
 metadata = MetaData()
 threads_table = Table(
@@ -73,22 +72,8 @@ class Run:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
 
 
-class ThreadStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: AsyncEngine | None = None
-
-    async def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            self._engine = create_async_engine(async_url(self.url))
-            async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        return self._engine
-
-    async def aclose(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+class ThreadStore(Tables):
+    metadata = metadata
 
 
 def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRouter:

@@ -1,0 +1,42 @@
+"""The server's own tables (keys, threads) in the one database, created on first use."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ponder.config import ConfigurationError, Settings
+
+
+def async_url(url: str) -> str:
+    """The async driver's URL for a ``PONDER_DATABASE_URL``."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    raise ConfigurationError(f"the server's tables need a sqlite:/// or postgresql:// "
+                             f"database, not {url!r}")
+
+
+class Tables:
+    """A store of some tables (``metadata``) in the database at ``url``."""
+
+    metadata: ClassVar[MetaData]
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or Settings.from_env().database_url
+        self._engine: AsyncEngine | None = None
+
+    async def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = create_async_engine(async_url(self.url))
+            async with self._engine.begin() as conn:
+                await conn.run_sync(self.metadata.create_all)
+        return self._engine
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
