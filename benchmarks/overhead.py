@@ -6,7 +6,8 @@ Both run the same ReAct turn (model -> tool -> model) on the same in-process scr
 tool, with the same system prompt. ``sequential``: milliseconds per turn with a zero-latency model,
 without and with a SQLite checkpointer, measured in interleaved rounds (median of rounds) so noise
 hits both alike. ``concurrency``: 1,000 turns at once with 0.2 s per model call, each framework in a
-fresh process so its peak RSS is its own; ``floor_s`` is two model calls' latency.
+fresh process so its peak RSS is its own, in three interleaved rounds (medians); ``floor_s`` is
+two model calls' latency.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="concurrent turns")
     parser.add_argument("--turns", type=int, default=100, help="turns per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--concurrency-rounds", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -124,8 +126,13 @@ def main() -> None:
 
     plain = asyncio.run(sequential(False, args.turns, args.rounds))
     with_sqlite = asyncio.run(sequential(True, args.turns, args.rounds))
-    ponder_run = in_child("ponder", args.n)
-    create_agent_run = in_child("create_agent", args.n)
+    # Interleaved rounds, medians: one noisy moment must not decide the comparison.
+    runs: dict[str, list[dict[str, float]]] = {"ponder": [], "create_agent": []}
+    for _ in range(args.concurrency_rounds):
+        for framework in runs:
+            runs[framework].append(in_child(framework, args.n))
+    ponder_wall = statistics.median(r["wall_s"] for r in runs["ponder"])
+    create_agent_wall = statistics.median(r["wall_s"] for r in runs["create_agent"])
     result = {
         "ponder_ms_per_turn": round(plain["ponder"], 3),
         "create_agent_ms_per_turn": round(plain["create_agent"], 3),
@@ -136,9 +143,9 @@ def main() -> None:
         "concurrency": {
             "n": args.n,
             "floor_s": 2 * LATENCY_S,
-            "ponder_wall_s": round(ponder_run["wall_s"], 3),
-            "create_agent_wall_s": round(create_agent_run["wall_s"], 3),
-            "ponder_peak_rss_mb": round(ponder_run["peak_rss_mb"], 1),
+            "ponder_wall_s": round(ponder_wall, 3),
+            "create_agent_wall_s": round(create_agent_wall, 3),
+            "ponder_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["ponder"]), 1),
         },
     }
     if args.json:
