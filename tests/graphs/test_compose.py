@@ -98,7 +98,7 @@ async def test_an_interrupt_inside_a_nested_agent_pauses_and_resumes_the_whole()
 async def test_tokens_stream_from_nested_agents():
     graph = sequence(echo("first", latency=0.01), echo("second", latency=0.01))
     seen = {}
-    async for namespace, (chunk, meta) in graph.astream(
+    async for namespace, (chunk, _meta) in graph.astream(
             {"messages": [("user", "hi")]}, stream_mode="messages", subgraphs=True):
         if isinstance(chunk, AIMessageChunk) and chunk.content:
             owner = namespace[0].split(":")[0]
