@@ -91,8 +91,15 @@ def run(
 
 async def _invoke(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
                   ) -> dict[str, Any]:
-    if isinstance(runnable, Agent):
-        return await runnable.ainvoke(text, thread_id=thread_id, user_id=user)
+    if isinstance(runnable, Agent):  # recorded: ponder runs list / show
+        from ponder.graphs.runs import RunRecorder
+
+        recorder = RunRecorder()
+        try:
+            return await recorder.run(runnable.name, runnable, text, thread_id=thread_id,
+                                      user_id=user)
+        finally:
+            await recorder.aclose()
     config = {"configurable": {"thread_id": thread_id, "user_id": user}}
     return await runnable.ainvoke({"messages": [("user", text)]}, config)
 
@@ -175,6 +182,70 @@ def serve(
         os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="warning")
+
+
+runs_app = typer.Typer(help="Recorded runs: status, timings, tokens and a trace of steps.",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _recorded(method: str, *args: Any) -> Any:
+    from ponder.graphs.runs import RunRecorder
+
+    async def call():
+        recorder = RunRecorder()
+        try:
+            return await getattr(recorder, method)(*args)
+        finally:
+            await recorder.aclose()
+
+    return asyncio.run(call())
+
+
+@runs_app.command("list")
+def runs_list(limit: int = typer.Option(20, "--limit", min=1, help="How many, newest first.")
+              ) -> None:
+    """The latest runs."""
+    from rich.table import Table as RichTable
+
+    table = RichTable("target", "status", "started", "seconds", "tokens", "thread")
+    table.add_column("id", no_wrap=True, min_width=20)  # whole, to copy into ponder runs show
+    for run in _recorded("list", limit):
+        usage = json.loads(run["usage"] or "{}")
+        tokens = sum(u["input_tokens"] + u["output_tokens"] for u in usage.values())
+        took = f"{run['ended_at'] - run['created_at']:.2f}" if run["ended_at"] else "-"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["created_at"]))
+        table.add_row(run["target"], run["status"], started, took, str(tokens),
+                      run["thread_id"] or "-", run["id"])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="A run id from ponder runs list.")) -> None:
+    """One run: its record, and the tree of its steps with latency and tokens."""
+    from rich.tree import Tree
+
+    found = _recorded("get", run_id)
+    if found is None:
+        raise ConfigurationError(f"no run has the id {run_id!r}: see ponder runs list")
+    run, steps = found
+    console.print(f"[bold]{run['id']}[/] {escape(run['target'])} [bold]{run['status']}[/] "
+                  f"thread {run['thread_id'] or '-'}")
+    if run["error"]:
+        console.print(f"[red]{escape(run['error'])}[/]")
+    for model, usage in json.loads(run["usage"] or "{}").items():
+        console.print(f"  {escape(model)}: {usage['calls']} calls, {usage['input_tokens']} in, "
+                      f"{usage['output_tokens']} out")
+    tree = Tree("steps")
+    branches = {}
+    for step in steps:
+        tokens = (f", {step['input_tokens']}+{step['output_tokens']} tokens"
+                  if step["input_tokens"] is not None else "")
+        label = (f"{step['kind']} [bold]{escape(step['name'])}[/] "
+                 f"{(step['latency_s'] or 0) * 1000:.1f} ms{tokens}"
+                 + (f" [red]{escape(step['error'])}[/]" if step["error"] else ""))
+        branches[step["seq"]] = branches.get(step["parent"], tree).add(label)
+    console.print(tree)
 
 
 keys_app = typer.Typer(help="API keys for ponder serve (stored hashed in the database).",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
 
 from ponder.config import ConfigurationError
-from ponder.server.storage import Tables
+from ponder.graphs.tables import Tables
 
 metadata = MetaData()
 api_keys = Table(

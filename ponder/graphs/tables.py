@@ -1,4 +1,4 @@
-"""The server's own tables (keys, threads) in the one database, created on first use."""
+"""Tables of ponder's own (API keys, threads, run records), made on first use."""
 
 from __future__ import annotations
 

@@ -1,0 +1,89 @@
+"""Run records and traces: what ran, how it ended, what it cost, step by step."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import interrupt
+
+from ponder import Agent
+from ponder.graphs.runs import RunRecorder
+from ponder.testing import ScriptedChatModel, tool_calls
+from ponder.tools import calculator
+
+
+@pytest.fixture
+async def recorder(tmp_path):
+    store = RunRecorder(f"sqlite:///{tmp_path}/runs.db")
+    yield store
+    await store.aclose()
+
+
+async def test_a_successful_run_and_its_step_tree(recorder):
+    model = ScriptedChatModel(replies=[tool_calls(("calculator", {"expression": "6*7"})), "42"])
+    agent = Agent("calc", model, tools=[calculator], checkpointer=False)
+    state = await recorder.run("calc", agent, "6 times 7?", thread_id="t1")
+    run, steps = await recorder.get(state["run_id"])
+    assert (run["status"], run["target"], run["thread_id"]) == ("success", "calc", "t1")
+    assert json.loads(run["input"]) == "6 times 7?" and run["ended_at"] >= run["created_at"]
+    assert json.loads(run["usage"])["scripted"]["calls"] == 2
+    shape = [(s["kind"], s["name"], s["parent"]) for s in steps]
+    assert shape == [("node", "act", None), ("model", "scripted", 0), ("node", "tools", None),
+                     ("tool", "calculator", 2), ("node", "act", None), ("model", "scripted", 4)]
+    assert all(s["latency_s"] is not None for s in steps)
+    assert steps[1]["input_tokens"] > 0 and steps[1]["output_tokens"] > 0
+
+
+async def test_failed_and_interrupted_runs_are_recorded(recorder):
+    broken = Agent("broken", ScriptedChatModel(replies=[]), checkpointer=False)
+    with pytest.raises(Exception, match="ran out of replies"):
+        await recorder.run("broken", broken, "hi")
+
+    @tool
+    def approve(what: str) -> str:
+        """Ask a human."""
+        return interrupt(what)
+
+    waiting = Agent("waiting", ScriptedChatModel(replies=[tool_calls(("approve",
+                                                                      {"what": "ok?"}))]),
+                    tools=[approve], checkpointer=InMemorySaver())
+    await recorder.run("waiting", waiting, "go", thread_id="w")
+    runs = {r["target"]: r for r in await recorder.list()}
+    assert runs["broken"]["status"] == "error"
+    assert "ran out of replies" in runs["broken"]["error"]
+    assert runs["waiting"]["status"] == "interrupted"
+    _, steps = await recorder.get(runs["broken"]["id"])
+    assert any(s["error"] for s in steps)  # the failing model call is in the trace
+    assert await recorder.get("run_nope") is None
+
+
+def test_ponder_run_is_recorded_and_shown(tmp_path):
+    (tmp_path / "bot.py").write_text(textwrap.dedent("""
+        from ponder import Agent
+        from ponder.testing import ScriptedChatModel, tool_calls
+        from ponder.tools import calculator
+        bot = Agent("bot", ScriptedChatModel(replies=[
+            tool_calls(("calculator", {"expression": "1+1"})), "2"]), tools=[calculator],
+            checkpointer=False)
+    """))
+    env = {**os.environ, "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+
+    def ponder(*args):
+        return subprocess.run([sys.executable, "-m", "ponder.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    assert ponder("run", f"{tmp_path}/bot.py:bot", "1+1?").returncode == 0
+    listed = ponder("runs", "list")
+    assert "bot" in listed.stdout and "success" in listed.stdout
+    run_id = next(w for w in listed.stdout.split() if w.startswith("run_"))
+    shown = ponder("runs", "show", run_id)
+    assert shown.returncode == 0
+    for expected in ("node act", "model scripted", "tool calculator", "node tools"):
+        assert expected in shown.stdout
+    missing = ponder("runs", "show", "run_nope")
+    assert missing.returncode == 2 and "no run has the id" in missing.stderr
