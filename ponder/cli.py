@@ -189,17 +189,23 @@ runs_app = typer.Typer(help="Recorded runs: status, timings, tokens and a trace 
 app.add_typer(runs_app, name="runs")
 
 
+def _stored(store_class: type, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one method of one of ponder's stores (keys, run records), then close it."""
+
+    async def call():
+        store = store_class()
+        try:
+            return await getattr(store, method)(*args, **kwargs)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(call())
+
+
 def _recorded(method: str, *args: Any) -> Any:
     from ponder.graphs.runs import RunRecorder
 
-    async def call():
-        recorder = RunRecorder()
-        try:
-            return await getattr(recorder, method)(*args)
-        finally:
-            await recorder.aclose()
-
-    return asyncio.run(call())
+    return _stored(RunRecorder, method, *args)
 
 
 @runs_app.command("list")
@@ -262,14 +268,8 @@ def keys_create(
     """Make a key. It is printed once: store it now."""
     from ponder.server.keys import KeyStore
 
-    async def create():
-        store = KeyStore()
-        try:
-            return await store.create(name, requests_per_minute=rpm, tokens_per_minute=tpm)
-        finally:
-            await store.aclose()
-
-    key, secret = asyncio.run(create())
+    key, secret = _stored(KeyStore, "create", name, requests_per_minute=rpm,
+                          tokens_per_minute=tpm)
     console.print(f"{key.id}  {escape(key.name)}")
     print(secret)
     errors.print("[dim]shown once: the database keeps only its hash[/]")
@@ -282,15 +282,8 @@ def keys_list() -> None:
 
     from ponder.server.keys import KeyStore
 
-    async def listed():
-        store = KeyStore()
-        try:
-            return await store.list()
-        finally:
-            await store.aclose()
-
     table = RichTable("id", "name", "created", "limits", "status")
-    for key in asyncio.run(listed()):
+    for key in _stored(KeyStore, "list"):
         limits = ", ".join(f"{v} {k}" for k, v in (("rpm", key.requests_per_minute),
                                                    ("tpm", key.tokens_per_minute)) if v)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
@@ -304,14 +297,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The id from ponder keys 
     """Revoke a key: it stops working within seconds."""
     from ponder.server.keys import KeyStore
 
-    async def revoke():
-        store = KeyStore()
-        try:
-            await store.revoke(key_id)
-        finally:
-            await store.aclose()
-
-    asyncio.run(revoke())
+    _stored(KeyStore, "revoke", key_id)
     console.print(f"revoked {key_id}")
 
 
