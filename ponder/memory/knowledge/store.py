@@ -1,0 +1,151 @@
+"""The knowledge base's store: chunks with their text index and vectors, in the one database.
+
+One interface, two backends chosen by the URL: SQLite (FTS5 ``bm25()`` and sqlite-vec) and
+Postgres (full-text ``tsvector`` and pgvector HNSW). A write replaces whole sources in one
+transaction, so a failed ingestion leaves what was stored before.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.config import ConfigurationError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+_WORD = re.compile(r"\w+")
+# Words that match nearly every chunk: they cost time in the text index and rank nothing.
+STOPWORDS = frozenset(
+    "a an and are as at be been but by can do does for from had has have how i if in into is "
+    "it its of on or our so such than that the their them then there these they this those to "
+    "was we were what when where which while who why will with you your".split()
+)
+
+
+class EmbeddingMismatchError(ValueError):
+    """New embeddings do not fit the ones already stored (another dimension or model)."""
+
+
+@dataclass
+class Chunk:
+    """A piece of a source, the unit of retrieval. ``keys`` are extra search keys (pseudo-queries
+    from enrichment), matched by sparse search."""
+
+    source: str
+    position: int
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    id: int | None = None
+
+
+@dataclass
+class Hit:
+    """A retrieved chunk and its score (higher is better; comparable within one ranking)."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass
+class SourceRecord:
+    """What is stored about a source: the hash of the content its chunks came from."""
+
+    source: str
+    content_hash: str
+    title: str | None
+    metadata: dict[str, Any]
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct searchable words of a query, lower-cased, without stop words."""
+    words = (w.lower() for w in _WORD.findall(text))
+    return list(dict.fromkeys(w for w in words if w not in STOPWORDS))
+
+
+class KnowledgeStore(ABC):
+    """Sources, their chunks, a text index and (once embeddings arrive) a vector index."""
+
+    def __init__(self, url: str, name: str = "default") -> None:
+        if not _NAME.match(name):
+            raise ConfigurationError(f"knowledge base name {name!r}: use lower-case letters, "
+                                     f"digits and _ (starting with a letter)")
+        self.url, self.name = url, name
+        self.prefix = f"ponder_kb_{name}"
+
+    @abstractmethod
+    async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of ``sources`` that is stored."""
+
+    @abstractmethod
+    async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
+                      vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
+        """Atomically make ``records`` the stored sources, with exactly ``chunks`` (and their
+        ``vectors`` from embedding ``model``) instead of whatever they had."""
+
+    @abstractmethod
+    async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
+        """The chunks of ``sources``, in the order given, each source's in position order."""
+
+    @abstractmethod
+    async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
+        """Remove sources named, or whose chunks match ``filter``; the number of sources."""
+
+    @abstractmethod
+    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        """Chunks by full-text relevance (BM25 on SQLite, ``ts_rank_cd`` on Postgres)."""
+
+    @abstractmethod
+    async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
+                    ) -> list[Hit]:
+        """Chunks by cosine similarity to ``vector``."""
+
+    @abstractmethod
+    async def embedding_model(self) -> tuple[str, int] | None:
+        """The model and dimension of the stored vectors, if any were stored."""
+
+    @abstractmethod
+    async def fields(self) -> set[str]:
+        """The metadata keys filters may use."""
+
+    @abstractmethod
+    async def stats(self) -> dict[str, Any]:
+        """Counts of sources and chunks, the embedding model and dimension."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def check_vectors(self, model: str, dimensions: int) -> None:
+        """Refuse vectors that cannot share an index with those stored, before any write."""
+        stored = await self.embedding_model()
+        if stored is None:
+            return
+        stored_model, stored_dimensions = stored
+        if stored_dimensions != dimensions:
+            raise EmbeddingMismatchError(
+                f"knowledge base {self.name!r} holds {stored_dimensions}-dimensional vectors from "
+                f"{stored_model}, but {model} gives {dimensions}: use {stored_model}, or a new "
+                f"knowledge base name for the new model")
+        if stored_model != model:
+            raise EmbeddingMismatchError(
+                f"knowledge base {self.name!r} holds vectors from {stored_model}, not {model}: "
+                f"vectors of two models are not comparable; use {stored_model}, or a new "
+                f"knowledge base name")
+
+
+def open_store(url: str, name: str = "default") -> KnowledgeStore:
+    """The store for a ``sqlite:///`` or ``postgresql://`` database URL."""
+    if url.startswith("sqlite:///") or url == "sqlite://":
+        from ponder.memory.knowledge.sqlite_store import SqliteKnowledgeStore
+
+        return SqliteKnowledgeStore(url, name)
+    if url.startswith(("postgresql://", "postgres://")):
+        from ponder.memory.knowledge.postgres_store import PostgresKnowledgeStore
+
+        return PostgresKnowledgeStore(url, name)
+    raise ConfigurationError(f"the knowledge base needs a sqlite:/// or postgresql:// database "
+                             f"URL, not {url!r}")
