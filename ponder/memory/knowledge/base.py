@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -109,7 +110,7 @@ class KnowledgeBase:
         for start in range(0, total, self.batch_size):
             batch = await self._documents(pending[start : start + self.batch_size], metadata,
                                           skip_errors, report)
-            await self._ingest(batch, report)
+            await self._ingest(batch, skip_errors, report)
             if progress:
                 progress(min(start + self.batch_size, total), total)
         report.seconds = time.perf_counter() - started
@@ -117,29 +118,32 @@ class KnowledgeBase:
 
     async def _documents(self, items: Sequence[Path | Document], metadata: dict | None,
                          skip_errors: bool, report: IngestReport) -> list[Document]:
-        async def one(item: Path | Document) -> Document | None:
-            try:
-                if isinstance(item, Document):
-                    return _checked(item, metadata)
-                return await asyncio.to_thread(load, item, **(metadata or {}))
-            except DocumentError as exc:
-                if not skip_errors:
-                    raise
-                report.errors.append(str(exc))
-                return None
-
-        loaded = await asyncio.gather(*(one(item) for item in items))
+        paths = [item for item in items if isinstance(item, Path)]
+        loaded = await asyncio.to_thread(_load_files, paths, metadata, skip_errors,
+                                         report) if paths else []
+        given = [Document(d.text, d.source, d.title, {**(metadata or {}), **d.metadata})
+                 for d in items if isinstance(d, Document)]
         # One source, one document: the last one given wins.
-        return list({d.source: d for d in loaded if d is not None}.values())
+        return list({d.source: d for d in [*loaded, *given]}.values())
 
-    async def _ingest(self, documents: list[Document], report: IngestReport) -> None:
-        stored = await self.store.hashes([d.source for d in documents])
-        changed = [d for d in documents if stored.get(d.source) != d.content_hash]
+    def _fingerprint(self, document: Document) -> str:
+        """Changes when the document or the way it is indexed (chunking, embeddings) changes."""
+        model = embedding_model_id(self.embeddings) if self.embeddings else ""
+        settings = f"{self.chunker.size}/{self.chunker.overlap}/{model}/{bool(self.enricher)}"
+        return hashlib.sha256(f"{document.content_hash}/{settings}".encode()).hexdigest()
+
+    async def _ingest(self, documents: list[Document], skip_errors: bool,
+                      report: IngestReport) -> None:
+        fingerprints = {d.source: self._fingerprint(d) for d in documents}
+        stored = await self.store.hashes(list(fingerprints))
+        changed = [d for d in documents if stored.get(d.source) != fingerprints[d.source]]
         report.unchanged += len(documents) - len(changed)
+        # Cleaning and chunking only what changed is what makes re-ingestion cheap.
+        changed, chunks = await asyncio.to_thread(self._chunk, changed, skip_errors, report)
         if not changed:
             return
-        records = [SourceRecord(d.source, d.content_hash, d.title, d.metadata) for d in changed]
-        chunks = await asyncio.to_thread(self._chunk, changed)
+        records = [SourceRecord(d.source, fingerprints[d.source], d.title, d.metadata)
+                   for d in changed]
         if self.enricher:
             await self.enricher.enrich(changed, chunks)
             for record, document in zip(records, changed, strict=True):
@@ -155,9 +159,24 @@ class KnowledgeBase:
         report.added += sum(1 for d in changed if d.source not in stored)
         report.chunks += len(chunks)
 
-    def _chunk(self, documents: list[Document]) -> list[Chunk]:
-        return [Chunk(d.source, i, text, d.title, dict(d.metadata))
-                for d in documents for i, text in enumerate(self.chunker.split(d.text))]
+    def _chunk(self, documents: list[Document], skip_errors: bool, report: IngestReport
+               ) -> tuple[list[Document], list[Chunk]]:
+        kept: list[Document] = []
+        chunks: list[Chunk] = []
+        for document in documents:
+            text = clean(document.text)
+            if not text:
+                error = DocumentError(f"{document.source}: the document is empty (no text to "
+                                      f"index)")
+                if not skip_errors:
+                    raise error
+                report.errors.append(str(error))
+                continue
+            kept.append(document)
+            chunks.extend(Chunk(document.source, i, piece, document.title,
+                                dict(document.metadata))
+                          for i, piece in enumerate(self.chunker.split(text)))
+        return kept, chunks
 
     async def delete(self, *, source: str | Sequence[str] = (), filter: dict | None = None
                      ) -> int:
@@ -173,9 +192,10 @@ class KnowledgeBase:
     # -- search --------------------------------------------------------------------------
 
     async def search(self, query: str, k: int | None = None, *, mode: Mode | None = None,
-                     filter: dict | None = None) -> list[Hit]:
+                     filter: dict | None = None, vector: Sequence[float] | None = None
+                     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``: by words (sparse), meaning (dense) or both
-        (hybrid: the two rankings fused)."""
+        (hybrid: the two rankings fused). ``vector``: the query's embedding, if already made."""
         k = k or self.k
         mode = mode or self.mode
         if mode not in ("sparse", "dense", "hybrid"):
@@ -185,7 +205,8 @@ class KnowledgeBase:
         if self.embeddings is None:
             raise ValueError(f"{mode} search needs embeddings: create the knowledge base with "
                              f"embeddings=... (e.g. 'local'), or search with mode='sparse'")
-        vector = await self.embeddings.aembed_query(query)
+        if vector is None:
+            vector = await self.embeddings.aembed_query(query)
         if mode == "dense":
             return await self.store.dense(vector, k, filter)
         depth = max(k, self.candidates)
@@ -251,12 +272,17 @@ def _expand(items: Iterable[str | Path | Document]) -> list[Path | Document]:
     return expanded
 
 
-def _checked(document: Document, metadata: dict | None) -> Document:
-    text = clean(document.text)
-    if not text:
-        raise DocumentError(f"{document.source}: the document is empty (no text to index)")
-    return Document(text, document.source, document.title,
-                    {**(metadata or {}), **document.metadata})
+def _load_files(paths: list[Path], metadata: dict | None, skip_errors: bool,
+                report: IngestReport) -> list[Document]:
+    documents = []
+    for path in paths:
+        try:
+            documents.append(load(path, **(metadata or {})))
+        except DocumentError as exc:
+            if not skip_errors:
+                raise
+            report.errors.append(str(exc))
+    return documents
 
 
 def _embedded_text(chunk: Chunk) -> str:

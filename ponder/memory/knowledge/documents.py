@@ -37,14 +37,14 @@ class Document:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
-_BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
+_EDGE_SPACES = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n\n\n+")
 
 
 def clean(text: str) -> str:
     """Normalised Unicode, no control characters or replacement marks, no runs of blank space."""
     text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    text = _EDGE_SPACES.sub("\n", _SPACES.sub(" ", _CONTROL.sub("", text)))
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 

@@ -230,12 +230,23 @@ class SqliteKnowledgeStore(KnowledgeStore):
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "sqlite")
         p = self.prefix
-        sql = (f"SELECT {_CHUNK_COLUMNS}, bm25({p}_fts, {', '.join(map(str, self.weights))}) "
-               f"AS rank FROM {p}_fts JOIN {p}_chunks c ON c.id = {p}_fts.rowid "
-               f"WHERE {p}_fts MATCH ? AND {condition} ORDER BY rank LIMIT ?")
+        bm25 = f"bm25({p}_fts, {', '.join(map(str, self.weights))})"
+        if filter:
+            sql = (f"SELECT {_CHUNK_COLUMNS}, {bm25} AS rank FROM {p}_fts JOIN {p}_chunks c "
+                   f"ON c.id = {p}_fts.rowid WHERE {p}_fts MATCH ? AND {condition} "
+                   f"ORDER BY rank LIMIT ?")
+        else:
+            # Rank inside FTS5 first, then read only the k winning chunks.
+            sql = (f"WITH ranked AS (SELECT rowid, {bm25} AS rank FROM {p}_fts "
+                   f"WHERE {p}_fts MATCH ? ORDER BY rank LIMIT ?) "
+                   f"SELECT {_CHUNK_COLUMNS}, ranked.rank FROM ranked "
+                   f"JOIN {p}_chunks c ON c.id = ranked.rowid ORDER BY ranked.rank")
+            params = [k]
+            k = None
 
         def read(conn: Any) -> list[Hit]:
-            rows = conn.execute(sql, (match, *params, k)).fetchall()
+            rows = conn.execute(sql, (match, *params) if k is None else (match, *params, k))
+            rows = rows.fetchall()
             return [Hit(_chunk(row), -row[7]) for row in rows]
 
         return await self._run(read)
