@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import json
-import math
 import re
 import struct
 import threading
@@ -27,6 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ponder.testing.background import BackgroundServer
+from ponder.testing.embeddings import fake_embedding
 from ponder.testing.script import Reply, ReplyFunction, Script, count_tokens, forced_tool_name
 
 __all__ = ["FakeOpenAIServer", "Fault", "fake_embedding"]
@@ -70,19 +69,6 @@ class Fault:
 
 class _CutStream(Exception):
     pass
-
-
-def fake_embedding(text: str, dimensions: int = 64) -> list[float]:
-    """A deterministic unit vector: hashed bag of words, so shared words mean similar vectors."""
-    vector = [0.0] * dimensions
-    for word in re.findall(r"\w+", text.lower()):
-        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        index = int.from_bytes(digest[:4], "little") % dimensions
-        vector[index] += 1.0 if digest[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vector))
-    if norm == 0:
-        vector[0], norm = 1.0, 1.0
-    return [v / norm for v in vector]
 
 
 class FakeOpenAIServer:

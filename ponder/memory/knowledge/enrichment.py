@@ -5,12 +5,12 @@ even when it shares few words with its text."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from ponder.memory.knowledge.documents import Document
+from ponder.memory.knowledge.retrieval import list_items
 from ponder.memory.knowledge.store import Chunk
 
 
@@ -34,9 +34,7 @@ class Enricher:
         reply = await self._ask(
             f"Write {self.queries_per_chunk} different questions that this passage answers, "
             f"one per line, nothing else.", chunk.text)
-        lines = (re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip()
-                 for line in reply.splitlines())
-        return [line for line in lines if line][: self.queries_per_chunk]
+        return list_items(reply)[: self.queries_per_chunk]
 
     async def enrich(self, documents: list[Document], chunks: list[Chunk]) -> None:
         """Fill in missing titles and add pseudo-queries, concurrently, in place."""

@@ -1,5 +1,7 @@
-"""The Postgres knowledge store: full-text search on a stored ``tsvector`` (English stemming,
-title weighted above text) and pgvector with an HNSW index for cosine similarity."""
+"""The Postgres knowledge store: pgvector with an HNSW index for cosine similarity, and word
+search ranked by BM25 (``ranking = "bm25"``, the default; see ``bm25.py``) or by Postgres full
+text on a stored ``tsvector`` (``ranking = "fulltext"``: English stemming, the title weighted
+above the text, ``ts_rank``)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from ponder.memory.knowledge.bm25 import BM25Index
 from ponder.memory.knowledge.filters import compile_filter
 from ponder.memory.knowledge.store import (
     Chunk,
@@ -32,10 +35,14 @@ def _chunk(row: Sequence[Any]) -> Chunk:
 
 
 class PostgresKnowledgeStore(KnowledgeStore):
+    ranking: Literal["bm25", "fulltext"] = "bm25"
+
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._bm25: tuple[str, BM25Index] | None = None  # (the version it was built at, index)
+        self._indexing = asyncio.Lock()
 
     async def _connection(self) -> Any:
         async with self._opening:
@@ -90,6 +97,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         p = self.prefix
         now = datetime.now(UTC)
         async with await self._connection() as conn, conn.transaction():
+            await self._changed(conn)
             await self._delete_sources(conn, [r.source for r in records])
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -129,6 +137,12 @@ class PostgresKnowledgeStore(KnowledgeStore):
         await conn.execute(f"INSERT INTO {p}_meta VALUES ('embedding_model', %s), "
                            f"('dimensions', %s)", (model, str(dimensions)))
 
+    async def _changed(self, conn: Any) -> None:
+        """Count a change to the chunks: word indexes built before it are out of date."""
+        await conn.execute(f"INSERT INTO {self.prefix}_meta VALUES ('version', '1') ON CONFLICT "
+                           f"(key) DO UPDATE SET value = ({self.prefix}_meta.value::bigint + 1)"
+                           f"::text")
+
     async def _delete_sources(self, conn: Any, sources: list[str]) -> int:
         p = self.prefix
         await conn.execute(f"DELETE FROM {p}_chunks WHERE source = ANY(%s)", (sources,))
@@ -146,6 +160,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "postgres")
         async with await self._connection() as conn, conn.transaction():
+            await self._changed(conn)
             named = list(sources)
             if filter:
                 rows = await conn.execute(
@@ -155,13 +170,52 @@ class PostgresKnowledgeStore(KnowledgeStore):
             return await self._delete_sources(conn, named)
 
     async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        if self.ranking == "fulltext":
+            return await self._fulltext(query, k, filter)
+        index = await self._bm25_index()
+        allowed = None
+        if filter:
+            condition, params = compile_filter(filter, await self.fields(), "postgres")
+            async with await self._connection() as conn:
+                rows = await conn.execute(
+                    f"SELECT c.id FROM {self.prefix}_chunks c WHERE {condition}", params)
+                allowed = [i for (i,) in await rows.fetchall()]
+        ranked = await asyncio.to_thread(index.search, query, k, allowed)
+        if not ranked:
+            return []
+        scores = dict(ranked)
+        async with await self._connection() as conn:
+            rows = await conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
+                                      f"WHERE c.id = ANY(%s)", (list(scores),))
+            chunks = {row[0]: _chunk(row) for row in await rows.fetchall()}
+        return [Hit(chunks[i], s) for i, s in ranked if i in chunks]
+
+    async def _bm25_index(self) -> BM25Index:
+        """The BM25 index of the chunks as they are now: rebuilt when another write (from this
+        process or any other) has changed them."""
+        async with self._indexing:
+            async with await self._connection() as conn:
+                row = await (await conn.execute(
+                    f"SELECT value FROM {self.prefix}_meta WHERE key = 'version'")).fetchone()
+                version = row[0] if row else "0"
+                if self._bm25 is None or self._bm25[0] != version:
+                    rows = await (await conn.execute(
+                        f"SELECT id, title, text, keys FROM {self.prefix}_chunks ORDER BY id"
+                    )).fetchall()
+                    # The title twice: a match there counts double, as in the SQLite store.
+                    texts = [f"{title}\n{title}\n{text}\n{keys}" for _, title, text, keys in rows]
+                    index = await asyncio.to_thread(BM25Index, [r[0] for r in rows], texts)
+                    self._bm25 = (version, index)
+            return self._bm25[1]
+
+    async def _fulltext(self, query: str, k: int, filter: dict | None) -> list[Hit]:
         terms = query_terms(query)
         if not terms:
             return []
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "postgres")
-        # Any term may match (OR); ts_rank_cd with length normalisation ranks them.
-        sql = (f"SELECT {_CHUNK_COLUMNS}, ts_rank_cd(c.tsv, q, 1) AS score "
+        # Any term may match (OR); ts_rank counts how often (Postgres has no IDF).
+        sql = (f"SELECT {_CHUNK_COLUMNS}, ts_rank(c.tsv, q) AS score "
                f"FROM {self.prefix}_chunks c, to_tsquery('english', %s) q "
                f"WHERE c.tsv @@ q AND {condition} ORDER BY score DESC, c.id LIMIT %s")
         async with await self._connection() as conn:

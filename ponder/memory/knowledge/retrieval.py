@@ -24,6 +24,7 @@ from ponder.memory.knowledge.store import Hit
 Mode = Literal["sparse", "dense", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
 RRF_K = 60
+_LIST_MARKER = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•])\s*)+")
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], *, k: int = RRF_K,
@@ -50,10 +51,11 @@ def weighted_fusion(rankings: Sequence[Sequence[Hit]], weights: Sequence[float])
         if not ranking:
             continue
         scores = [h.score for h in ranking]
-        low, span = min(scores), (max(scores) - min(scores)) or 1.0
+        low, span = min(scores), max(scores) - min(scores)
         for hit in ranking:
             key = _key(hit)
-            score = weight * (hit.score - low) / span
+            # Equal scores (one hit, say) are all as good as this ranking gets.
+            score = weight * ((hit.score - low) / span if span else 1.0)
             if key in fused:
                 fused[key].score += score
             else:
@@ -78,9 +80,9 @@ async def _ask(model: BaseChatModel, instruction: str, text: str, **options) -> 
     return str(reply.text if hasattr(reply, "text") else reply.content).strip()
 
 
-def _lines(text: str) -> list[str]:
-    """Non-empty lines, without list markers ("1.", "-", "*")."""
-    items = (re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip() for line in text.splitlines())
+def list_items(text: str) -> list[str]:
+    """The non-empty lines of a model's list, without their markers ("1.", "-", "*")."""
+    items = (_LIST_MARKER.sub("", line).strip() for line in text.splitlines())
     return [item for item in items if item]
 
 
@@ -113,7 +115,7 @@ class MultiQuery:
         prompt = (f"Write {self.n} different search queries that look for the information the "
                   f"user's question needs, worded differently from it and from each other. "
                   f"One query per line, nothing else.")
-        return [question, *_lines(await _ask(self.model, prompt, question))[: self.n]]
+        return [question, *list_items(await _ask(self.model, prompt, question))[: self.n]]
 
 
 class SubQuestions:
@@ -126,7 +128,7 @@ class SubQuestions:
         prompt = (f"Break the user's question into at most {self.max_questions} simpler "
                   f"sub-questions, each from a different angle, that together answer it. "
                   f"One per line, nothing else.")
-        return [question, *_lines(await _ask(self.model, prompt, question))[
+        return [question, *list_items(await _ask(self.model, prompt, question))[
             : self.max_questions]]
 
 

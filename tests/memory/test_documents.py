@@ -1,0 +1,82 @@
+"""Loading, cleaning and fingerprinting documents."""
+
+import pytest
+
+from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
+from tests.memory.pdf import write_pdf
+
+
+def test_clean_removes_control_characters_and_blank_runs():
+    messy = "  Tea\x00 \u200bleaves\t\t grow \r\n\r\n\r\n\n  slowly \ufffd.  \n \n"
+    assert clean(messy) == "Tea leaves grow\n\nslowly ."
+
+
+def test_text_files_in_a_legacy_encoding_are_decoded(tmp_path):
+    path = tmp_path / "menu.txt"
+    path.write_bytes("Caf\xe9 cr\xe8me \x96 \x80 3".encode("latin-1"))  # Windows-1252 bytes
+    assert load(path).text == "Café crème – € 3"
+
+
+def test_markdown_title_comes_from_the_first_heading(tmp_path):
+    path = tmp_path / "guide.md"
+    path.write_text("Intro line\n\n# Brewing guide\n\nUse water at 80 C.\n")
+    document = load(path, team="tea")
+    assert document.title == "Brewing guide"
+    assert document.metadata["team"] == "tea" and "modified" in document.metadata
+    assert document.source == str(path.resolve())
+
+
+def test_html_keeps_the_text_and_drops_scripts_styles_and_markup(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("<html><head><title>Opening hours</title><style>p{color:red}</style>"
+                    "<script>alert('x')</script></head><body><nav>Home</nav>"
+                    "<h2>Weekdays</h2><p>Open   9&ndash;17,\n<b>closed</b> on Mondays.</p>"
+                    "<noscript>enable js</noscript></body></html>")
+    document = load(path)
+    assert document.title == "Opening hours"
+    assert document.text == "Home\n\n## Weekdays\n\nOpen 9–17, closed on Mondays."
+    assert "alert" not in document.text and "color" not in document.text
+
+
+def test_pdf_text_and_title_are_extracted(tmp_path):
+    path = write_pdf(tmp_path / "policy.pdf", ["Returns are accepted for 30 days.",
+                                                "Keep the receipt."], title="Return policy")
+    document = load(path)
+    assert document.title == "Return policy"
+    assert "Returns are accepted for 30 days." in document.text
+    assert "Keep the receipt." in document.text
+
+
+def test_bad_files_are_errors_that_name_the_file(tmp_path):
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 this is not really a pdf")
+    with pytest.raises(DocumentError, match="broken.pdf: not a readable PDF"):
+        load(broken)
+    empty = tmp_path / "empty.md"
+    empty.write_text(" \n\n\t\n")
+    with pytest.raises(DocumentError, match="empty.md: the document is empty"):
+        load(empty)
+    with pytest.raises(DocumentError, match="photo.png: unsupported file type '.png'"):
+        load(tmp_path / "photo.png")
+    folder = tmp_path / "folder.txt"
+    folder.mkdir()
+    with pytest.raises(DocumentError, match="folder.txt: cannot read the file"):
+        load(folder)
+    with pytest.raises(DocumentError, match="missing: no such file or folder"):
+        list(files([tmp_path / "missing"]))
+
+
+def test_folders_expand_to_their_supported_files_in_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    for name in ("b/2.md", "a.txt", "b/1.html", "skip.png"):
+        (tmp_path / name).write_text("x")
+    assert [p.relative_to(tmp_path).as_posix() for p in files([tmp_path])] == \
+        ["a.txt", "b/1.html", "b/2.md"]
+
+
+def test_the_content_hash_follows_text_title_and_metadata():
+    base = Document("text", "s", "t", {"a": 1})
+    assert base.content_hash == Document("text", "other-source", "t", {"a": 1}).content_hash
+    assert base.content_hash != Document("text!", "s", "t", {"a": 1}).content_hash
+    assert base.content_hash != Document("text", "s", "T", {"a": 1}).content_hash
+    assert base.content_hash != Document("text", "s", "t", {"a": 2}).content_hash
