@@ -40,6 +40,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
         self._pool: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
         self._bm25: tuple[str, BM25Index] | None = None  # (the version it was built at, index)
         self._indexing = asyncio.Lock()
@@ -54,7 +55,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
                 await pool.open()
                 async with pool.connection() as conn:
                     await self._create_tables(conn)
-                self._pool = pool
+                self._pool, self._loop = pool, asyncio.get_running_loop()
         return self._pool.connection()
 
     async def _create_tables(self, conn: Any) -> None:
@@ -266,6 +267,11 @@ class PostgresKnowledgeStore(KnowledgeStore):
                 "fields": sorted(await self.fields())}
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._loop is not asyncio.get_running_loop() and self._loop.is_running():
+            # Opened by a sync call (on ponder's background loop): close it there.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(), self._loop))
+        else:
+            await pool.close()
