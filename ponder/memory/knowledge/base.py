@@ -25,7 +25,14 @@ from ponder.memory.knowledge.chunking import Chunker
 from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
 from ponder.memory.knowledge.enrichment import Enricher
 from ponder.memory.knowledge.rerank import Reranker
-from ponder.memory.knowledge.retrieval import Fusion, Gate, Mode, QueryEnhancer, fuse
+from ponder.memory.knowledge.retrieval import (
+    Fusion,
+    Gate,
+    Mode,
+    QueryEnhancer,
+    fuse,
+    fuse_hits,
+)
 from ponder.memory.knowledge.store import Chunk, Hit, SourceRecord, open_store
 
 # Sparse and dense weights of the hybrid fusion, chosen on SciFact's train split
@@ -210,9 +217,9 @@ class KnowledgeBase:
         if mode == "dense":
             return await self.store.dense(vector, k, filter)
         depth = max(k, self.candidates)
-        sparse, dense = await asyncio.gather(self.store.sparse(query, depth, filter),
-                                             self.store.dense(vector, depth, filter))
-        return fuse([sparse, dense], self.fusion, self.weights)[:k]
+        rankings = await asyncio.gather(self.store.sparse_ranking(query, depth, filter),
+                                        self.store.dense_ranking(vector, depth, filter))
+        return await self.store.hits(fuse(rankings, self.fusion, self.weights)[:k])
 
     async def retrieve(self, question: str, k: int | None = None, *,
                        filter: dict | None = None) -> list[Hit]:
@@ -228,7 +235,7 @@ class KnowledgeBase:
             rankings = await asyncio.gather(*(
                 self.search(text, depth, mode=mode if self.embeddings else None, filter=filter)
                 for text, mode in queries))
-            hits = fuse(rankings, "rrf", [1.0] * len(rankings))[:depth]
+            hits = fuse_hits(rankings, "rrf", [1.0] * len(rankings))[:depth]
         if self.reranker:
             hits = await self.reranker.rerank(question, hits)
         return hits[:k]

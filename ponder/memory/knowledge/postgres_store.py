@@ -15,7 +15,6 @@ from ponder.memory.knowledge.bm25 import BM25Index
 from ponder.memory.knowledge.filters import compile_filter
 from ponder.memory.knowledge.store import (
     Chunk,
-    Hit,
     KnowledgeStore,
     SourceRecord,
     query_terms,
@@ -170,7 +169,14 @@ class PostgresKnowledgeStore(KnowledgeStore):
                 named += [s for (s,) in await rows.fetchall()]
             return await self._delete_sources(conn, named)
 
-    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+    async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        async with await self._connection() as conn:
+            rows = await conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
+                                      f"WHERE c.id = ANY(%s)", (list(ids),))
+            return {row[0]: _chunk(row) for row in await rows.fetchall()}
+
+    async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
+                             ) -> list[tuple[int, float]]:
         if self.ranking == "fulltext":
             return await self._fulltext(query, k, filter)
         index = await self._bm25_index()
@@ -181,15 +187,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
                 rows = await conn.execute(
                     f"SELECT c.id FROM {self.prefix}_chunks c WHERE {condition}", params)
                 allowed = [i for (i,) in await rows.fetchall()]
-        ranked = await asyncio.to_thread(index.search, query, k, allowed)
-        if not ranked:
-            return []
-        scores = dict(ranked)
-        async with await self._connection() as conn:
-            rows = await conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
-                                      f"WHERE c.id = ANY(%s)", (list(scores),))
-            chunks = {row[0]: _chunk(row) for row in await rows.fetchall()}
-        return [Hit(chunks[i], s) for i, s in ranked if i in chunks]
+        return await asyncio.to_thread(index.search, query, k, allowed)
 
     async def _bm25_index(self) -> BM25Index:
         """The BM25 index of the chunks as they are now: rebuilt when another write (from this
@@ -209,27 +207,28 @@ class PostgresKnowledgeStore(KnowledgeStore):
                     self._bm25 = (version, index)
             return self._bm25[1]
 
-    async def _fulltext(self, query: str, k: int, filter: dict | None) -> list[Hit]:
+    async def _fulltext(self, query: str, k: int, filter: dict | None
+                        ) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "postgres")
         # Any term may match (OR); ts_rank counts how often (Postgres has no IDF).
-        sql = (f"SELECT {_CHUNK_COLUMNS}, ts_rank(c.tsv, q) AS score "
+        sql = (f"SELECT c.id, ts_rank(c.tsv, q) AS score "
                f"FROM {self.prefix}_chunks c, to_tsquery('english', %s) q "
                f"WHERE c.tsv @@ q AND {condition} ORDER BY score DESC, c.id LIMIT %s")
         async with await self._connection() as conn:
             rows = await conn.execute(sql, (" | ".join(terms), *params, k))
-            return [Hit(_chunk(row), float(row[7])) for row in await rows.fetchall()]
+            return [(i, float(score)) for i, score in await rows.fetchall()]
 
-    async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
-                    ) -> list[Hit]:
+    async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
+                            ) -> list[tuple[int, float]]:
         if await self.embedding_model() is None:
             return []
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "postgres")
-        sql = (f"SELECT {_CHUNK_COLUMNS}, 1 - (c.embedding <=> %s::vector) AS score "
+        sql = (f"SELECT c.id, 1 - (c.embedding <=> %s::vector) AS score "
                f"FROM {self.prefix}_chunks c WHERE c.embedding IS NOT NULL AND {condition} "
                f"ORDER BY c.embedding <=> %s::vector LIMIT %s")
         literal = _vector(vector)
@@ -238,7 +237,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
             await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(int(k), 1000))}")
             await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             rows = await conn.execute(sql, (literal, *params, literal, k))
-            return [Hit(_chunk(row), float(row[7])) for row in await rows.fetchall()]
+            return [(i, float(score)) for i, score in await rows.fetchall()]
 
     async def embedding_model(self) -> tuple[str, int] | None:
         async with await self._connection() as conn:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from ponder.memory.knowledge.store import Hit
+from ponder.memory.knowledge.store import Chunk, Hit
 
 Mode = Literal["sparse", "dense", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
@@ -27,52 +27,58 @@ RRF_K = 60
 _LIST_MARKER = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•])\s*)+")
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], *, k: int = RRF_K,
-                           weights: Sequence[float] | None = None) -> list[Hit]:
-    """One ranking from several: each hit scores ``sum(weight / (k + rank))``."""
-    weights = weights or [1.0] * len(rankings)
-    fused: dict[int | str, Hit] = {}
-    for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, hit in enumerate(ranking, start=1):
-            key = _key(hit)
-            score = weight / (k + rank)
-            if key in fused:
-                fused[key].score += score
-            else:
-                fused[key] = Hit(hit.chunk, score)
-    return sorted(fused.values(), key=lambda h: h.score, reverse=True)
+Ranking = Sequence[tuple[Hashable, float]]  # (key, score) pairs, best first
 
 
-def weighted_fusion(rankings: Sequence[Sequence[Hit]], weights: Sequence[float]) -> list[Hit]:
+def reciprocal_rank_fusion(rankings: Sequence[Ranking], *, k: int = RRF_K,
+                           weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+    """One ranking from several: each key scores ``sum(weight / (k + rank))``."""
+    fused: dict[Hashable, float] = {}
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
+        for rank, (key, _) in enumerate(ranking, start=1):
+            fused[key] = fused.get(key, 0.0) + weight / (k + rank)
+    return sorted(fused.items(), key=lambda item: item[1], reverse=True)
+
+
+def weighted_fusion(rankings: Sequence[Ranking], weights: Sequence[float]
+                    ) -> list[tuple[Hashable, float]]:
     """One ranking from several: the weighted sum of each ranking's min-max normalised scores
-    (a hit missing from a ranking gets 0 from it)."""
-    fused: dict[int | str, Hit] = {}
+    (a key missing from a ranking gets 0 from it)."""
+    fused: dict[Hashable, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         if not ranking:
             continue
-        scores = [h.score for h in ranking]
+        scores = [score for _, score in ranking]
         low, span = min(scores), max(scores) - min(scores)
-        for hit in ranking:
-            key = _key(hit)
+        for key, score in ranking:
             # Equal scores (one hit, say) are all as good as this ranking gets.
-            score = weight * ((hit.score - low) / span if span else 1.0)
-            if key in fused:
-                fused[key].score += score
-            else:
-                fused[key] = Hit(hit.chunk, score)
-    return sorted(fused.values(), key=lambda h: h.score, reverse=True)
+            fused[key] = fused.get(key, 0.0) + weight * ((score - low) / span if span else 1.0)
+    return sorted(fused.items(), key=lambda item: item[1], reverse=True)
 
 
-def _key(hit: Hit) -> int | str:
-    chunk = hit.chunk
-    return chunk.id if chunk.id is not None else f"{chunk.source}#{chunk.position}"
-
-
-def fuse(rankings: Sequence[Sequence[Hit]], fusion: Fusion, weights: Sequence[float]
-         ) -> list[Hit]:
+def fuse(rankings: Sequence[Ranking], fusion: Fusion, weights: Sequence[float]
+         ) -> list[tuple[Hashable, float]]:
     if fusion == "rrf":
         return reciprocal_rank_fusion(rankings, weights=weights)
-    return weighted_fusion(rankings, weights)
+    if fusion == "weighted":
+        return weighted_fusion(rankings, weights)
+    raise ValueError(f"unknown fusion {fusion!r}: use rrf or weighted")
+
+
+def _key(chunk: Chunk) -> Hashable:
+    return chunk.id if chunk.id is not None else (chunk.source, chunk.position)
+
+
+def fuse_hits(rankings: Sequence[Sequence[Hit]], fusion: Fusion, weights: Sequence[float]
+              ) -> list[Hit]:
+    """``fuse`` for rankings of hits: one hit per chunk, with its fused score."""
+    chunks = {}
+    pairs = []
+    for ranking in rankings:
+        keyed = [(_key(hit.chunk), hit) for hit in ranking]
+        chunks.update((key, hit.chunk) for key, hit in keyed)
+        pairs.append([(key, hit.score) for key, hit in keyed])
+    return [Hit(chunks[key], score) for key, score in fuse(pairs, fusion, weights)]
 
 
 async def _ask(model: BaseChatModel, instruction: str, text: str, **options) -> str:

@@ -70,16 +70,21 @@ def _chunk(row: Sequence[Any]) -> Chunk:
 class SqliteKnowledgeStore(KnowledgeStore):
     # Column weights of bm25(): a match in the title counts twice (chosen on SciFact train).
     weights = (2.0, 1.0, 1.0)
+    # Dense search's first pass takes this many candidates per result (see ``dense``).
+    oversample = 2
 
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
         path = url.removeprefix("sqlite://").removeprefix("/")
         self.path = ":memory:" if path in ("", ":memory:") else path
-        self._conn: Any = None
+        self._conn: Any = None  # the one writer
         self._lock = threading.Lock()
+        self._readers = threading.local()  # a reader per worker thread: searches run in parallel
+        self._reader_connections: list[Any] = []
         self._dimensions: int | None = None
 
     async def _run(self, work: Callable[[Any], T]) -> T:
+        """``work`` on the writer connection, one at a time."""
         def locked() -> T:
             with self._lock:
                 if self._conn is None:
@@ -87,6 +92,22 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 return work(self._conn)
 
         return await asyncio.to_thread(locked)
+
+    async def _read(self, work: Callable[[Any], T]) -> T:
+        """``work`` on this worker thread's reader: in WAL mode, readers neither wait for each
+        other nor for the writer."""
+        if self.path == ":memory:" or self._conn is None:
+            return await self._run(work)  # a private in-memory database; or tables to create
+
+        def on_reader() -> T:
+            conn = getattr(self._readers, "conn", None)
+            if conn is None:
+                conn = self._readers.conn = connect(self.path)
+                with self._lock:
+                    self._reader_connections.append(conn)
+            return work(conn)
+
+        return await asyncio.to_thread(on_reader)
 
     def _open(self) -> Any:
         if self.path != ":memory:":
@@ -133,7 +154,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 f"WHERE source IN (SELECT value FROM json_each(?))", (json.dumps(list(sources)),))
             return dict(rows.fetchall())
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
                       vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
@@ -163,8 +184,11 @@ class SqliteKnowledgeStore(KnowledgeStore):
                                  [(k,) for k in {k for c in chunks for k in c.metadata}])
                 if vectors:
                     self._ensure_vectors(conn, model or "unknown", len(vectors[0]))
-                    conn.executemany(f"INSERT INTO {p}_vec (rowid, embedding) VALUES (?, ?)",
-                                     [(first + i, _blob(v)) for i, v in enumerate(vectors)])
+                    rows = [(first + i, _blob(v)) for i, v in enumerate(vectors)]
+                    conn.executemany(f"INSERT INTO {p}_vectors VALUES (?, ?)", rows)
+                    if self._dimensions % 8 == 0:
+                        conn.executemany(f"INSERT INTO {p}_vec (rowid, embedding) "
+                                         f"VALUES (?, vec_quantize_binary(?))", rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -176,10 +200,15 @@ class SqliteKnowledgeStore(KnowledgeStore):
         await self._run(write)
 
     def _ensure_vectors(self, conn: Any, model: str, dimensions: int) -> None:
+        """The vectors as written (for exact scores) and their sign bits in a sqlite-vec index
+        (for a fast first pass: Hamming distance over bits is ~5x faster than a float scan)."""
         if self._dimensions is not None:
             return
-        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.prefix}_vec USING vec0("
-                     f"embedding float[{dimensions}] distance_metric=cosine)")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.prefix}_vectors ("
+                     f"id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
+        if dimensions % 8 == 0:  # whole bytes of bits; other sizes are scanned exactly
+            conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.prefix}_vec USING vec0("
+                         f"embedding bit[{dimensions}])")
         conn.executemany(f"INSERT OR REPLACE INTO {self.prefix}_meta VALUES (?, ?)",
                          [("embedding_model", model), ("dimensions", str(dimensions))])
         self._dimensions = dimensions
@@ -187,8 +216,12 @@ class SqliteKnowledgeStore(KnowledgeStore):
     def _delete_sources(self, conn: Any, sources_json: str) -> int:
         p = self.prefix
         if self._dimensions is not None:
-            conn.execute(f"DELETE FROM {p}_vec WHERE rowid IN (SELECT id FROM {p}_chunks WHERE "
-                         f"source IN (SELECT value FROM json_each(?)))", (sources_json,))
+            chunk_ids = (f"SELECT id FROM {p}_chunks WHERE source IN "
+                         f"(SELECT value FROM json_each(?))")
+            if self._dimensions % 8 == 0:
+                conn.execute(f"DELETE FROM {p}_vec WHERE rowid IN ({chunk_ids})",
+                             (sources_json,))
+            conn.execute(f"DELETE FROM {p}_vectors WHERE id IN ({chunk_ids})", (sources_json,))
         conn.execute(f"DELETE FROM {p}_chunks WHERE source IN (SELECT value FROM json_each(?))",
                      (sources_json,))
         return conn.execute(f"DELETE FROM {p}_sources WHERE source IN "
@@ -197,7 +230,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
     async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
         sql = (f"SELECT {_CHUNK_COLUMNS} FROM json_each(?) s JOIN {self.prefix}_chunks c "
                f"ON c.source = s.value ORDER BY s.key, c.position")
-        return await self._run(lambda conn: [
+        return await self._read(lambda conn: [
             _chunk(row) for row in conn.execute(sql, (json.dumps(list(sources)),))])
 
     async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
@@ -221,10 +254,29 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
         return await self._run(write)
 
+    async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        return await self._read(lambda conn: self._chunks_by_id(conn, ids))
+
+    def _chunks_by_id(self, conn: Any, ids: Sequence[int]) -> dict[int, Chunk]:
+        rows = conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
+                            f"WHERE c.id IN (SELECT value FROM json_each(?))",
+                            (json.dumps(list(ids)),))
+        return {row[0]: _chunk(row) for row in rows}
+
     async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        # The ranking and its chunks in one trip to the worker thread.
+        search = await self._sparse_search(query, k, filter)
+        return await self._read(lambda conn: self._hits(conn, search(conn)))
+
+    async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
+                             ) -> list[tuple[int, float]]:
+        return await self._read(await self._sparse_search(query, k, filter))
+
+    async def _sparse_search(self, query: str, k: int, filter: dict | None
+                             ) -> Callable[[Any], list[tuple[int, float]]]:
         terms = query_terms(query)
         if not terms:
-            return []
+            return lambda conn: []
         # Any term may match (OR): BM25 ranks by how many, how rare and how often.
         match = " OR ".join(f'"{t}"' for t in terms)
         known = await self.fields() if filter else set()
@@ -232,48 +284,56 @@ class SqliteKnowledgeStore(KnowledgeStore):
         p = self.prefix
         bm25 = f"bm25({p}_fts, {', '.join(map(str, self.weights))})"
         if filter:
-            sql = (f"SELECT {_CHUNK_COLUMNS}, {bm25} AS rank FROM {p}_fts JOIN {p}_chunks c "
+            sql = (f"SELECT c.id, {bm25} AS rank FROM {p}_fts JOIN {p}_chunks c "
                    f"ON c.id = {p}_fts.rowid WHERE {p}_fts MATCH ? AND {condition} "
                    f"ORDER BY rank LIMIT ?")
         else:
-            # Rank inside FTS5 first, then read only the k winning chunks.
-            sql = (f"WITH ranked AS (SELECT rowid, {bm25} AS rank FROM {p}_fts "
-                   f"WHERE {p}_fts MATCH ? ORDER BY rank LIMIT ?) "
-                   f"SELECT {_CHUNK_COLUMNS}, ranked.rank FROM ranked "
-                   f"JOIN {p}_chunks c ON c.id = ranked.rowid ORDER BY ranked.rank")
-            params = [k]
-            k = None
-
-        def read(conn: Any) -> list[Hit]:
-            rows = conn.execute(sql, (match, *params) if k is None else (match, *params, k))
-            rows = rows.fetchall()
-            return [Hit(_chunk(row), -row[7]) for row in rows]
-
-        return await self._run(read)
+            sql = (f"SELECT rowid, {bm25} AS rank FROM {p}_fts WHERE {p}_fts MATCH ? "
+                   f"ORDER BY rank LIMIT ?")
+        args = (match, *params, k)
+        return lambda conn: [(i, -rank) for i, rank in conn.execute(sql, args)]
 
     async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
                     ) -> list[Hit]:
-        if await self.embedding_model() is None:
-            return []
+        search = await self._dense_search(vector, k, filter)
+        return await self._read(lambda conn: self._hits(conn, search(conn)))
+
+    async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
+                            ) -> list[tuple[int, float]]:
+        return await self._read(await self._dense_search(vector, k, filter))
+
+    async def _dense_search(self, vector: Sequence[float], k: int, filter: dict | None
+                            ) -> Callable[[Any], list[tuple[int, float]]]:
+        if self._dimensions is None:  # none yet, or written since by another process
+            stored = await self.embedding_model()
+            if stored is None:
+                return lambda conn: []
+            self._dimensions = stored[1]
         known = await self.fields() if filter else set()
         condition, params = compile_filter(filter, known, "sqlite")
         p = self.prefix
-        if filter:
-            sql = (f"SELECT {_CHUNK_COLUMNS}, vec_distance_cosine(v.embedding, ?) AS distance "
-                   f"FROM {p}_vec v JOIN {p}_chunks c ON c.id = v.rowid WHERE {condition} "
+        blob = _blob(vector)
+        if filter or self._dimensions % 8:
+            # Exact scores for every chunk that passes the filter.
+            sql = (f"SELECT v.id, vec_distance_cosine(v.embedding, ?) AS distance "
+                   f"FROM {p}_vectors v JOIN {p}_chunks c ON c.id = v.id WHERE {condition} "
                    f"ORDER BY distance LIMIT ?")
-            args: tuple = (_blob(vector), *params, k)
+            args: tuple = (blob, *params, k)
         else:
-            sql = (f"WITH knn AS (SELECT rowid, distance FROM {p}_vec "
-                   f"WHERE embedding MATCH ? AND k = ?) "
-                   f"SELECT {_CHUNK_COLUMNS}, knn.distance FROM knn "
-                   f"JOIN {p}_chunks c ON c.id = knn.rowid ORDER BY knn.distance")
-            args = (_blob(vector), k)
+            # Candidates by Hamming distance of sign bits, then exact cosine on those. On
+            # SciFact with MiniLM, 2x oversampling keeps a full scan's nDCG@10 and 98% of its
+            # Recall@100; sqlite-vec's cost grows with k, so more soon costs more than a scan.
+            sql = (f"WITH coarse AS (SELECT rowid FROM {p}_vec WHERE embedding MATCH "
+                   f"vec_quantize_binary(?) AND k = ?) "
+                   f"SELECT v.id, vec_distance_cosine(v.embedding, ?) AS distance "
+                   f"FROM coarse JOIN {p}_vectors v ON v.id = coarse.rowid "
+                   f"ORDER BY distance LIMIT ?")
+            args = (blob, max(k * self.oversample, 100), blob, k)
+        return lambda conn: [(i, 1.0 - distance) for i, distance in conn.execute(sql, args)]
 
-        def read(conn: Any) -> list[Hit]:
-            return [Hit(_chunk(row), 1.0 - row[7]) for row in conn.execute(sql, args)]
-
-        return await self._run(read)
+    def _hits(self, conn: Any, ranking: list[tuple[int, float]]) -> list[Hit]:
+        chunks = self._chunks_by_id(conn, [i for i, _ in ranking]) if ranking else {}
+        return [Hit(chunks[i], score) for i, score in ranking if i in chunks]
 
     async def embedding_model(self) -> tuple[str, int] | None:
         def read(conn: Any) -> tuple[str, int] | None:
@@ -282,10 +342,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 return None
             return rows["embedding_model"], int(rows["dimensions"])
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def fields(self) -> set[str]:
-        return await self._run(lambda conn: {
+        return await self._read(lambda conn: {
             name for (name,) in conn.execute(f"SELECT name FROM {self.prefix}_fields")})
 
     async def stats(self) -> dict[str, Any]:
@@ -294,7 +354,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             (chunks,) = conn.execute(f"SELECT count(*) FROM {self.prefix}_chunks").fetchone()
             return {"sources": sources, "chunks": chunks}
 
-        counts = await self._run(read)
+        counts = await self._read(read)
         model = await self.embedding_model()
         return {"name": self.name, "backend": "sqlite", **counts,
                 "embedding_model": model[0] if model else None,
@@ -303,6 +363,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     async def aclose(self) -> None:
         def close(conn: Any) -> None:
+            for reader in self._reader_connections:
+                reader.close()
+            self._reader_connections.clear()
+            self._readers = threading.local()
             conn.close()
             self._conn = None
 

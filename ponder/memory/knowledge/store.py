@@ -96,13 +96,32 @@ class KnowledgeStore(ABC):
         """Remove sources named, or whose chunks match ``filter``; the number of sources."""
 
     @abstractmethod
-    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
-        """Chunks by full-text relevance (BM25 on SQLite, ``ts_rank_cd`` on Postgres)."""
+    async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
+                             ) -> list[tuple[int, float]]:
+        """(chunk id, score) of the ``k`` chunks that match ``query``'s words best (BM25)."""
 
     @abstractmethod
+    async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
+                            ) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity) of the ``k`` chunks nearest to ``vector``."""
+
+    @abstractmethod
+    async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """The chunks with these ids (a deleted one is missing)."""
+
+    async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        """Chunks by word relevance."""
+        return await self.hits(await self.sparse_ranking(query, k, filter))
+
     async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
                     ) -> list[Hit]:
         """Chunks by cosine similarity to ``vector``."""
+        return await self.hits(await self.dense_ranking(vector, k, filter))
+
+    async def hits(self, ranking: Sequence[tuple[int, float]]) -> list[Hit]:
+        """The chunks of a ranking, in its order (chunks deleted meanwhile are left out)."""
+        chunks = await self.chunks_by_id([i for i, _ in ranking]) if ranking else {}
+        return [Hit(chunks[i], score) for i, score in ranking if i in chunks]
 
     @abstractmethod
     async def embedding_model(self) -> tuple[str, int] | None:
