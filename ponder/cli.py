@@ -398,6 +398,7 @@ def eval_retrieval(
     fusion: str = typer.Option("weighted", "--fusion", help="Hybrid fusion: weighted or rrf."),
     weights: str | None = typer.Option(None, "--weights", help="Hybrid weights "
                                        "SPARSE,DENSE (default 1,0.7)"),
+    chunk_size: int = typer.Option(512, "--chunk-size", min=16, help="Tokens per chunk."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Retrieval quality and speed on a BEIR data set: nDCG@10, MRR@10, Recall@100, query
@@ -411,11 +412,10 @@ def eval_retrieval(
     options: dict[str, Any] = {"fusion": fusion}
     if weights:
         options["weights"] = _weights(weights)
-    model = None
-    if mode != "sparse":
-        model = make_embeddings(embeddings or Settings.from_env().embeddings or "local")
+    spec = embeddings or Settings.from_env().embeddings
+    model = make_embeddings(spec or "local") if spec or mode != "sparse" else None
     report = asyncio.run(run_beir(dataset, split, mode, embeddings=model, url=database,
-                                  **options))
+                                  chunk_size=chunk_size, **options))
     if as_json:
         print(json.dumps(report))
         return

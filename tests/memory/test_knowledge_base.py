@@ -122,11 +122,26 @@ async def test_bad_input_is_a_clear_error_and_loses_nothing(kb, database_url, tm
     await kb.add(TEAS)
     before = await kb.stats()
 
+    no_model = KnowledgeBase(database_url)
+    with pytest.raises(EmbeddingMismatchError, match="holds vectors from testing:hashing-64: "
+                       "add documents with those embeddings"):
+        await no_model.add([Document("Genmaicha has roasted rice.", "genmaicha")])
+    await no_model.aclose()
+
     other_model = KnowledgeBase(database_url, embeddings=HashingEmbeddings(32))
-    with pytest.raises(EmbeddingMismatchError, match="holds 64-dimensional vectors from "
-                       "testing:hashing-64, but testing:hashing-32 gives 32"):
+    with pytest.raises(EmbeddingMismatchError, match="holds vectors from testing:hashing-64, "
+                       "not testing:hashing-32"):
         await other_model.add([Document("Genmaicha has roasted rice.", "genmaicha")])
     await other_model.aclose()
+
+    # The same model asked for fewer dimensions (as OpenAI's `dimensions=` does).
+    shortened = HashingEmbeddings(32)
+    shortened.model_name = "hashing-64"
+    other_size = KnowledgeBase(database_url, embeddings=shortened)
+    with pytest.raises(EmbeddingMismatchError, match="holds 64-dimensional vectors from "
+                       "testing:hashing-64, but testing:hashing-64 gives 32"):
+        await other_size.add([Document("Genmaicha has roasted rice.", "genmaicha")])
+    await other_size.aclose()
 
     empty = Document("   \n ", "blank")
     with pytest.raises(DocumentError, match="blank: the document is empty"):

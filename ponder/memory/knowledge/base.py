@@ -112,6 +112,8 @@ class KnowledgeBase:
         batch is written whole or not at all. ``progress(done, total)`` follows the sources."""
         started = time.perf_counter()
         report = IngestReport()
+        await self.store.check_vectors(
+            embedding_model_id(self.embeddings) if self.embeddings else None)
         pending = _expand([items] if isinstance(items, str | Path | Document) else items)
         total = len(pending)
         for start in range(0, total, self.batch_size):

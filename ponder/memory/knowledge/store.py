@@ -138,13 +138,19 @@ class KnowledgeStore(ABC):
     @abstractmethod
     async def aclose(self) -> None: ...
 
-    async def check_vectors(self, model: str, dimensions: int) -> None:
-        """Refuse vectors that cannot share an index with those stored, before any write."""
+    async def check_vectors(self, model: str | None, dimensions: int | None = None) -> None:
+        """Refuse to write chunks whose vectors (or lack of them: ``model`` None) cannot share
+        the index with those stored; called before anything is written."""
         stored = await self.embedding_model()
         if stored is None:
             return
         stored_model, stored_dimensions = stored
-        if stored_dimensions != dimensions:
+        if model is None:
+            raise EmbeddingMismatchError(
+                f"knowledge base {self.name!r} holds vectors from {stored_model}: add documents "
+                f"with those embeddings (embeddings={stored_model!r}, or PONDER_EMBEDDINGS="
+                f"{stored_model}), or chunks without vectors would be invisible to dense search")
+        if dimensions is not None and stored_dimensions != dimensions:
             raise EmbeddingMismatchError(
                 f"knowledge base {self.name!r} holds {stored_dimensions}-dimensional vectors from "
                 f"{stored_model}, but {model} gives {dimensions}: use {stored_model}, or a new "
