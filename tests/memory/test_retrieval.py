@@ -169,3 +169,27 @@ async def test_the_agent_recalls_from_the_knowledge_base_unless_the_gate_says_no
     assert "knowledge base" not in seen[-1]
     await kb.aclose()
 
+
+
+async def test_enrichment_titles_documents_and_indexes_pseudo_queries(tmp_path):
+    from ponder.memory.knowledge.enrichment import Enricher
+
+    def enrich(messages):
+        if "title" in messages[0].content:
+            return "Loyalty scheme rules"
+        return "1. How do I earn stamps?\n2. What does a full card buy?\n3. Do stamps expire?"
+
+    model = ScriptedChatModel(replies=enrich)
+    kb = KnowledgeBase(f"sqlite:///{tmp_path}/kb.db", enricher=Enricher(model))
+    await kb.add([Document("Every purchase earns one stamp. Ten stamps buy a free pot.",
+                           "loyalty")])
+    [hit] = await kb.search("expire", k=1)  # a word found only in a pseudo-query
+    assert hit.chunk.title == "Loyalty scheme rules"
+    assert hit.chunk.keys == ["How do I earn stamps?", "What does a full card buy?",
+                              "Do stamps expire?"]
+    assert (await kb.search("scheme", k=1))[0].chunk.source == "loyalty"  # title is indexed
+    assert len(model.calls) == 2
+    await kb.add([Document("Every purchase earns one stamp. Ten stamps buy a free pot.",
+                           "loyalty")])
+    assert len(model.calls) == 2  # unchanged: not enriched again
+    await kb.aclose()

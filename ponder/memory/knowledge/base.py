@@ -20,7 +20,7 @@ from typing import Any
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 
-from ponder.config import Settings
+from ponder.config import ConfigurationError, Settings
 from ponder.memory.knowledge.chunking import Chunker
 from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
 from ponder.memory.knowledge.enrichment import Enricher
@@ -208,12 +208,13 @@ class KnowledgeBase:
         k = k or self.k
         mode = mode or self.mode
         if mode not in ("sparse", "dense", "hybrid"):
-            raise ValueError(f"unknown search mode {mode!r}: use sparse, dense or hybrid")
+            raise ConfigurationError(f"unknown search mode {mode!r}: use sparse, dense or hybrid")
         if mode == "sparse":
             return await self.store.sparse(query, k, filter)
         if self.embeddings is None:
-            raise ValueError(f"{mode} search needs embeddings: create the knowledge base with "
-                             f"embeddings=... (e.g. 'local'), or search with mode='sparse'")
+            raise ConfigurationError(f"{mode} search needs embeddings: create the knowledge base "
+                                     f"with embeddings=... (e.g. 'local'), or search with "
+                                     f"mode='sparse'")
         if vector is None:
             vector = await self.embeddings.aembed_query(query)
         if mode == "dense":
