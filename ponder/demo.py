@@ -16,7 +16,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, To
 
 from ponder.agents.agent import Agent
 from ponder.agents.profile import Profile
-from ponder.memory.notes import InMemoryMemory
+from ponder.memory.knowledge import Document, KnowledgeBase
 from ponder.models import ResilientChatModel
 from ponder.testing import ScriptedChatModel, tool_calls
 from ponder.tools.builtin import calculator
@@ -44,9 +44,13 @@ PROFILE = Profile(
 
 
 def demo_agent(model: BaseChatModel | str | None = None, **options) -> Agent:
-    """The tea shop agent on ``model`` (default: the offline scripted model)."""
-    return Agent("tea-guide", model or scripted_model(), PROFILE,
-                 memory=InMemoryMemory(HANDBOOK.split("\n\n")), tools=[calculator], **options)
+    """The tea shop agent on ``model`` (default: the offline scripted model). Its knowledge base
+    (word search, so no embedding model is needed) lives in ``PONDER_DATABASE_URL``."""
+    handbook = [Document(text, f"handbook#{i}", "Lumen Tea handbook")
+                for i, text in enumerate(HANDBOOK.strip().split("\n\n"), 1)]
+    knowledge = KnowledgeBase(name="demo", sources=handbook, k=4)
+    return Agent("tea-guide", model or scripted_model(), PROFILE, memory=knowledge,
+                 tools=[calculator], **options)
 
 
 def scripted_model() -> ResilientChatModel:

@@ -330,8 +330,12 @@ class Agent:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Flush background work and close the database this agent opened."""
+        """Flush background work and close the databases this agent and its memory opened
+        (a memory reopens its database when used again)."""
         await self.flush()
+        close = getattr(self.memory, "aclose", None)
+        if close is not None:
+            await close()
         if self._persistence is not None:  # opened by us: the next run opens it again
             await self._persistence.aclose()
             self._persistence = self._saver = self._runnable = None

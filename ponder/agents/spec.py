@@ -7,7 +7,8 @@ profile:
   role: the assistant of a small tea shop
   instructions: [Quote prices from the handbook, Use the calculator for totals]
 tools: [calculator, myshop.tools:stock_level]   # built-in names or module:attr
-knowledge: [handbook.md, faq/*.md]               # files, relative to this spec
+knowledge: [handbook.md, faq/*.md]               # files (relative to this spec) for a
+                                                 # knowledge base in PONDER_DATABASE_URL
 planner: self-consistency                        # or {type: tree-of-thoughts, breadth: 3},
                                                  # or module:attr for your own Planner
 max_steps: 8
@@ -16,6 +17,7 @@ max_steps: 8
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ponder.agents.profile import Profile
 from ponder.config import ConfigurationError
 from ponder.loading import load_object
-from ponder.memory.notes import InMemoryMemory
 from ponder.tools.builtin import BUILTIN_TOOLS
 
 
@@ -91,7 +92,7 @@ def agent_from_spec(path: str | Path, *, model: BaseChatModel | str | None = Non
     spec = load_spec(path)
     base = path.parent
     tools = [_tool(ref, base, path) for ref in spec.tools]
-    memory = _knowledge(spec.knowledge, base, path) if spec.knowledge else None
+    memory = _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge else None
     planner = _planner(spec.planner, base, path) if spec.planner else None
     try:
         return Agent(spec.name, model or spec.model, spec.profile, memory=memory, planner=planner,
@@ -136,7 +137,12 @@ def _planner(value: str | dict[str, Any], base: Path, path: Path):
         raise SpecError(f"{path}: planner {name!r}: {exc}") from None
 
 
-def _knowledge(patterns: list[str], base: Path, path: Path) -> InMemoryMemory:
+def _knowledge(name: str, patterns: list[str], base: Path, path: Path):
+    """A knowledge base of the files the patterns match, in ``PONDER_DATABASE_URL``: ingested
+    before the first search, and again (changed files only) whenever the agent is loaded."""
+    from ponder.config import Settings
+    from ponder.memory.knowledge import KnowledgeBase
+
     files: list[Path] = []
     for pattern in patterns:
         found = sorted(p for p in base.glob(pattern) if p.is_file())
@@ -144,4 +150,7 @@ def _knowledge(patterns: list[str], base: Path, path: Path) -> InMemoryMemory:
             raise SpecError(f"{path}: knowledge source {pattern!r} matches no file "
                             f"(paths are relative to {base.resolve()})")
         files += found
-    return InMemoryMemory.from_files(files)
+    # One knowledge base per agent name; a name must start with a letter.
+    kb_name = "agent_" + re.sub(r"[^a-z0-9_]", "_", name.lower())[:30]
+    return KnowledgeBase(name=kb_name, embeddings=Settings.from_env().embeddings,
+                         sources=files)

@@ -83,6 +83,7 @@ class KnowledgeBase:
         gate: Gate | None = None,
         k: int = 4,
         batch_size: int = 256,
+        sources: Sequence[str | Path | Document] = (),
     ) -> None:
         from ponder.models import embeddings as make_embeddings
 
@@ -95,6 +96,9 @@ class KnowledgeBase:
         self.fusion, self.weights, self.candidates = fusion, weights, candidates
         self.enhancer, self.reranker, self.gate = enhancer, reranker, gate
         self.k, self.batch_size = k, batch_size
+        # Ingested before the first search (unchanged ones cost a hash lookup).
+        self.sources = list(sources)
+        self._sources_added = asyncio.Lock() if self.sources else None
 
     # -- ingestion -----------------------------------------------------------------------
 
@@ -205,6 +209,8 @@ class KnowledgeBase:
                      ) -> list[Hit]:
         """The ``k`` best chunks for ``query``: by words (sparse), meaning (dense) or both
         (hybrid: the two rankings fused). ``vector``: the query's embedding, if already made."""
+        if self._sources_added is not None:
+            await self._add_sources()
         k = k or self.k
         mode = mode or self.mode
         if mode not in ("sparse", "dense", "hybrid"):
@@ -223,6 +229,13 @@ class KnowledgeBase:
         rankings = await asyncio.gather(self.store.sparse_ranking(query, depth, filter),
                                         self.store.dense_ranking(vector, depth, filter))
         return await self.store.hits(fuse(rankings, self.fusion, self.weights)[:k])
+
+    async def _add_sources(self) -> None:
+        async with self._sources_added:
+            if self.sources:
+                await self.add(self.sources)
+                self.sources = []
+        self._sources_added = None
 
     async def retrieve(self, question: str, k: int | None = None, *,
                        filter: dict | None = None) -> list[Hit]:
