@@ -34,6 +34,7 @@ from ponder.memory.knowledge.retrieval import (
     fuse_hits,
 )
 from ponder.memory.knowledge.store import Chunk, Hit, SourceRecord, open_store
+from ponder.models import embeddings as make_embeddings
 
 # Sparse and dense weights of the hybrid fusion, chosen on SciFact's train split
 # (`ponder eval retrieval --mode hybrid`; see the knowledge-base section of the README).
@@ -85,8 +86,6 @@ class KnowledgeBase:
         batch_size: int = 256,
         sources: Sequence[str | Path | Document] = (),
     ) -> None:
-        from ponder.models import embeddings as make_embeddings
-
         self.store = open_store(url or Settings.from_env().database_url, name)
         self.embeddings = (make_embeddings(embeddings) if isinstance(embeddings, str)
                            else embeddings)
@@ -118,7 +117,8 @@ class KnowledgeBase:
         report = IngestReport()
         await self.store.check_vectors(
             embedding_model_id(self.embeddings) if self.embeddings else None)
-        pending = _expand([items] if isinstance(items, str | Path | Document) else items)
+        pending = await asyncio.to_thread(
+            _expand, [items] if isinstance(items, str | Path | Document) else items)
         total = len(pending)
         for start in range(0, total, self.batch_size):
             batch = await self._documents(pending[start : start + self.batch_size], metadata,
@@ -126,6 +126,8 @@ class KnowledgeBase:
             await self._ingest(batch, skip_errors, report)
             if progress:
                 progress(min(start + self.batch_size, total), total)
+        if report.chunks:
+            await self.store.compact(report.chunks)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -71,7 +71,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
     # Column weights of bm25(): a match in the title counts twice (chosen on SciFact train).
     weights = (2.0, 1.0, 1.0)
     # Dense search's first pass takes this many candidates per result (see ``dense``).
-    oversample = 4
+    oversample = 2
 
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
@@ -251,6 +251,18 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
         return await self._run(write)
 
+    async def compact(self, written: int) -> None:
+        """After a bulk load, merge FTS5's index segments into one: word search gets ~10%
+        faster. Skipped for small additions, as it rewrites the whole index."""
+        p = self.prefix
+
+        def optimize(conn: Any) -> None:
+            (total,) = conn.execute(f"SELECT count(*) FROM {p}_chunks").fetchone()
+            if written * 10 >= total:
+                conn.execute(f"INSERT INTO {p}_fts ({p}_fts) VALUES ('optimize')")
+
+        await self._run(optimize)
+
     async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
         return await self._read(lambda conn: self._chunks_by_id(conn, ids))
 
@@ -318,9 +330,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
             args: tuple = (blob, *params, k)
         else:
             # Candidates by the Hamming distance of sign bits, then exact cosine on those. On
-            # SciFact with MiniLM, 4x oversampling keeps a full scan's nDCG@10 and 99% of its
-            # Recall@100 at a third of its cost. (A plain scan with SQLite's top-k sort beats
-            # sqlite-vec's vec0 KNN here, whose cost grows with k.)
+            # SciFact with MiniLM, 2x oversampling keeps a full scan's nDCG@10 (dense and
+            # hybrid) and 97% of its Recall@100, at a third of its cost. (A plain scan with
+            # SQLite's top-k sort beats sqlite-vec's vec0 KNN here, whose cost grows with k.)
             sql = (f"WITH coarse AS (SELECT id FROM {p}_bits ORDER BY vec_distance_hamming("
                    f"vec_bit(bits), (SELECT vec_quantize_binary(?))) LIMIT ?) "
                    f"SELECT v.id, vec_distance_cosine(v.embedding, ?) AS distance "

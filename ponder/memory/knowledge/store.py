@@ -123,6 +123,9 @@ class KnowledgeStore(ABC):
         chunks = await self.chunks_by_id([i for i, _ in ranking]) if ranking else {}
         return [Hit(chunks[i], score) for i, score in ranking if i in chunks]
 
+    async def compact(self, written: int) -> None:  # noqa: B027 (optional for a backend)
+        """Tidy the indexes after ``written`` chunks were added (a no-op unless worth it)."""
+
     @abstractmethod
     async def embedding_model(self) -> tuple[str, int] | None:
         """The model and dimension of the stored vectors, if any were stored."""
