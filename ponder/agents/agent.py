@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -31,7 +31,8 @@ from ponder.agents.profile import Profile
 from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
 from ponder.graphs.persistence import Persistence, open_persistence, prune_checkpoints
-from ponder.memory.base import Memory
+from ponder.memory.base import Memories, Memory
+from ponder.memory.conversation import ConversationMemory
 from ponder.models import chat_model
 from ponder.sync import run_sync
 
@@ -56,10 +57,11 @@ class Agent:
         name: str,
         model: BaseChatModel | str | None = None,
         profile: Profile | None = None,
-        memory: Memory | None = None,
+        memory: Memory | Sequence[Memory] | None = None,
         planner: Planner | None = None,
         tools: Sequence[BaseTool | Callable[..., Any]] = (),
         *,
+        conversation: ConversationMemory | None = None,
         max_steps: int = 10,
         tool_timeout_s: float = 30.0,
         checkpointer: BaseCheckpointSaver | str | bool | None = None,
@@ -73,12 +75,15 @@ class Agent:
                 f"agent name {name!r} is not valid: use 1-64 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit (it is the model id clients ask for)"
             )
+        if isinstance(memory, list | tuple):
+            memory = Memories(memory)
         if memory is not None and not isinstance(memory, Memory):
             raise ConfigurationError(f"memory {memory!r} has no async recall() and remember()")
         if planner is not None and not isinstance(planner, Planner):
             raise ConfigurationError(f"planner {planner!r} has no async plan()")
         self._options = dict(
-            profile=profile, memory=memory, planner=planner, tools=tools, max_steps=max_steps,
+            profile=profile, memory=memory, planner=planner, tools=tools,
+            conversation=conversation, max_steps=max_steps,
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
             durability=durability,
@@ -92,6 +97,7 @@ class Agent:
         self.profile = profile or Profile()
         self._profile_message = self.profile.system_message(name)
         self.memory = memory
+        self.conversation = conversation
         self.planner = planner
         self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
         # The provider's formatting of the tool schemas, done once; passed to every call.
@@ -139,20 +145,35 @@ class Agent:
                 first = "plan"
         elif first == "recall":
             builder.add_edge("recall", "act")
+        if self.conversation is not None:
+            builder.add_node("compact", self._compact)
+            builder.add_edge("compact", first)
+            first = "compact"
         builder.add_edge(START, first)
         return builder.compile(checkpointer=checkpointer, store=store, name=self.name,
                                interrupt_before=self._interrupt_before or None)
 
     def _system(self, state: dict[str, Any]):
-        context = state.get("context")
-        plan = state.get("plan")
-        if not context and not plan:
+        summary, context, plan = state.get("summary"), state.get("context"), state.get("plan")
+        if not summary and not context and not plan:
             return self._profile_message  # rendered once: the profile does not change
         return self.profile.system_message(
             self.name,
+            f"Summary of the earlier conversation:\n{summary}" if summary else None,
             f"Context you recalled (use it when relevant):\n{context}" if context else None,
             f"Your plan for this turn:\n{plan}" if plan else None,
         )
+
+    def _history(self, state: AgentState) -> list[AnyMessage]:
+        """The thread's messages as a model call sees them: fitted to the budget, if any."""
+        if self.conversation is None:
+            return state["messages"]
+        return self.conversation.fit(state["messages"])
+
+    async def _compact(self, state: AgentState) -> dict[str, Any]:
+        update = await self.conversation.fold(state.get("summary"), state["messages"],
+                                              self.model)
+        return update or {}
 
     async def _recall(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         user_id, thread_id = _ids(config)
@@ -160,13 +181,15 @@ class Agent:
         return {"context": await self.memory.recall(query, user_id=user_id, thread_id=thread_id)}
 
     async def _plan(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        if self.conversation is not None:
+            state = {**state, "messages": self._history(state)}
         return await self.planner.plan(state, model=self.model, system=self._system(state),
                                        action=self.action, config=config)
 
     async def _act(self, state: AgentState) -> dict[str, Any]:
         # The run's config (callbacks, streaming) reaches the model through LangGraph's context
         # variable, as in LangChain's own agents; passing it again would only merge it again.
-        reply = await self.model.ainvoke([self._system(state), *state["messages"]],
+        reply = await self.model.ainvoke([self._system(state), *self._history(state)],
                                          **self._tool_kwargs)
         return {"messages": [reply]}
 

@@ -11,6 +11,8 @@ from langgraph.graph.message import add_messages
 class AgentState(TypedDict):
     # The conversation: persisted by the checkpointer, appended to (or edited by id) by nodes.
     messages: Annotated[list[AnyMessage], add_messages]
+    # Earlier turns folded by conversation memory, rendered into the system message.
+    summary: NotRequired[str | None]
     # What memory recalled for this turn, rendered into the system message.
     context: NotRequired[str | None]
     # The planner's plan for this turn, rendered into the system message.

@@ -1,6 +1,7 @@
 """Memory: what an agent recalls before a turn and learns after it."""
 
-from ponder.memory.base import Memory
+from ponder.memory.base import Memories, Memory
+from ponder.memory.conversation import ConversationMemory
 from ponder.memory.notes import InMemoryMemory
 
-__all__ = ["InMemoryMemory", "Memory"]
+__all__ = ["ConversationMemory", "InMemoryMemory", "Memories", "Memory"]

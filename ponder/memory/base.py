@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -21,3 +22,30 @@ class Memory(Protocol):
                        thread_id: str | None) -> None:
         """Learn from the messages of a finished turn."""
         ...
+
+
+class Memories:
+    """Several memories as one: recalled concurrently (their texts joined), all remember."""
+
+    def __init__(self, memories: Sequence[Memory]) -> None:
+        for memory in memories:
+            if not isinstance(memory, Memory):
+                raise TypeError(f"memory {memory!r} has no async recall() and remember()")
+        self.memories = list(memories)
+
+    async def recall(self, query: str, *, user_id: str | None, thread_id: str | None
+                     ) -> str | None:
+        texts = await asyncio.gather(*(m.recall(query, user_id=user_id, thread_id=thread_id)
+                                       for m in self.memories))
+        return "\n\n".join(t for t in texts if t) or None
+
+    async def remember(self, messages: Sequence[BaseMessage], *, user_id: str | None,
+                       thread_id: str | None) -> None:
+        await asyncio.gather(*(m.remember(messages, user_id=user_id, thread_id=thread_id)
+                               for m in self.memories))
+
+    async def aclose(self) -> None:
+        for memory in self.memories:
+            close = getattr(memory, "aclose", None)
+            if close is not None:
+                await close()

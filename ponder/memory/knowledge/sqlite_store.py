@@ -42,6 +42,12 @@ def sqlite_module() -> Any:
     return pysqlite3.dbapi2
 
 
+def sqlite_file(url: str) -> str:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+    path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
+    return ":memory:" if path in ("", ":memory:") else path
+
+
 def connect(path: str) -> Any:
     """A connection with sqlite-vec loaded, in WAL mode, usable from worker threads."""
     import sqlite_vec
@@ -75,8 +81,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        self.path = ":memory:" if path in ("", ":memory:") else path
+        self.path = sqlite_file(url)
         self._conn: Any = None  # the one writer
         self._lock = threading.Lock()
         self._readers = threading.local()  # a reader per worker thread: searches run in parallel
