@@ -3,7 +3,6 @@ results, older turns fold into a summary that survives a restart, and a 500-turn
 small; long-term memory writes stay off the reply's critical path."""
 
 import asyncio
-import os
 import time
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -11,8 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from ponder import Agent
 from ponder.memory import ConversationMemory
 from ponder.memory.longterm import LongTermMemory
-from ponder.testing import HashingEmbeddings, ScriptedChatModel, tool_calls
-from ponder.tools.builtin import calculator
+from ponder.testing import HashingEmbeddings, ScriptedChatModel
 
 
 def test_fit_keeps_tool_calls_with_their_results():
@@ -77,7 +75,7 @@ async def test_a_500_turn_thread_keeps_the_prompt_in_budget_and_storage_bounded(
         await agent.aask(f"Turn {i}: " + "tell me more about oolong " * 5, thread_id="long")
         if i in (99, 499):
             await agent.flush()
-            sizes[i] = sum(os.path.getsize(p) for p in tmp_path.iterdir())
+            sizes[i] = await asyncio.to_thread(_size, tmp_path)
     assert max(conversation.tokens(m[1:]) for m in seen) <= 1000
     state = (await agent.aget_state("long")).values
     assert len(state["messages"]) < 40
@@ -85,6 +83,10 @@ async def test_a_500_turn_thread_keeps_the_prompt_in_budget_and_storage_bounded(
     # file reuses freed pages; the WAL is bounded by checkpointing).
     assert sizes[499] < 1.5 * sizes[99] and sizes[499] < 10_000_000
     await agent.aclose()
+
+
+def _size(folder):
+    return sum(p.stat().st_size for p in folder.iterdir())
 
 
 def _extracting_model(latency):

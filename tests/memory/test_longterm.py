@@ -139,3 +139,28 @@ async def test_management_edit_and_delete(tmp_path):
     with pytest.raises(KeyError, match="user 'u' has no memory 'nope'"):
         await memory.edit("u", "nope", "x")
     await memory.aclose()
+
+
+def test_ponder_memory_lists_searches_and_deletes(tmp_path):
+    from ponder.sync import run_sync
+    from tests.test_cli import ponder
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    memory = LongTermMemory(url, model=_model(), embeddings="local", similarity=1.1)
+    kept = run_sync(lambda: memory.add("ana", "The user is vegetarian.", importance=8))
+    run_sync(lambda: memory.add("ana", "The user lives in Lyon.", importance=3))
+    run_sync(memory.aclose)
+    env = {"PONDER_DATABASE_URL": url, "PONDER_EMBEDDINGS": "local"}
+    listed = ponder("memory", "list", "--user", "ana", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["text"] for line in listed.stdout.splitlines()] == [
+        "The user is vegetarian.", "The user lives in Lyon."]
+    assert "no memories" in ponder("memory", "list", "--user", "ben", env=env).stdout
+    found = ponder("memory", "search", "what does she eat", "--user", "ana", "-k", "1",
+                   env=env)
+    assert "The user is vegetarian." in found.stdout
+    assert f"deleted {kept.key}" in ponder("memory", "delete", kept.key, "--user", "ana",
+                                           env=env).stdout
+    missing = ponder("memory", "delete", "nope", "--user", "ana", env=env)
+    assert missing.returncode == 2 and "has no memory 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr
