@@ -5,12 +5,20 @@ small; long-term memory writes stay off the reply's critical path."""
 import asyncio
 import time
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from ponder import Agent
 from ponder.memory import ConversationMemory
 from ponder.memory.longterm import LongTermMemory
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ponder.db"
+    return request.getfixturevalue("postgres_url")
 
 
 def test_fit_keeps_tool_calls_with_their_results():
@@ -41,8 +49,8 @@ def _summarising_model(seen):
     return ScriptedChatModel(replies=reply)
 
 
-async def test_old_turns_fold_into_a_summary_that_survives_a_restart(tmp_path):
-    url = f"sqlite:///{tmp_path}/threads.db"
+async def test_old_turns_fold_into_a_summary_that_survives_a_restart(database_url):
+    url = database_url
     seen = []
     conversation = ConversationMemory(max_tokens=300)
     agent = Agent("helper", _summarising_model(seen), conversation=conversation,
@@ -98,9 +106,9 @@ def _extracting_model(latency):
     return ScriptedChatModel(replies=reply, latency=latency)
 
 
-async def test_memory_writes_do_not_delay_the_reply_and_are_flushed_on_close(tmp_path):
+async def test_memory_writes_do_not_delay_the_reply_and_are_flushed_on_close(database_url):
     extractor = _extracting_model(latency=0.5)  # a slow model for the background work
-    memory = LongTermMemory(f"sqlite:///{tmp_path}/m.db", model=extractor,
+    memory = LongTermMemory(database_url, model=extractor,
                             embeddings=HashingEmbeddings(), similarity=1.1)
     agent = Agent("helper", ScriptedChatModel(replies=lambda m: "Sure."), memory=memory,
                   checkpointer=False)
@@ -112,8 +120,8 @@ async def test_memory_writes_do_not_delay_the_reply_and_are_flushed_on_close(tmp
     assert [m.text for m in await memory.list("ada")] == ["The user said: My name is Ada."]
 
 
-async def test_concurrent_users_never_see_each_others_memories(tmp_path):
-    memory = LongTermMemory(f"sqlite:///{tmp_path}/m.db", model=_extracting_model(0.01),
+async def test_concurrent_users_never_see_each_others_memories(database_url):
+    memory = LongTermMemory(database_url, model=_extracting_model(0.01),
                             embeddings=HashingEmbeddings(), similarity=1.1, k=10)
     prompts = {}
 
