@@ -80,9 +80,9 @@ def sqlite_path(url: str) -> str:
 
 
 async def _connect_sqlite(path: str, **options: Any):
-    import aiosqlite
+    from ponder.sqlite import connect_async
 
-    conn = await aiosqlite.connect(path, **options)
+    conn = await connect_async(path, **options)
     # WAL lets readers and one writer work at once; the busy timeout makes a second process
     # wait for a lock instead of failing with "database is locked".
     await conn.execute("PRAGMA journal_mode=WAL")
@@ -100,7 +100,14 @@ async def _open_sqlite(url: str) -> Persistence:
     store_conn = await _connect_sqlite(path, isolation_level=None)  # the store expects autocommit
     saver = AsyncSqliteSaver(saver_conn)
     store = AsyncSqliteStore(store_conn)
-    await saver.setup()
+    try:
+        await saver.setup()
+    except Exception as exc:
+        # Its migration expects the standard library's sqlite3 error when the column it adds
+        # exists already; pysqlite3 (ponder/sqlite.py) raises its own, meaning the same.
+        if "duplicate column name: task_path" not in str(exc):
+            raise
+        saver.is_setup = True
     await store.setup()
     return Persistence(url, saver, store, [saver_conn.close, store_conn.close])
 

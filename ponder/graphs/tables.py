@@ -31,7 +31,15 @@ class Tables:
 
     async def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = create_async_engine(async_url(self.url))
+            url = async_url(self.url)
+            options = {}
+            if url.startswith("sqlite"):
+                from ponder.sqlite import connect_async, sqlite_file
+
+                # ponder's one SQLite library (see ponder/sqlite.py), not aiosqlite's default.
+                path = sqlite_file(self.url)
+                options["async_creator"] = lambda: connect_async(path)
+            self._engine = create_async_engine(url, **options)
             async with self._engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
         return self._engine

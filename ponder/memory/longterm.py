@@ -138,15 +138,12 @@ class LongTermMemory:
 
     async def _open(self, url: str, index: dict) -> BaseStore:
         if url.startswith("sqlite:"):
-            import aiosqlite
             from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-            from ponder.memory.knowledge.sqlite_store import sqlite_file, sqlite_module
+            from ponder.sqlite import connect_async, sqlite_file
 
-            path = sqlite_file(url)
-            # A sqlite3 that can load sqlite-vec, which the store's vector index needs.
-            conn = await aiosqlite.Connection(lambda: sqlite_module().connect(
-                path, isolation_level=None, check_same_thread=False), 64)
+            # ponder's one SQLite library, which can load sqlite-vec for the vector index.
+            conn = await connect_async(sqlite_file(url), isolation_level=None)
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA busy_timeout=10000")
             store = AsyncSqliteStore(conn, index=index)

@@ -22,30 +22,10 @@ from ponder.memory.knowledge.store import (
     SourceRecord,
     query_terms,
 )
+from ponder.sqlite import sqlite_file, sqlite_module
 
 T = TypeVar("T")
 _CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
-
-
-def sqlite_module() -> Any:
-    """A ``sqlite3`` module that can load extensions (sqlite-vec): the standard library's when
-    Python was built with that, else pysqlite3's (a dependency on Linux, where it often is not)."""
-    import sqlite3
-
-    if hasattr(sqlite3.Connection, "enable_load_extension"):
-        return sqlite3
-    try:
-        import pysqlite3.dbapi2
-    except ImportError as exc:
-        raise RuntimeError("this Python's sqlite3 cannot load extensions, which sqlite-vec "
-                           "needs: pip install pysqlite3-binary") from exc
-    return pysqlite3.dbapi2
-
-
-def sqlite_file(url: str) -> str:
-    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
-    path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
-    return ":memory:" if path in ("", ":memory:") else path
 
 
 def connect(path: str) -> Any:

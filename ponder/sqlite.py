@@ -1,0 +1,41 @@
+"""One SQLite library for the whole process.
+
+The knowledge base and long-term memory need sqlite-vec, so a ``sqlite3`` that can load
+extensions; many Linux builds of Python have none, and there ponder uses pysqlite3. Two copies
+of SQLite must never open the same file in one process: each keeps its own POSIX locks, and
+closing a file in one drops the other's locks, which corrupts the database. So every SQLite
+connection ponder opens (checkpoints, stores, its own tables) comes from this one module.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+
+def sqlite_file(url: str) -> str:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+    path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
+    return ":memory:" if path in ("", ":memory:") else path
+
+
+@cache
+def sqlite_module() -> Any:
+    """The standard library's ``sqlite3`` when it can load extensions, else pysqlite3's."""
+    import sqlite3
+
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return sqlite3
+    try:
+        import pysqlite3.dbapi2
+    except ImportError as exc:
+        raise RuntimeError("this Python's sqlite3 cannot load extensions, which sqlite-vec "
+                           "needs: pip install pysqlite3-binary") from exc
+    return pysqlite3.dbapi2
+
+
+async def connect_async(path: str, **options: Any):
+    """An aiosqlite connection on ``sqlite_module()``."""
+    import aiosqlite
+
+    return await aiosqlite.Connection(lambda: sqlite_module().connect(path, **options), 64)
