@@ -243,7 +243,6 @@ class PostgresKnowledgeStore(KnowledgeStore):
         async with await self._connection() as conn:
             rows = dict(await (await conn.execute(
                 f"SELECT key, value FROM {self.prefix}_meta")).fetchall())
-            await conn.rollback()
         if "dimensions" not in rows:
             return None
         return rows["embedding_model"], int(rows["dimensions"])
