@@ -12,25 +12,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ponder.memory.knowledge.bm25 import BM25Index
-from ponder.memory.knowledge.filters import compile_filter
 from ponder.memory.knowledge.store import (
+    CHUNK_COLUMNS,
     Chunk,
     KnowledgeStore,
     SourceRecord,
+    chunk_from_row,
     query_terms,
 )
-
-_CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
 
 
 def _vector(values: Sequence[float]) -> str:
     return "[" + ",".join(map(repr, map(float, values))) + "]"
 
 
-def _chunk(row: Sequence[Any]) -> Chunk:
-    id_, source, position, text, title, metadata, keys = row[:7]
-    return Chunk(source, position, text, title or None, metadata,
-                 keys.split("\n") if keys else [], id_)
 
 
 class PostgresKnowledgeStore(KnowledgeStore):
@@ -40,6 +35,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         super().__init__(url, name)
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._has_vectors = False
         self._opening = asyncio.Lock()
         self._bm25: tuple[str, BM25Index] | None = None  # (the version it was built at, index)
         self._indexing = asyncio.Lock()
@@ -150,15 +146,14 @@ class PostgresKnowledgeStore(KnowledgeStore):
         return cur.rowcount
 
     async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
-        sql = (f"SELECT {_CHUNK_COLUMNS} FROM unnest(%s::text[]) WITH ORDINALITY s(source, n) "
+        sql = (f"SELECT {CHUNK_COLUMNS} FROM unnest(%s::text[]) WITH ORDINALITY s(source, n) "
                f"JOIN {self.prefix}_chunks c ON c.source = s.source ORDER BY s.n, c.position")
         async with await self._connection() as conn:
             rows = await conn.execute(sql, (list(sources),))
-            return [_chunk(row) for row in await rows.fetchall()]
+            return [chunk_from_row(row) for row in await rows.fetchall()]
 
     async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "postgres")
+        condition, params = await self.condition(filter, "postgres")
         async with await self._connection() as conn, conn.transaction():
             await self._changed(conn)
             named = list(sources)
@@ -171,9 +166,9 @@ class PostgresKnowledgeStore(KnowledgeStore):
 
     async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
         async with await self._connection() as conn:
-            rows = await conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
+            rows = await conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
                                       f"WHERE c.id = ANY(%s)", (list(ids),))
-            return {row[0]: _chunk(row) for row in await rows.fetchall()}
+            return {row[0]: chunk_from_row(row) for row in await rows.fetchall()}
 
     async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
                              ) -> list[tuple[int, float]]:
@@ -182,7 +177,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         index = await self._bm25_index()
         allowed = None
         if filter:
-            condition, params = compile_filter(filter, await self.fields(), "postgres")
+            condition, params = await self.condition(filter, "postgres")
             async with await self._connection() as conn:
                 rows = await conn.execute(
                     f"SELECT c.id FROM {self.prefix}_chunks c WHERE {condition}", params)
@@ -212,8 +207,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         terms = query_terms(query)
         if not terms:
             return []
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "postgres")
+        condition, params = await self.condition(filter, "postgres")
         # Any term may match (OR); ts_rank counts how often (Postgres has no IDF).
         sql = (f"SELECT c.id, ts_rank(c.tsv, q) AS score "
                f"FROM {self.prefix}_chunks c, to_tsquery('english', %s) q "
@@ -224,10 +218,11 @@ class PostgresKnowledgeStore(KnowledgeStore):
 
     async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
                             ) -> list[tuple[int, float]]:
-        if await self.embedding_model() is None:
-            return []
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "postgres")
+        if not self._has_vectors:  # asked once there are some: they are never dropped
+            self._has_vectors = await self.embedding_model() is not None
+            if not self._has_vectors:
+                return []
+        condition, params = await self.condition(filter, "postgres")
         sql = (f"SELECT c.id, 1 - (c.embedding <=> %s::vector) AS score "
                f"FROM {self.prefix}_chunks c WHERE c.embedding IS NOT NULL AND {condition} "
                f"ORDER BY c.embedding <=> %s::vector LIMIT %s")

@@ -83,7 +83,7 @@ def fuse_hits(rankings: Sequence[Sequence[Hit]], fusion: Fusion, weights: Sequen
 
 async def _ask(model: BaseChatModel, instruction: str, text: str, **options) -> str:
     reply = await model.ainvoke([SystemMessage(instruction), HumanMessage(text)], **options)
-    return str(reply.text if hasattr(reply, "text") else reply.content).strip()
+    return reply.text.strip()
 
 
 def list_items(text: str) -> list[str]:

@@ -14,18 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ponder.memory.knowledge.filters import compile_filter
 from ponder.memory.knowledge.store import (
+    CHUNK_COLUMNS,
     Chunk,
     Hit,
     KnowledgeStore,
     SourceRecord,
+    chunk_from_row,
     query_terms,
 )
 from ponder.sqlite import sqlite_file, sqlite_module
 
 T = TypeVar("T")
-_CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
 
 
 def connect(path: str) -> Any:
@@ -47,10 +47,6 @@ def _blob(vector: Sequence[float]) -> bytes:
     return array("f", vector).tobytes()
 
 
-def _chunk(row: Sequence[Any]) -> Chunk:
-    id_, source, position, text, title, metadata, keys = row[:7]
-    return Chunk(source, position, text, title or None, json.loads(metadata),
-                 keys.split("\n") if keys else [], id_)
 
 
 class SqliteKnowledgeStore(KnowledgeStore):
@@ -210,14 +206,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                             f"(SELECT value FROM json_each(?))", (sources_json,)).rowcount
 
     async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
-        sql = (f"SELECT {_CHUNK_COLUMNS} FROM json_each(?) s JOIN {self.prefix}_chunks c "
+        sql = (f"SELECT {CHUNK_COLUMNS} FROM json_each(?) s JOIN {self.prefix}_chunks c "
                f"ON c.source = s.value ORDER BY s.key, c.position")
         return await self._read(lambda conn: [
-            _chunk(row) for row in conn.execute(sql, (json.dumps(list(sources)),))])
+            chunk_from_row(row) for row in conn.execute(sql, (json.dumps(list(sources)),))])
 
     async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "sqlite")
+        condition, params = await self.condition(filter, "sqlite")
 
         def write(conn: Any) -> int:
             conn.execute("BEGIN IMMEDIATE")
@@ -252,10 +247,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return await self._read(lambda conn: self._chunks_by_id(conn, ids))
 
     def _chunks_by_id(self, conn: Any, ids: Sequence[int]) -> dict[int, Chunk]:
-        rows = conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
+        rows = conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
                             f"WHERE c.id IN (SELECT value FROM json_each(?))",
                             (json.dumps(list(ids)),))
-        return {row[0]: _chunk(row) for row in rows}
+        return {row[0]: chunk_from_row(row) for row in rows}
 
     async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
         # The ranking and its chunks in one trip to the worker thread.
@@ -273,8 +268,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             return lambda conn: []
         # Any term may match (OR): BM25 ranks by how many, how rare and how often.
         match = " OR ".join(f'"{t}"' for t in terms)
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "sqlite")
+        condition, params = await self.condition(filter, "sqlite")
         p = self.prefix
         bm25 = f"bm25({p}_fts, {', '.join(map(str, self.weights))})"
         if filter:
@@ -303,8 +297,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             if stored is None:
                 return lambda conn: []
             self._dimensions = stored[1]
-        known = await self.fields() if filter else set()
-        condition, params = compile_filter(filter, known, "sqlite")
+        condition, params = await self.condition(filter, "sqlite")
         p = self.prefix
         blob = _blob(vector)
         if filter or self._dimensions % 8:

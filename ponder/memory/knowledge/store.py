@@ -7,6 +7,7 @@ transaction, so a failed ingestion leaves what was stored before.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.config import ConfigurationError
+from ponder.memory.knowledge.filters import Dialect, compile_filter
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _WORD = re.compile(r"\w+")
@@ -59,6 +61,19 @@ class SourceRecord:
     content_hash: str
     title: str | None
     metadata: dict[str, Any]
+
+
+# The chunk table's columns as every query reads them (``c`` is the chunk table).
+CHUNK_COLUMNS = "c.id, c.source, c.position, c.text, c.title, c.metadata, c.keys"
+
+
+def chunk_from_row(row: Sequence[Any]) -> Chunk:
+    """A chunk from the ``CHUNK_COLUMNS`` of a row (metadata as JSON text or decoded)."""
+    id_, source, position, text, title, metadata, keys = row[:7]
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    return Chunk(source, position, text, title or None, metadata,
+                 keys.split("\n") if keys else [], id_)
 
 
 def query_terms(text: str) -> list[str]:
@@ -133,6 +148,11 @@ class KnowledgeStore(ABC):
     @abstractmethod
     async def fields(self) -> set[str]:
         """The metadata keys filters may use."""
+
+    async def condition(self, filter: dict | None, dialect: Dialect) -> tuple[str, list[Any]]:
+        """``filter`` as a SQL condition on the chunk table ``c`` (checked against the known
+        fields), and its parameters."""
+        return compile_filter(filter, await self.fields() if filter else set(), dialect)
 
     @abstractmethod
     async def stats(self) -> dict[str, Any]:

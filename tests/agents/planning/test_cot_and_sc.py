@@ -4,7 +4,6 @@ import re
 import time
 
 import pytest
-from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage
 
 from ponder import Agent, Profile
@@ -18,18 +17,7 @@ from ponder.agents.planning import (
 )
 from ponder.agents.planning.cot import kmeans
 from ponder.models import chat_model
-from ponder.testing import FakeOpenAIServer, ScriptedChatModel, fake_embedding
-
-
-class WordEmbeddings(Embeddings):
-    """The fake server's deterministic vectors, in process."""
-
-    def embed_documents(self, texts):
-        return [fake_embedding(t, 256) for t in texts]
-
-    def embed_query(self, text):
-        return fake_embedding(text, 256)
-
+from ponder.testing import FakeOpenAIServer, HashingEmbeddings, ScriptedChatModel
 
 POOL = [
     Example("Tom has 3 apples and buys 2 more apples. How many apples?", "3 + 2 = 5.", "5"),
@@ -57,14 +45,14 @@ async def test_few_shot_prompt_holds_the_worked_examples():
 
 
 async def test_similarity_selection_puts_the_nearest_example_last():
-    cot = ChainOfThought(POOL, k=2, select="similarity", embeddings=WordEmbeddings())
+    cot = ChainOfThought(POOL, k=2, select="similarity", embeddings=HashingEmbeddings(256))
     chosen = await cot.choose("A bus travels 40 km per hour for 2 hours. How far does it go?")
     assert {e.answer for e in chosen} == {"120", "150"}  # the two travel questions
     assert chosen[-1].answer == "150"  # "How far does it go?" is the closest wording
 
 
 async def test_diversity_selection_takes_one_example_per_cluster():
-    cot = ChainOfThought(POOL, k=2, select="diversity", embeddings=WordEmbeddings())
+    cot = ChainOfThought(POOL, k=2, select="diversity", embeddings=HashingEmbeddings(256))
     chosen = await cot.choose("anything")
     kinds = {"apples" in e.question for e in chosen}
     assert kinds == {True, False}  # one apple question, one travel question
@@ -110,7 +98,7 @@ async def test_auto_cot_applies_the_selection_heuristics():
         return f"So the result is {numbers[0]} op {numbers[1]} = {value}"
 
     model = ScriptedChatModel(replies=reply)
-    auto = AutoCoT(bank, WordEmbeddings(), clusters=2)
+    auto = AutoCoT(bank, HashingEmbeddings(256), clusters=2)
     demos = await auto.build(model)
     questions = {d.question for d in demos}
     assert len(demos) == 2
