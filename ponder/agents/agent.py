@@ -1,6 +1,7 @@
 """Agent: a profile, memory, a planner and an action module, compiled to a LangGraph graph.
 
-A turn flows ``recall -> plan -> act <-> tools -> remember``; a module that is not configured
+A turn flows ``recall -> plan -> act <-> tools -> remember`` (``recall`` also folds the
+conversation; without memory a ``compact`` node does); a module that is not configured
 adds no node, so a bare agent is just ``act <-> tools``.
 """
 
@@ -145,7 +146,8 @@ class Agent:
                 first = "plan"
         elif first == "recall":
             builder.add_edge("recall", "act")
-        if self.conversation is not None:
+        if self.conversation is not None and self.memory is None:
+            # With memory, recall folds the conversation too: one step (one checkpoint) fewer.
             builder.add_node("compact", self._compact)
             builder.add_edge("compact", first)
             first = "compact"
@@ -178,7 +180,11 @@ class Agent:
     async def _recall(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         user_id, thread_id = _ids(config)
         query = _last_human_text(state["messages"])
-        return {"context": await self.memory.recall(query, user_id=user_id, thread_id=thread_id)}
+        recall = self.memory.recall(query, user_id=user_id, thread_id=thread_id)
+        if self.conversation is None:
+            return {"context": await recall}
+        context, update = await asyncio.gather(recall, self._compact(state))
+        return {**update, "context": context}
 
     async def _plan(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         if self.conversation is not None:

@@ -33,6 +33,7 @@ class Persistence:
         self._closers = closers
 
     async def aclose(self) -> None:
+        _stop_batching(self.store)
         for close in reversed(self._closers):
             await close()
         self._closers.clear()
@@ -89,6 +90,14 @@ async def _connect_sqlite(path: str, **options: Any):
     await conn.execute("PRAGMA busy_timeout=10000")
     await conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _stop_batching(store: BaseStore) -> None:
+    """Stop the task in which LangGraph's async stores batch their operations: it outlives the
+    connection otherwise, and the event loop ends with a pending task."""
+    task = getattr(store, "_task", None)
+    if task is not None:
+        task.cancel()
 
 
 async def _open_sqlite(url: str) -> Persistence:

@@ -343,6 +343,10 @@ class LongTermMemory:
         return True
 
     async def aclose(self) -> None:
+        if self._closers:  # a store of our own: stop its batching task with its connection
+            task = getattr(self._store, "_task", None)
+            if task is not None:
+                task.cancel()
         for close in reversed(self._closers):
             await close()
         self._closers.clear()
