@@ -48,6 +48,14 @@ def postgres_url(postgres_server) -> str:
     return _new_database(postgres_server, "t")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    """The test once on a SQLite file and once on a fresh Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ponder.db"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def chinook_sqlite() -> str:
     path = DATA / "chinook.sqlite"

@@ -2,12 +2,19 @@
 per model, error) and a trace of its steps (node, model and tool spans with latency and tokens),
 stored through SQLAlchemy in the one database.
 
-    async with RunRecorder() as recorder:
-        state = await recorder.run("support", agent, "Where is my order?", thread_id="t1")
+    recorder = RunRecorder()
+    state = await recorder.run("support", agent, "Where is my order?", thread_id="t1")
+
+A background or scheduled run starts ``pending``; a worker claims it (``running``, with a
+heartbeat), and it ends ``success``, ``error``, ``interrupted`` or ``cancelled``. A claim is a
+compare-and-swap on the row, so one run is executed by one worker at a time, and a run whose
+worker stopped sending heartbeats may be claimed again (it resumes from its last checkpoint).
+``wait(run_id)`` and ``cancel(run_id)`` work from any process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -17,9 +24,24 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    exists,
+    or_,
+    select,
+    update,
+)
 
-from ponder.agents.agent import Agent
+from ponder.agents.agent import Agent, final_text
 from ponder.graphs.tables import Tables
 
 metadata = MetaData()
@@ -34,7 +56,20 @@ runs_table = Table(
     Column("ended_at", Float, nullable=True),
     Column("usage", Text, nullable=True),   # JSON: {model: {input_tokens, output_tokens, calls}}
     Column("error", Text, nullable=True),
+    Column("user_id", String(200), nullable=True),
+    Column("output", Text, nullable=True),  # the final reply's text
+    Column("schedule", String(200), nullable=True),     # the schedule that fired it
+    Column("scheduled_for", Float, nullable=True),      # the fire time it was due at
+    Column("attempts", Integer, nullable=True),
+    Column("worker", String(100), nullable=True),       # who holds the claim
+    Column("started_at", Float, nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Column("cancel_requested", Boolean, nullable=True),
+    Column("base_checkpoint", String(100), nullable=True),  # the thread's head before the run
+    # One run per fire, whoever claims it.
+    UniqueConstraint("schedule", "scheduled_for", name="ponder_runs_one_per_fire"),
 )
+FINISHED = ("success", "error", "interrupted", "cancelled")
 steps_table = Table(
     "ponder_run_steps", metadata,
     Column("run_id", String(40), primary_key=True),
@@ -152,41 +187,184 @@ class RunRecorder(Tables):
 
     async def run(self, target: str, agent: Agent, input: Any, *, thread_id: str | None = None,
                   user_id: str | None = None) -> dict[str, Any]:
-        """Run one turn of ``agent`` and record it (also when it fails)."""
-        async with self.recording(target, input, thread_id) as (run_id, trace, finish):
+        """Run one turn of ``agent`` here and now, and record it (also when it fails)."""
+        async with self.recording(target, input, thread_id, user_id) as (run_id, trace, finish):
             state = await agent.ainvoke(input, thread_id=thread_id, user_id=user_id,
                                         config={"callbacks": [trace]})
-            finish("interrupted" if state.get("__interrupt__") else "success")
+            finish("interrupted" if state.get("__interrupt__") else "success", state)
             state["run_id"] = run_id
             return state
 
     @asynccontextmanager
-    async def recording(self, target: str, input: Any, thread_id: str | None):
-        run_id = f"run_{uuid.uuid4().hex[:16]}"
-        trace, outcome = Trace(), {"status": "success"}
-        engine = await self.engine()
-        async with engine.begin() as conn:
-            await conn.execute(runs_table.insert().values(
-                id=run_id, target=target, input=json.dumps(input, default=str),
-                thread_id=thread_id, status="running", created_at=time.time()))
+    async def recording(self, target: str, input: Any, thread_id: str | None,
+                        user_id: str | None = None):
+        """Record what runs inside the block: ``(run_id, trace, finish)``, where
+        ``finish(status, state)`` sets the outcome."""
+        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id,
+                                   status="running")
+        trace, outcome = Trace(), {"status": "success", "output": None}
+
+        def finish(status: str, state: dict[str, Any] | None = None) -> None:
+            outcome.update(status=status, output=final_text(state) if state else None)
+
         error = None
         try:
-            yield run_id, trace, lambda status: outcome.update(status=status)
+            yield run_id, trace, finish
         except BaseException as exc:
-            cancelled = type(exc).__name__ == "CancelledError"
+            cancelled = isinstance(exc, asyncio.CancelledError)
             outcome["status"] = "cancelled" if cancelled else "error"
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            async with engine.begin() as conn:
-                await conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(
-                    status=outcome["status"], ended_at=time.time(), error=error,
-                    usage=json.dumps(trace.usage_by_model())))
-                if trace.spans:
-                    await conn.execute(steps_table.insert(), [
-                        {"run_id": run_id, **{k: getattr(s, k) for k in (
-                            "seq", "parent", "kind", "name", "started_at", "latency_s",
-                            "input_tokens", "output_tokens", "error")}} for s in trace.spans])
+            await asyncio.shield(self.finish(run_id, outcome["status"], error=error,
+                                             output=outcome["output"], trace=trace))
+
+    async def create(self, target: str, input: Any, *, thread_id: str | None = None,
+                     user_id: str | None = None, status: str = "pending") -> str:
+        """A new run record (``pending``: for a worker to claim); its id."""
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
+        now = time.time()
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(runs_table.insert().values(
+                id=run_id, target=target, input=json.dumps(input, default=str),
+                thread_id=thread_id, user_id=user_id, status=status, created_at=now,
+                started_at=now if status == "running" else None, attempts=0))
+        return run_id
+
+    async def finish(self, run_id: str, status: str, *, error: str | None = None,
+                     output: str | None = None, trace: Trace | None = None,
+                     worker: str | None = None) -> bool:
+        """End a run (only if ``worker`` still holds it, when given); write its trace."""
+        condition = runs_table.c.id == run_id
+        if worker is not None:
+            condition = and_(condition, runs_table.c.worker == worker,
+                             runs_table.c.status == "running")
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            done = await conn.execute(update(runs_table).where(condition).values(
+                status=status, ended_at=time.time(), error=error, output=output,
+                usage=json.dumps(trace.usage_by_model() if trace else {})))
+            if done.rowcount != 1:
+                return False  # the claim was lost (another worker took the run over)
+            if trace and trace.spans:
+                await conn.execute(steps_table.delete().where(steps_table.c.run_id == run_id))
+                await conn.execute(steps_table.insert(), [
+                    {"run_id": run_id, **{k: getattr(s, k) for k in (
+                        "seq", "parent", "kind", "name", "started_at", "latency_s",
+                        "input_tokens", "output_tokens", "error")}} for s in trace.spans])
+        return True
+
+    # -- claims, for workers -------------------------------------------------------------------
+
+    def _claimable(self, stale_s: float, now: float):
+        """Pending, or running under a worker that stopped sending heartbeats; and no other
+        live run on the same thread (runs of one thread go one at a time)."""
+        other = runs_table.alias("other")
+        busy_thread = exists().where(
+            other.c.thread_id == runs_table.c.thread_id, other.c.id != runs_table.c.id,
+            other.c.status == "running", other.c.heartbeat_at >= now - stale_s)
+        return and_(
+            or_(runs_table.c.status == "pending",
+                and_(runs_table.c.status == "running",
+                     runs_table.c.heartbeat_at < now - stale_s)),
+            or_(runs_table.c.thread_id.is_(None), ~busy_thread))
+
+    async def claimable(self, limit: int, stale_s: float) -> list[str]:
+        """Ids of runs a worker may claim now, oldest first."""
+        engine = await self.engine()
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(runs_table.c.id).where(
+                self._claimable(stale_s, time.time())).order_by(
+                runs_table.c.created_at).limit(limit))
+            return [r.id for r in rows]
+
+    async def claim(self, run_id: str, worker: str, stale_s: float) -> dict[str, Any] | None:
+        """Take a run for ``worker``; its record, or None when it is not claimable (done,
+        held by a live worker, or its thread is busy)."""
+        now = time.time()
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            taken = await conn.execute(update(runs_table).where(
+                runs_table.c.id == run_id, self._claimable(stale_s, now)).values(
+                status="running", worker=worker, heartbeat_at=now,
+                attempts=runs_table.c.attempts + 1, started_at=now))
+            if taken.rowcount != 1:
+                return None
+            row = (await conn.execute(select(runs_table).where(
+                runs_table.c.id == run_id))).first()
+        return dict(row._mapping)
+
+    async def orphans(self, age_s: float) -> list[dict[str, Any]]:
+        """Runs pending for more than ``age_s`` (queue mode: perhaps never queued)."""
+        engine = await self.engine()
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(runs_table.c.id, runs_table.c.thread_id).where(
+                runs_table.c.status == "pending",
+                runs_table.c.created_at < time.time() - age_s).limit(1000))
+            return [dict(r._mapping) for r in rows]
+
+    async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
+                base_checkpoint=checkpoint_id))
+
+    async def heartbeat(self, worker: str) -> list[str]:
+        """Renew ``worker``'s claims; the ids of its runs someone asked to cancel."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            mine = and_(runs_table.c.worker == worker, runs_table.c.status == "running")
+            await conn.execute(update(runs_table).where(mine).values(heartbeat_at=time.time()))
+            rows = await conn.execute(select(runs_table.c.id).where(
+                mine, runs_table.c.cancel_requested.is_(True)))
+            return [r.id for r in rows]
+
+    async def release(self, run_id: str, worker: str) -> None:
+        """Give a claimed run back (a worker shutting down mid-run): another resumes it."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(update(runs_table).where(
+                runs_table.c.id == run_id, runs_table.c.worker == worker,
+                runs_table.c.status == "running").values(status="pending", worker=None))
+
+    # -- waiting and cancelling ---------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a run: at once when pending; a running one is stopped by its worker within
+        a heartbeat. Returns the status it had."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            row = (await conn.execute(select(runs_table.c.status).where(
+                runs_table.c.id == run_id))).first()
+            if row is None:
+                raise KeyError(f"no run has the id {run_id!r}")
+            await conn.execute(update(runs_table).where(
+                runs_table.c.id == run_id, runs_table.c.status == "pending").values(
+                status="cancelled", ended_at=time.time()))
+            await conn.execute(update(runs_table).where(
+                runs_table.c.id == run_id, runs_table.c.status == "running").values(
+                cancel_requested=True))
+            return row.status
+
+    async def wait(self, run_id: str, poll_s: float = 0.05) -> dict[str, Any]:
+        """The run's record once it has finished (bound it with ``asyncio.timeout``)."""
+        while True:
+            found = await self.record(run_id)
+            if found is None:
+                raise KeyError(f"no run has the id {run_id!r}")
+            if found["status"] in FINISHED:
+                return found
+            await asyncio.sleep(poll_s)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def record(self, run_id: str) -> dict[str, Any] | None:
+        engine = await self.engine()
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(runs_table).where(
+                runs_table.c.id == run_id))).first()
+            return dict(row._mapping) if row else None
 
     async def list(self, limit: int = 20) -> list[dict[str, Any]]:
         engine = await self.engine()
@@ -196,12 +374,31 @@ class RunRecorder(Tables):
             return [dict(r._mapping) for r in rows]
 
     async def get(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """A run's record and its steps."""
+        run = await self.record(run_id)
+        if run is None:
+            return None
         engine = await self.engine()
         async with engine.connect() as conn:
-            row = (await conn.execute(select(runs_table).where(
-                runs_table.c.id == run_id))).first()
-            if row is None:
-                return None
             steps = await conn.execute(select(steps_table).where(
                 steps_table.c.run_id == run_id).order_by(steps_table.c.seq))
-            return dict(row._mapping), [dict(s._mapping) for s in steps]
+            return run, [dict(s._mapping) for s in steps]
+
+
+async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:
+    """Wait for a run (from ``ponder.graphs.submit``) to finish; its record. Bound the wait
+    with ``asyncio.timeout``."""
+    recorder = RunRecorder(url)
+    try:
+        return await recorder.wait(run_id)
+    finally:
+        await recorder.aclose()
+
+
+async def cancel(run_id: str, *, url: str | None = None) -> str:
+    """Cancel a run; the status it had (a finished run stays as it was)."""
+    recorder = RunRecorder(url)
+    try:
+        return await recorder.cancel(run_id)
+    finally:
+        await recorder.aclose()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn
 
 from ponder.config import ConfigurationError, Settings
 
@@ -42,9 +43,21 @@ class Tables:
             self._engine = create_async_engine(url, **options)
             async with self._engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
+                await conn.run_sync(_add_missing_columns, self.metadata)
         return self._engine
 
     async def aclose(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+
+def _add_missing_columns(conn, metadata: MetaData) -> None:
+    """Columns a newer ponder added to a table an older one made (nullable, so rows stay)."""
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")

@@ -5,20 +5,12 @@ small; long-term memory writes stay off the reply's critical path."""
 import asyncio
 import time
 
-import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from ponder import Agent
 from ponder.memory import ConversationMemory
 from ponder.memory.longterm import LongTermMemory
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ponder.db"
-    return request.getfixturevalue("postgres_url")
 
 
 def test_fit_keeps_tool_calls_with_their_results():

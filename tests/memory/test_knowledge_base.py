@@ -29,12 +29,6 @@ TEAS = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/kb.db"
-    return request.getfixturevalue("postgres_url")
-
 
 @pytest.fixture
 async def kb(database_url):

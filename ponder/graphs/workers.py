@@ -1,0 +1,393 @@
+"""Executors: what runs background and scheduled runs.
+
+- **embedded** (the default): ``Worker(url)`` — or ``ponder worker`` — fires due schedules and
+  runs pending runs in this process, on SQLite or Postgres; ``submit`` runs a run in the
+  calling process at once.
+- **queue** (scale-out, Postgres): ``Worker(url, queue=True)`` on any number of machines takes
+  runs from procrastinate. Fires are claimed once however many workers poll (see
+  ``scheduler.py``); a job is deferred per run (``queueing_lock`` = the run, ``lock`` = its thread,
+  so one thread's runs go one at a time); a worker that stops sending heartbeats has its jobs
+  retried elsewhere, and the run resumes from its last checkpoint.
+
+Either way a run is claimed on its record before it executes (``RunRecorder.claim``), a
+failed run is retried with backoff from its last checkpoint, and shutdown is graceful: current
+runs get ``shutdown_grace_s`` to finish; what is still running is handed back, checkpointed, for
+the next worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from langgraph.pregel import Pregel
+
+from ponder.agents.agent import Agent
+from ponder.config import ConfigurationError, Settings
+from ponder.graphs.runs import RunRecorder, Trace
+from ponder.graphs.scheduler import Scheduler
+from ponder.graphs.targets import load_target
+
+log = logging.getLogger("ponder.workers")
+TASK = "ponder.run"
+
+
+class RunBusy(Exception):
+    """The run, or its thread, is held by a live worker: try again later."""
+
+
+class Worker:
+    """Fires schedules and executes runs from the database at ``url`` (default
+    ``PONDER_DATABASE_URL``) until ``stop()``.
+
+    ``concurrency``: runs at once. ``heartbeat_s``: how often claims are renewed (and cancel
+    requests noticed). ``stale_s``: how long without a heartbeat before a run is taken over.
+    ``retries``/``backoff_s``: a failed run is retried after ``backoff_s``, doubling.
+    """
+
+    def __init__(self, url: str | None = None, *, queue: bool = False, concurrency: int = 8,
+                 poll_s: float = 0.1, heartbeat_s: float = 1.0, stale_s: float = 10.0,
+                 retries: int = 2, backoff_s: float = 1.0, shutdown_grace_s: float = 30.0,
+                 schedules: bool = True) -> None:
+        self.url = url or Settings.from_env().database_url
+        if queue and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ConfigurationError("queue workers need a postgresql:// database (procrastinate "
+                                     "runs on Postgres); on SQLite run embedded workers")
+        self.queue, self.concurrency, self.poll_s = queue, concurrency, poll_s
+        self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self.shutdown_grace_s, self.fires_schedules = shutdown_grace_s, schedules
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.scheduler = Scheduler(self.url)  # also the run records: one engine
+        self._targets: dict[str, Agent | Pregel] = {}
+        self._running: dict[str, asyncio.Task] = {}
+        self._stopping = asyncio.Event()
+        self._shutting_down = False
+        self._app = None
+        self._beating: asyncio.Task | None = None
+        self._requeued_at = 0.0
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until ``stop()``; then finish (or hand back) what is running, and close."""
+        loops = [self._heartbeats(forever=True)]
+        if self.queue:
+            self._app = open_queue(self.url, self)
+            await self._app.open_async()
+            await _apply_schema(self._app)
+            loops.append(self._app.run_worker_async(
+                concurrency=self.concurrency, install_signal_handlers=False,
+                update_heartbeat_interval=self.heartbeat_s, stalled_worker_timeout=self.stale_s,
+                fetch_job_polling_interval=self.poll_s, name=self.id))
+        background = [asyncio.create_task(loop) for loop in loops]
+        try:
+            while not self._stopping.is_set():
+                await self._tick()
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._shutdown(background)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _tick(self) -> None:
+        try:
+            fires = await self.scheduler.claim_due() if self.fires_schedules else []
+            if self.queue:
+                for fire in fires:
+                    await defer(self._app, fire.run_id, fire.thread_id)
+                await self._requeue()
+            else:
+                free = self.concurrency - len(self._running)
+                for run_id in await self.scheduler.claimable(free, self.stale_s) if free else []:
+                    record = await self.scheduler.claim(run_id, self.id, self.stale_s)
+                    if record is not None:
+                        self._start(record)
+        except Exception:  # a database hiccup must not end the worker: log, next tick
+            log.exception("worker %s: tick failed", self.id)
+
+    async def _requeue(self) -> None:
+        """Queue mode: jobs of workers that died go back to the queue; runs whose fire was
+        claimed but never queued (a crash in between) are queued. Every ``stale_s / 2``."""
+        if time.monotonic() - self._requeued_at < self.stale_s / 2:
+            return
+        self._requeued_at = time.monotonic()
+        now_stale = await self._app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=self.stale_s)
+        for job in now_stale:
+            log.warning("worker %s: job %s of a stalled worker goes back to the queue",
+                        self.id, job.id)
+            await self._app.job_manager.retry_job(job)
+        for record in await self.scheduler.orphans(self.stale_s):
+            await defer(self._app, record["id"], record["thread_id"])
+
+    def _start(self, record: dict[str, Any]) -> None:
+        task = asyncio.create_task(self.execute(record))
+        self._running[record["id"]] = task
+        task.add_done_callback(lambda _: self._running.pop(record["id"], None))
+
+    def ensure_heartbeats(self) -> None:
+        """Renew this process's claims while it has runs (``submit`` starts it)."""
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.create_task(self._heartbeats(forever=False))
+
+    async def _heartbeats(self, forever: bool) -> None:
+        while forever or self._running:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                for run_id in await self.scheduler.heartbeat(self.id):
+                    task = self._running.get(run_id)
+                    if task is not None:
+                        task.cancel()
+            except Exception:
+                log.exception("worker %s: heartbeat failed", self.id)
+
+    async def _shutdown(self, background: list[asyncio.Task]) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=self.shutdown_grace_s)
+        self._shutting_down = True  # what still runs is handed back, not cancelled
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._app is not None:
+            await self._app.close_async()
+        for target in self._targets.values():
+            if isinstance(target, Agent):
+                await target.aclose()
+        await self.scheduler.aclose()
+
+    async def __aenter__(self) -> Worker:
+        self._task = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        await self._task
+
+    # -- executing one run -----------------------------------------------------------------
+
+    async def execute_queued(self, run_id: str) -> None:
+        """The queue's task: claim the run, execute it. ``RunBusy`` makes the queue retry."""
+        record = await self.scheduler.claim(run_id, self.id, self.stale_s)
+        if record is None:
+            current = await self.scheduler.record(run_id)
+            if current is not None and current["status"] in ("pending", "running"):
+                raise RunBusy(f"run {run_id} or its thread is held by a live worker")
+            return  # finished or cancelled meanwhile: nothing to do
+        task = asyncio.current_task()
+        self._running[run_id] = task
+        try:
+            await self.execute(record)
+        finally:
+            self._running.pop(run_id, None)
+
+    async def execute(self, record: dict[str, Any], target: Agent | Pregel | None = None
+                      ) -> str | None:
+        """Run a claimed run to its end, retrying failures from the last checkpoint; the
+        status it ended with (None when handed back or taken over)."""
+        run_id = record["id"]
+        trace, attempt = Trace(), 0
+        try:
+            runnable = target or self._load(record["target"])
+            while True:
+                try:
+                    status, state = await self._attempt(runnable, record, trace)
+                    break
+                except (asyncio.CancelledError, ConfigurationError):
+                    raise
+                except Exception as exc:
+                    attempt += 1
+                    if attempt > self.retries:
+                        raise
+                    delay = self.backoff_s * 2 ** (attempt - 1)
+                    log.warning("run %s failed (%s); retry %d in %.1f s from its last "
+                                "checkpoint", run_id, exc, attempt, delay)
+                    await asyncio.sleep(delay)
+                    record = {**record, "attempts": (record["attempts"] or 1) + 1}
+        except asyncio.CancelledError:
+            if self._shutting_down:
+                await self.scheduler.release(run_id, self.id)
+                return None
+            await self._finish(run_id, "cancelled", trace, error="cancelled")
+            raise
+        except Exception as exc:
+            await self._finish(run_id, "error", trace, error=f"{type(exc).__name__}: {exc}")
+            return "error"
+        await self._finish(run_id, status, trace, state=state)
+        return status
+
+    async def _finish(self, run_id: str, status: str, trace: Trace, *,
+                      error: str | None = None, state: dict | None = None) -> None:
+        from ponder.agents.agent import final_text
+
+        kept = await asyncio.shield(self.scheduler.finish(
+            run_id, status, error=error, trace=trace, worker=self.id,
+            output=final_text(state) if state else None))
+        if not kept:
+            log.warning("run %s was taken over by another worker; its outcome here is dropped",
+                        run_id)
+
+    async def _attempt(self, runnable: Agent | Pregel, record: dict[str, Any], trace: Trace
+                       ) -> tuple[str, dict]:
+        thread_id, user_id = record["thread_id"], record["user_id"]
+        config = {"configurable": {"thread_id": thread_id, "user_id": user_id},
+                  "callbacks": [trace]}
+        head = await _head(runnable, thread_id)
+        if (record["attempts"] or 1) == 1:
+            await self.scheduler.set_base_checkpoint(record["id"], head[0] or "")
+            started = False
+        else:  # a retry, or a run taken over: did an earlier attempt make progress?
+            base = (await self.scheduler.record(record["id"]))["base_checkpoint"]
+            started = base is not None and head[0] not in (None, base)
+        if started and not head[1]:  # it had finished: only its record was not written
+            state = head[2]
+        else:
+            value = None if started else _input(runnable, json.loads(record["input"]))
+            if isinstance(runnable, Agent):
+                state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
+                                               config={"callbacks": [trace]})
+            else:
+                state = await runnable.ainvoke(value, config)
+        return ("interrupted" if state.get("__interrupt__") else "success"), state
+
+    def _load(self, target: str) -> Agent | Pregel:
+        if target not in self._targets:
+            self._targets[target] = load_target(target)
+        return self._targets[target]
+
+
+async def _head(runnable: Agent | Pregel, thread_id: str | None
+                ) -> tuple[str | None, tuple, dict]:
+    """The thread's latest checkpoint: (id, next nodes, values); (None, (), {}) if none."""
+    if thread_id is None:
+        return None, (), {}
+    if isinstance(runnable, Agent):
+        snapshot = await runnable.aget_state(thread_id)
+    elif runnable.checkpointer:
+        snapshot = await runnable.aget_state({"configurable": {"thread_id": thread_id}})
+    else:
+        return None, (), {}
+    checkpoint = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
+    return checkpoint, tuple(snapshot.next), dict(snapshot.values or {})
+
+
+def _input(runnable: Agent | Pregel, value: Any) -> Any:
+    if isinstance(runnable, Agent) or not isinstance(value, str):
+        return value
+    return {"messages": [("user", value)]}  # a graph with a messages state
+
+
+# -- the queue (procrastinate) ---------------------------------------------------------------
+
+
+def open_queue(url: str, worker: Worker | None = None):
+    """A procrastinate app on ``url``; with ``worker``, one that executes runs there."""
+    try:
+        import procrastinate
+    except ImportError:
+        raise ConfigurationError("queue workers need procrastinate: pip install "
+                                 "'ponder[postgres]'") from None
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+    if worker is not None:
+        @app.task(name=TASK, retry=procrastinate.RetryStrategy(
+            max_attempts=20, exponential_wait=0.5, retry_exceptions={RunBusy}))
+        async def run(run_id: str) -> None:
+            await worker.execute_queued(run_id)
+    return app
+
+
+async def _apply_schema(app) -> None:
+    """procrastinate's tables, made once (concurrent workers race: the loser sees them)."""
+    import psycopg
+
+    async with app.connector.pool.connection() as conn:
+        present = await (await conn.execute(
+            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
+    if not present[0]:
+        try:
+            await app.schema_manager.apply_schema_async()
+        except psycopg.errors.DuplicateObject:
+            pass
+
+
+async def defer(app, run_id: str, thread_id: str | None) -> None:
+    """Queue one run (once: a second deferral of a queued run is a no-op)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    try:
+        await app.configure_task(TASK, queueing_lock=run_id, lock=thread_id).defer_async(
+            run_id=run_id)
+    except AlreadyEnqueued:
+        pass
+
+
+# -- background runs from Python -------------------------------------------------------------
+
+_local: dict[int, Worker] = {}
+
+
+async def submit(target: str | Agent | Pregel, input: Any = None, *,
+                 thread_id: str | None = None, user_id: str | None = None,
+                 url: str | None = None, queue: bool | None = None) -> str:
+    """Start a run in the background; its id (``runs.wait(id)``, ``runs.cancel(id)``).
+
+    ``target`` is a TARGET string or an agent or graph object. It runs in this process,
+    unless ``queue`` (default: a ``postgresql://`` database and a TARGET string), where a
+    ``ponder worker --queue`` takes it.
+    """
+    url = url or Settings.from_env().database_url
+    postgres = url.startswith(("postgresql://", "postgres://"))
+    if queue is None:
+        queue = postgres and isinstance(target, str)
+    if queue:
+        if not isinstance(target, str):
+            raise ConfigurationError("a queued run names its target as a string "
+                                     "(module:attr or a spec file) so any worker can load it")
+        load_target(target)
+        recorder = RunRecorder(url)
+        try:
+            run_id = await recorder.create(target, input, thread_id=thread_id or
+                                           str(uuid.uuid4()), user_id=user_id)
+            record = await recorder.record(run_id)
+        finally:
+            await recorder.aclose()
+        app = open_queue(url)
+        async with app.open_async():
+            await _apply_schema(app)
+            await defer(app, run_id, record["thread_id"])
+        return run_id
+    worker = _local_worker(url)
+    name = target if isinstance(target, str) else (getattr(target, "name", None) or "graph")
+    runnable = worker._load(target) if isinstance(target, str) else target
+    run_id = await worker.scheduler.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
+                                           user_id=user_id)
+    record = await worker.scheduler.claim(run_id, worker.id, worker.stale_s)
+    if record is None:
+        raise RunBusy(f"thread {thread_id!r} has a run in progress: wait for it, or cancel it")
+    task = asyncio.create_task(worker.execute(record, runnable))
+    worker._running[run_id] = task
+    task.add_done_callback(lambda _: worker._running.pop(run_id, None))
+    worker.ensure_heartbeats()
+    return run_id
+
+
+def _local_worker(url: str) -> Worker:
+    """This event loop's in-process executor for ``url`` (it fires no schedules)."""
+    key = id(asyncio.get_running_loop())
+    worker = _local.get(key)
+    if worker is None or worker.url != url:
+        worker = _local[key] = Worker(url, schedules=False)
+    return worker
