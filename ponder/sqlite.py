@@ -34,8 +34,21 @@ def sqlite_module() -> Any:
     return pysqlite3.dbapi2
 
 
+def connect(path: str, **options: Any) -> Any:
+    """A connection on ``sqlite_module()``, configured as every ponder connection is: a busy
+    timeout, so a writer waits for another's lock instead of failing with "database is
+    locked"; WAL, so readers and one writer work at once; and NORMAL sync, which WAL keeps
+    safe."""
+    conn = sqlite_module().connect(path, **options)
+    conn.execute("PRAGMA busy_timeout = 10000")  # first: switching to WAL may have to wait
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
 async def connect_async(path: str, **options: Any):
-    """An aiosqlite connection on ``sqlite_module()``."""
+    """An aiosqlite connection made by ``connect``."""
     import aiosqlite
 
-    return await aiosqlite.Connection(lambda: sqlite_module().connect(path, **options), 64)
+    return await aiosqlite.Connection(lambda: connect(path, **options), 64)

@@ -15,6 +15,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
 from ponder.config import ConfigurationError, Settings
+from ponder.sqlite import connect_async
 
 __all__ = ["Persistence", "open_persistence", "prune_checkpoints"]
 
@@ -80,18 +81,6 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-async def _connect_sqlite(path: str, **options: Any):
-    from ponder.sqlite import connect_async
-
-    conn = await connect_async(path, **options)
-    # WAL lets readers and one writer work at once; the busy timeout makes a second process
-    # wait for a lock instead of failing with "database is locked".
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA busy_timeout=10000")
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 def _stop_batching(store: BaseStore) -> None:
     """Stop the task in which LangGraph's async stores batch their operations: it outlives the
     connection otherwise, and the event loop ends with a pending task."""
@@ -105,8 +94,8 @@ async def _open_sqlite(url: str) -> Persistence:
     from langgraph.store.sqlite.aio import AsyncSqliteStore
 
     path = sqlite_path(url)
-    saver_conn = await _connect_sqlite(path)
-    store_conn = await _connect_sqlite(path, isolation_level=None)  # the store expects autocommit
+    saver_conn = await connect_async(path)  # WAL, with a busy timeout
+    store_conn = await connect_async(path, isolation_level=None)  # the store expects autocommit
     saver = AsyncSqliteSaver(saver_conn)
     store = AsyncSqliteStore(store_conn)
     try:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, func, select, update
 
+from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecorder, metadata, runs_table
 from ponder.graphs.targets import load_target
@@ -215,7 +216,10 @@ class Scheduler(RunRecorder):
         except (TypeError, ValueError) as exc:
             raise ScheduleError(f"the input of a schedule must be JSON: {exc}") from None
         if check:
-            load_target(target)  # an unknown target fails here, before anything is stored
+            loaded = load_target(target)  # an unknown target fails here, before any write
+            if input is None and isinstance(loaded, Agent):
+                raise ScheduleError(f"{target!r} is an agent: give the schedule an input, the "
+                                    "message each run sends it (e.g. --input '\"Daily report\"')")
         now = time.time()
         first = trigger.next_after(now)
         if first is None:

@@ -194,6 +194,16 @@ class Worker:
         finally:
             self._running.pop(run_id, None)
 
+    async def execute_when_free(self, run_id: str, target: Agent | Pregel) -> str | None:
+        """Claim the run as soon as its thread is free (runs of one thread go one at a time),
+        then execute it; None if it was cancelled or finished meanwhile."""
+        while (record := await self.scheduler.claim(run_id, self.id, self.stale_s)) is None:
+            current = await self.scheduler.record(run_id)
+            if current is None or current["status"] not in ("pending", "running"):
+                return None
+            await asyncio.sleep(self.poll_s)
+        return await self.execute(record, target)
+
     async def execute(self, record: dict[str, Any], target: Agent | Pregel | None = None
                       ) -> str | None:
         """Run a claimed run to its end, retrying failures from the last checkpoint; the
@@ -251,7 +261,9 @@ class Worker:
             started = False
         else:  # a retry, or a run taken over: did an earlier attempt make progress?
             base = (await self.scheduler.record(record["id"]))["base_checkpoint"]
-            started = base is not None and head[0] not in (None, base)
+            # A head still at __start__ holds the input but ran nothing: start over.
+            started = (base is not None and head[0] not in (None, base)
+                       and head[1] != ("__start__",))
         if started and not head[1]:  # it had finished: only its record was not written
             state = head[2]
         else:
@@ -285,9 +297,13 @@ async def _head(runnable: Agent | Pregel, thread_id: str | None
 
 
 def _input(runnable: Agent | Pregel, value: Any) -> Any:
-    if isinstance(runnable, Agent) or not isinstance(value, str):
+    if isinstance(runnable, Agent):
         return value
-    return {"messages": [("user", value)]}  # a graph with a messages state
+    if value is None:
+        return {}  # a graph that needs no input
+    if isinstance(value, str):
+        return {"messages": [("user", value)]}  # a graph with a messages state
+    return value
 
 
 # -- the queue (procrastinate) ---------------------------------------------------------------
@@ -374,10 +390,7 @@ async def submit(target: str | Agent | Pregel, input: Any = None, *,
     runnable = worker._load(target) if isinstance(target, str) else target
     run_id = await worker.scheduler.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
                                            user_id=user_id)
-    record = await worker.scheduler.claim(run_id, worker.id, worker.stale_s)
-    if record is None:
-        raise RunBusy(f"thread {thread_id!r} has a run in progress: wait for it, or cancel it")
-    task = asyncio.create_task(worker.execute(record, runnable))
+    task = asyncio.create_task(worker.execute_when_free(run_id, runnable))
     worker._running[run_id] = task
     task.add_done_callback(lambda _: worker._running.pop(run_id, None))
     worker.ensure_heartbeats()

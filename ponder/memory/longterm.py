@@ -144,8 +144,6 @@ class LongTermMemory:
 
             # ponder's one SQLite library, which can load sqlite-vec for the vector index.
             conn = await connect_async(sqlite_file(url), isolation_level=None)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA busy_timeout=10000")
             store = AsyncSqliteStore(conn, index=index)
             self._closers.append(conn.close)
         elif url.startswith(("postgresql://", "postgres://")):

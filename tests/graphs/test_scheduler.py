@@ -93,15 +93,18 @@ def test_bad_triggers_say_what_is_wrong(make, message):
 async def test_bad_schedules_store_nothing(scheduler, target, tmp_path):
     await scheduler.add("kept", target, Trigger.every("1h"), input="hi")
     with pytest.raises(ScheduleError, match="exists"):
-        await scheduler.add("kept", target, Trigger.every("5m"))
+        await scheduler.add("kept", target, Trigger.every("5m"), input="hi")
+    with pytest.raises(ScheduleError, match="give the schedule an input"):
+        await scheduler.add("mute", target, Trigger.every("5m"))
     with pytest.raises(ConfigurationError, match="does not exist"):
-        await scheduler.add("ghost", f"{tmp_path}/nowhere.py:agent", Trigger.every("1h"))
+        await scheduler.add("ghost", f"{tmp_path}/nowhere.py:agent", Trigger.every("1h"),
+                            input="hi")
     with pytest.raises(ScheduleError, match="must be JSON"):
         await scheduler.add("odd", target, Trigger.every("1h"), input={"when": object()})
     with pytest.raises(ScheduleError, match="in the past"):
-        await scheduler.add("late", target, Trigger.at("2001-01-01T00:00"))
+        await scheduler.add("late", target, Trigger.at("2001-01-01T00:00"), input="hi")
     with pytest.raises(ScheduleError, match="not valid"):
-        await scheduler.add("bad name!", target, Trigger.every("1h"))
+        await scheduler.add("bad name!", target, Trigger.every("1h"), input="hi")
     schedules = await scheduler.schedules()
     assert [s.name for s in schedules] == ["kept"]
     assert schedules[0].trigger.expr == "3600.0" and schedules[0].input == "hi"
@@ -125,19 +128,22 @@ async def test_fires_become_pending_runs_once(scheduler, target):
 
 async def test_misfire_grace_coalesce_and_max_instances(scheduler, target):
     late = await scheduler.add("late", target, Trigger.every("10s", start=1000.0),
-                               misfire_grace_s=15, coalesce=False, max_instances=10)
+                               misfire_grace_s=15, coalesce=False, max_instances=10,
+                               input="go")
     start = late.next_fire_at
     fires = await scheduler.claim_due(start + 42)  # due: +0 +10 +20 +30 +40; in grace: +30 +40
     assert [f.scheduled_for - start for f in fires] == [30, 40]
     assert (await scheduler.get("late")).skipped == 3
 
     merged = await scheduler.add("merged", target, Trigger.every("10s", start=1000.0),
-                                 misfire_grace_s=None, coalesce=True, max_instances=10)
+                                 misfire_grace_s=None, coalesce=True, max_instances=10,
+                                 input="go")
     fires = await scheduler.claim_due(merged.next_fire_at + 35)
     assert [f.scheduled_for - merged.next_fire_at for f in fires] == [30]  # only the latest
 
     single = await scheduler.add("single", target, Trigger.every("10s", start=1000.0),
-                                 thread="persistent", misfire_grace_s=None, max_instances=1)
+                                 thread="persistent", misfire_grace_s=None, max_instances=1,
+                                 input="go")
     t = single.next_fire_at
     assert len(await scheduler.claim_due(t)) == 1
     assert await scheduler.claim_due(t + 10) == []  # the first is still pending: skipped
@@ -146,7 +152,7 @@ async def test_misfire_grace_coalesce_and_max_instances(scheduler, target):
 
 async def test_cron_schedule_fires_across_spring_forward(scheduler, target):
     await scheduler.add("nightly", target, Trigger.cron("30 2 * * *", "Europe/Berlin"),
-                        thread="persistent", misfire_grace_s=60)
+                        thread="persistent", misfire_grace_s=60, input="go")
     await scheduler.claim_due(at(BERLIN, 2027, 3, 28, 1, 0))  # catch up to the night of change
     assert local(BERLIN, (await scheduler.get("nightly")).next_fire_at) == \
         "2027-03-28 03:00 CEST"

@@ -23,7 +23,8 @@ from ponder.memory.knowledge.store import (
     chunk_from_row,
     query_terms,
 )
-from ponder.sqlite import sqlite_file, sqlite_module
+from ponder.sqlite import connect as connect_sqlite
+from ponder.sqlite import sqlite_file
 
 T = TypeVar("T")
 
@@ -32,14 +33,10 @@ def connect(path: str) -> Any:
     """A connection with sqlite-vec loaded, in WAL mode, usable from worker threads."""
     import sqlite_vec
 
-    conn = sqlite_module().connect(path, check_same_thread=False, isolation_level=None)
+    conn = connect_sqlite(path, check_same_thread=False, isolation_level=None)
     conn.enable_load_extension(True)
     sqlite_vec.load(conn)
     conn.enable_load_extension(False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    if path != ":memory:":
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
