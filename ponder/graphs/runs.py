@@ -50,8 +50,8 @@ runs_table = Table(
     Column("id", String(40), primary_key=True),
     Column("target", String(200), nullable=False),
     Column("input", Text, nullable=True),
-    Column("thread_id", String(200), nullable=True),
-    Column("status", String(20), nullable=False),
+    Column("thread_id", String(200), nullable=True, index=True),
+    Column("status", String(20), nullable=False, index=True),
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
     Column("usage", Text, nullable=True),   # JSON: {model: {input_tokens, output_tokens, calls}}
@@ -259,11 +259,13 @@ class RunRecorder(Tables):
 
     def _claimable(self, stale_s: float, now: float):
         """Pending, or running under a worker that stopped sending heartbeats; and no other
-        live run on the same thread (runs of one thread go one at a time)."""
+        live run, nor an earlier pending one, on the same thread (runs of one thread go one
+        at a time, in order)."""
         other = runs_table.alias("other")
         busy_thread = exists().where(
             other.c.thread_id == runs_table.c.thread_id, other.c.id != runs_table.c.id,
-            other.c.status == "running", other.c.heartbeat_at >= now - stale_s)
+            or_(and_(other.c.status == "running", other.c.heartbeat_at >= now - stale_s),
+                and_(other.c.status == "pending", other.c.created_at < runs_table.c.created_at)))
         return and_(
             or_(runs_table.c.status == "pending",
                 and_(runs_table.c.status == "running",
@@ -294,15 +296,6 @@ class RunRecorder(Tables):
             row = (await conn.execute(select(runs_table).where(
                 runs_table.c.id == run_id))).first()
         return dict(row._mapping)
-
-    async def orphans(self, age_s: float) -> list[dict[str, Any]]:
-        """Runs pending for more than ``age_s`` (queue mode: perhaps never queued)."""
-        engine = await self.engine()
-        async with engine.connect() as conn:
-            rows = await conn.execute(select(runs_table.c.id, runs_table.c.thread_id).where(
-                runs_table.c.status == "pending",
-                runs_table.c.created_at < time.time() - age_s).limit(1000))
-            return [dict(r._mapping) for r in rows]
 
     async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
         engine = await self.engine()

@@ -117,19 +117,26 @@ class Worker:
             log.exception("worker %s: tick failed", self.id)
 
     async def _requeue(self) -> None:
-        """Queue mode: jobs of workers that died go back to the queue; runs whose fire was
-        claimed but never queued (a crash in between) are queued. Every ``stale_s / 2``."""
+        """Queue mode: runs that are pending without a job (a fire claimed by a worker that
+        died before queueing it; ``run-now``; a run handed back) are queued; every
+        ``stale_s / 2``, jobs of workers that stopped sending heartbeats go back to the
+        queue."""
+        engine = await self.scheduler.engine()
+        async with engine.connect() as conn:
+            orphans = (await conn.exec_driver_sql(
+                "SELECT id, thread_id FROM ponder_runs r WHERE status = 'pending' AND NOT "
+                "EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.queueing_lock = r.id AND "
+                "j.status IN ('todo', 'doing')) LIMIT 1000")).all()
+        for run_id, thread_id in orphans:
+            await defer(self._app, run_id, thread_id)
         if time.monotonic() - self._requeued_at < self.stale_s / 2:
             return
         self._requeued_at = time.monotonic()
-        now_stale = await self._app.job_manager.get_stalled_jobs(
-            seconds_since_heartbeat=self.stale_s)
-        for job in now_stale:
+        for job in await self._app.job_manager.get_stalled_jobs(
+                seconds_since_heartbeat=self.stale_s):
             log.warning("worker %s: job %s of a stalled worker goes back to the queue",
                         self.id, job.id)
             await self._app.job_manager.retry_job(job)
-        for record in await self.scheduler.orphans(self.stale_s):
-            await defer(self._app, record["id"], record["thread_id"])
 
     def _start(self, record: dict[str, Any]) -> None:
         task = asyncio.create_task(self.execute(record))

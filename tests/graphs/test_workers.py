@@ -1,0 +1,200 @@
+"""Workers and background runs: submit / wait / cancel, runs of one thread in turn, each fire
+run exactly once by two workers, the queue (procrastinate) on Postgres, graceful shutdown, and a
+worker killed mid-run whose run another worker resumes from its last checkpoint."""
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ponder import Agent
+from ponder.graphs import runs, submit
+from ponder.graphs.runs import RunRecorder
+from ponder.graphs.scheduler import Scheduler, Trigger
+from ponder.graphs.workers import Worker
+from ponder.testing import ScriptedChatModel, tool_calls
+
+TARGETS = textwrap.dedent("""
+    import asyncio, os
+    from langchain_core.tools import tool
+    from ponder import Agent
+    from ponder.testing import ScriptedChatModel, tool_calls
+
+    echo = Agent("echo", ScriptedChatModel(replies=lambda m: f"echo: {m[-1].content}",
+                                           latency=0.02))
+
+    @tool
+    async def slow_step(n: int) -> str:
+        \"\"\"A step that takes a while (the worker is killed during it).\"\"\"
+        with open(os.environ["STEPS_LOG"], "a") as log:
+            log.write(f"{n}\\n")
+        await asyncio.sleep(float(os.environ.get("STEP_S", "0.1")))
+        return f"step {n} done"
+
+    def _steps(messages):
+        done = sum(1 for m in messages if m.type == "tool")
+        if done < 3:
+            return tool_calls(("slow_step", {"n": done + 1}))
+        return "all three steps done"
+
+    steps = Agent("steps", ScriptedChatModel(replies=_steps), tools=[slow_step])
+""")
+
+
+@pytest.fixture
+def targets(tmp_path, monkeypatch) -> str:
+    (tmp_path / "targets.py").write_text(TARGETS)
+    monkeypatch.setenv("STEPS_LOG", str(tmp_path / "steps.log"))
+    return str(tmp_path / "targets.py")
+
+
+async def test_submit_wait_and_cancel(database_url):
+    agent = Agent("echo", ScriptedChatModel(replies=lambda m: f"echo: {m[-1].content}"),
+                  checkpointer=database_url)
+    run_id = await submit(agent, "hello", thread_id="t1", url=database_url, queue=False)
+    async with asyncio.timeout(20):
+        done = await runs.wait(run_id, url=database_url)
+    assert (done["status"], done["output"], done["thread_id"]) == ("success", "echo: hello", "t1")
+    assert (await agent.aget_state("t1")).values["messages"][-1].content == "echo: hello"
+
+    slow = Agent("slow", ScriptedChatModel(replies=["too late"], latency=30),
+                 checkpointer=database_url)
+    run_id = await submit(slow, "take your time", url=database_url, queue=False)
+    async with asyncio.timeout(20):
+        while (await RunRecorder(database_url).record(run_id))["status"] != "running":
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        assert await runs.cancel(run_id, url=database_url) == "running"
+        cancelled = await runs.wait(run_id, url=database_url)
+    assert cancelled["status"] == "cancelled" and time.monotonic() - started < 5
+    await agent.aclose()
+    await slow.aclose()
+
+
+async def test_runs_of_one_thread_go_one_at_a_time(tmp_path):
+    url = f"sqlite:///{tmp_path}/ponder.db"
+    model = ScriptedChatModel(replies=lambda m: f"seen {sum(x.type == 'human' for x in m)}",
+                              latency=0.2)
+    agent = Agent("counter", model, checkpointer=url)
+    ids = [await submit(agent, f"message {i}", thread_id="shared", url=url) for i in range(3)]
+    async with asyncio.timeout(30):
+        done = [await runs.wait(i, url=url) for i in ids]
+    assert [d["output"] for d in done] == ["seen 1", "seen 2", "seen 3"]
+    spans = sorted((d["started_at"], d["ended_at"]) for d in done)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))  # no overlap
+    await agent.aclose()
+
+
+async def run_workers(url: str, count: int, seconds: float, **options) -> None:
+    workers = [Worker(url, poll_s=0.05, **options) for _ in range(count)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await asyncio.sleep(seconds)
+    for w in workers:
+        w.stop()
+    await asyncio.gather(*tasks)
+
+
+async def fired_runs(url: str) -> list[dict]:
+    recorder = RunRecorder(url)
+    try:
+        return [r for r in await recorder.list(10_000) if r["schedule"]]
+    finally:
+        await recorder.aclose()
+
+
+async def test_two_workers_run_each_fire_exactly_once(database_url, targets, monkeypatch):
+    monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
+    scheduler = Scheduler(database_url)
+    for i in range(12):
+        await scheduler.add(f"tick-{i}", f"{targets}:echo", Trigger.every("0.5s"),
+                            input=f"tick {i}", coalesce=False, max_instances=5)
+    await scheduler.aclose()
+    await run_workers(database_url, 2, 3.0)
+    done = await fired_runs(database_url)
+    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
+    assert len(done) >= 12 * 4 and max(fires.values()) == 1  # every fire, once
+    assert {r["status"] for r in done} == {"success"}
+    assert len({r["worker"] for r in done}) == 2  # both took part
+    drift = sorted(r["started_at"] - r["scheduled_for"] for r in done)
+    assert drift[len(drift) // 2] < 0.5
+
+
+async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
+    monkeypatch.setenv("PONDER_DATABASE_URL", postgres_url)
+    scheduler = Scheduler(postgres_url)
+    for i in range(6):
+        await scheduler.add(f"tick-{i}", f"{targets}:echo", Trigger.every("0.5s"),
+                            input=f"tick {i}", coalesce=False, max_instances=5)
+    await scheduler.aclose()
+    queued = await submit(f"{targets}:echo", "queued hello", url=postgres_url)
+    await run_workers(postgres_url, 2, 3.0, queue=True)
+    done = await fired_runs(postgres_url)
+    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
+    assert len(done) >= 6 * 4 and max(fires.values()) == 1
+    assert {r["status"] for r in done} == {"success"}
+    async with asyncio.timeout(5):
+        assert (await runs.wait(queued, url=postgres_url))["output"] == "echo: queued hello"
+
+
+async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
+        database_url, targets, monkeypatch, tmp_path):
+    monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
+    monkeypatch.setenv("STEP_S", "0.6")
+    recorder = RunRecorder(database_url)
+    run_id = await recorder.create(f"{targets}:steps", "do three steps", thread_id="job")
+    first = Worker(database_url, poll_s=0.05, shutdown_grace_s=0.1)
+    task = asyncio.create_task(first.run())
+    log = tmp_path / "steps.log"
+    async with asyncio.timeout(20):
+        while not log.exists():  # the first step has started
+            await asyncio.sleep(0.05)
+        first.stop()
+        await task
+        assert (await recorder.record(run_id))["status"] == "pending"  # handed back
+        await run_workers(database_url, 1, 0.1)  # takes it, finishes it while stopping
+        done = await recorder.wait(run_id)
+    await recorder.aclose()
+    assert done["status"] == "success" and done["output"] == "all three steps done"
+    assert done["attempts"] == 2
+    assert log.read_text().split() == ["1", "1", "2", "3"]  # step 1 was cut; 1-3 once after
+
+
+@pytest.mark.parametrize("queue", [False, True], ids=["embedded", "queue"])
+async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
+        queue, postgres_url, tmp_path, targets, request):
+    url = postgres_url if queue else f"sqlite:///{tmp_path}/ponder.db"
+    env = {**os.environ, "PONDER_DATABASE_URL": url, "STEP_S": "1.0",
+           "STEPS_LOG": str(tmp_path / "steps.log")}
+    recorder = RunRecorder(url)
+    try:
+        scheduler = Scheduler(url)
+        await scheduler.add("job", f"{targets}:steps", Trigger.every("1h"),
+                            input="do three steps", thread="persistent", check=False)
+        fire = await scheduler.run_now("job")
+        await scheduler.aclose()
+        command = [sys.executable, "-m", "ponder.cli", "worker", "--stale", "2"]
+        command += ["--queue"] if queue else []
+        doomed = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        log = tmp_path / "steps.log"
+        async with asyncio.timeout(60):
+            while "2" not in (log.read_text().split() if log.exists() else []):
+                await asyncio.sleep(0.05)  # in step 2: step 1 is checkpointed
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+            rescuer = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+            try:
+                done = await recorder.wait(fire.run_id)
+            finally:
+                rescuer.send_signal(signal.SIGTERM)
+                rescuer.wait()
+        assert done["status"] == "success" and done["output"] == "all three steps done"
+        assert done["attempts"] == 2
+        assert log.read_text().split() == ["1", "2", "2", "3"]  # only step 2 ran again
+    finally:
+        await recorder.aclose()
