@@ -4,8 +4,8 @@ worker killed mid-run whose run another worker resumes from its last checkpoint.
 
 import asyncio
 import collections
+import functools
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +18,7 @@ from ponder.graphs import runs, submit
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler, Trigger
 from ponder.graphs.workers import Worker
-from ponder.testing import ScriptedChatModel, tool_calls
+from ponder.testing import ScriptedChatModel
 
 TARGETS = textwrap.dedent("""
     import asyncio, os
@@ -47,6 +47,15 @@ TARGETS = textwrap.dedent("""
 """)
 
 
+async def eventually(check) -> None:
+    """Wait until ``check()`` (sync or async) holds."""
+    while True:
+        result = check()
+        if await result if asyncio.iscoroutine(result) else result:
+            return
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def targets(tmp_path, monkeypatch) -> str:
     (tmp_path / "targets.py").write_text(TARGETS)
@@ -67,12 +76,17 @@ async def test_submit_wait_and_cancel(database_url):
                  checkpointer=database_url)
     run_id = await submit(slow, "take your time", url=database_url, queue=False)
     async with asyncio.timeout(20):
-        while (await RunRecorder(database_url).record(run_id))["status"] != "running":
-            await asyncio.sleep(0.05)
+        recorder = RunRecorder(database_url)
+
+        async def running() -> bool:
+            return (await recorder.record(run_id))["status"] == "running"
+
+        await eventually(running)
         started = time.monotonic()
         assert await runs.cancel(run_id, url=database_url) == "running"
         cancelled = await runs.wait(run_id, url=database_url)
     assert cancelled["status"] == "cancelled" and time.monotonic() - started < 5
+    await recorder.aclose()
     await agent.aclose()
     await slow.aclose()
 
@@ -152,8 +166,7 @@ async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
     task = asyncio.create_task(first.run())
     log = tmp_path / "steps.log"
     async with asyncio.timeout(20):
-        while not log.exists():  # the first step has started
-            await asyncio.sleep(0.05)
+        await eventually(log.exists)  # the first step has started
         first.stop()
         await task
         assert (await recorder.record(run_id))["status"] == "pending"  # handed back
@@ -180,19 +193,21 @@ async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
         await scheduler.aclose()
         command = [sys.executable, "-m", "ponder.cli", "worker", "--stale", "2"]
         command += ["--queue"] if queue else []
-        doomed = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        start = functools.partial(asyncio.create_subprocess_exec, *command, env=env,
+                                  stderr=subprocess.DEVNULL)
+        doomed = await start()
         log = tmp_path / "steps.log"
         async with asyncio.timeout(60):
-            while "2" not in (log.read_text().split() if log.exists() else []):
-                await asyncio.sleep(0.05)  # in step 2: step 1 is checkpointed
-            doomed.send_signal(signal.SIGKILL)
-            doomed.wait()
-            rescuer = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+            # In step 2, step 1 is checkpointed.
+            await eventually(lambda: log.exists() and "2" in log.read_text().split())
+            doomed.kill()  # SIGKILL: no shutdown, no hand-back
+            await doomed.wait()
+            rescuer = await start()
             try:
                 done = await recorder.wait(fire.run_id)
             finally:
-                rescuer.send_signal(signal.SIGTERM)
-                rescuer.wait()
+                rescuer.terminate()
+                await rescuer.wait()
         assert done["status"] == "success" and done["output"] == "all three steps done"
         assert done["attempts"] == 2
         assert log.read_text().split() == ["1", "2", "2", "3"]  # only step 2 ran again
