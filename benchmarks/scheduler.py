@@ -8,7 +8,8 @@ with a scripted model (0.05 s a call).
 
 - ``fires_expected`` one-off schedules fire within one minute (``--window``), spread evenly.
   ``fires_run``: fires that ran to success; ``duplicates``: runs beyond one per fire;
-  ``missed``: fires that never ran; ``drift_p50_s`` / ``drift_p99_s``: from the fire time to the run's start.
+  ``missed``: fires that never ran; ``drift_p50_s`` / ``drift_p99_s``: from the fire time to
+  the run's start.
 - ``throughput_runs_per_s``: a burst of ``burst`` schedules all due at one instant, from that
   instant to the last run's end.
 - Crash test: ``crash_runs`` runs of an agent that takes three slow tool steps; one worker is
