@@ -333,17 +333,17 @@ def open_queue(url: str, worker: Worker | None = None):
 
 
 async def _apply_schema(app) -> None:
-    """procrastinate's tables, made once (concurrent workers race: the loser sees them)."""
-    import psycopg
-
+    """procrastinate's tables, made once: workers starting together take turns (an advisory
+    lock) and the later ones find them made."""
     async with app.connector.pool.connection() as conn:
-        present = await (await conn.execute(
-            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
-    if not present[0]:
+        await conn.execute("SELECT pg_advisory_lock(7240917)")
         try:
-            await app.schema_manager.apply_schema_async()
-        except psycopg.errors.DuplicateObject:
-            pass
+            made = await (await conn.execute(
+                "SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
+            if not made[0]:
+                await app.schema_manager.apply_schema_async()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(7240917)")
 
 
 async def defer(app, run_id: str, thread_id: str | None) -> None:

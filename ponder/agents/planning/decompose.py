@@ -94,7 +94,7 @@ class Decompose:
         executed: list[dict[str, Any]] = []
         while plan:
             subtask = plan.pop(0)
-            ok, result = await self._run(trace, action, question, subtask, done)
+            ok, result = await self.run_subtask(trace, action, question, subtask, done)
             executed.append({"subtask": subtask, "ok": ok, "result": result})
             if ok:
                 done.append((subtask, result))
@@ -104,19 +104,19 @@ class Decompose:
                 continue
             revisions += 1
             reply = await trace.ask("revise", REVISE_PROMPT.format(
-                question=question, results=_results(done), subtask=subtask, reason=result,
+                question=question, results=results_text(done), subtask=subtask, reason=result,
                 n=self.max_subtasks))
             plan = parse_subtasks(reply.text, self.max_subtasks)
-        final = await trace.ask("synthesize", SYNTHESIS_PROMPT.format(question=question,
-                                                                      results=_results(done)))
+        final = await trace.ask("synthesize", SYNTHESIS_PROMPT.format(
+            question=question, results=results_text(done)))
         return trace.solution(final.text, plan=executed, revisions=revisions)
 
-    async def _run(self, trace: Trace, action: ActionModule, question: str, subtask: str,
-                   done: list[tuple[str, str]]) -> tuple[bool, str]:
+    async def run_subtask(self, trace: Trace, action: ActionModule, question: str,
+                          subtask: str, done: list[tuple[str, str]]) -> tuple[bool, str]:
         """A small tool loop for one subtask: (succeeded, result or reason)."""
         tool_kwargs = trace.model.bind_tools(action.tools).kwargs if action.tools else {}
         messages: list[BaseMessage] = [HumanMessage(STEP_PROMPT.format(
-            question=question, results=_results(done), subtask=subtask))]
+            question=question, results=results_text(done), subtask=subtask))]
         for _ in range(action.max_steps + 1):
             reply: AIMessage = await trace.ask("step", messages, **tool_kwargs)
             messages.append(reply)
@@ -138,5 +138,5 @@ class Decompose:
             f"I could not complete the task: {solution.error}."))]}
 
 
-def _results(done: list[tuple[str, str]]) -> str:
+def results_text(done: list[tuple[str, str]]) -> str:
     return "\n".join(f"- {subtask}: {result}" for subtask, result in done) or "(none yet)"

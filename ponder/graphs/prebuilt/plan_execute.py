@@ -1,0 +1,96 @@
+"""Plan-and-execute as a LangGraph graph, on the decomposition planner.
+
+``plan`` writes subtasks; ``execute`` runs one subtask per step (a small tool loop), so each
+finished subtask is checkpointed; a failed subtask goes to ``revise``, which rewrites the rest
+of the plan (up to ``max_revisions`` times); ``synthesize`` answers from the results.
+
+    graph = plan_and_execute(model, tools=[web_search, calculator])
+    state = await graph.ainvoke({"messages": [("user", "Compare ...")]})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, NotRequired, TypedDict
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
+
+from ponder.agents.action import ActionModule
+from ponder.agents.planning.base import Trace, question_of
+from ponder.agents.planning.decompose import (
+    PLAN_PROMPT,
+    REVISE_PROMPT,
+    SYNTHESIS_PROMPT,
+    Decompose,
+    parse_subtasks,
+    results_text,
+)
+from ponder.models import as_chat_model
+
+
+class PlanExecuteState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+    task: NotRequired[str]
+    plan: NotRequired[list[str]]                   # the subtasks still to do
+    done: NotRequired[list[tuple[str, str]]]       # (subtask, result)
+    failure: NotRequired[tuple[str, str] | None]   # (subtask, reason) awaiting a revision
+    revisions: NotRequired[int]
+
+
+def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Callable[..., Any]]
+                     = (), *, max_subtasks: int = 6, max_revisions: int = 2,
+                     max_tool_steps: int = 5, checkpointer: BaseCheckpointSaver | None = None,
+                     name: str = "plan_and_execute") -> CompiledStateGraph:
+    model = as_chat_model(model)
+    decompose = Decompose(max_subtasks=max_subtasks, max_revisions=max_revisions,
+                          max_tool_steps=max_tool_steps)
+    action = ActionModule(tools, max_steps=max_tool_steps)
+
+    async def plan(state: PlanExecuteState) -> dict[str, Any]:
+        task = question_of(state)
+        reply = await Trace(model).ask("plan", PLAN_PROMPT.format(n=max_subtasks, question=task))
+        return {"task": task, "plan": parse_subtasks(reply.text, max_subtasks), "done": [],
+                "failure": None, "revisions": 0}
+
+    async def execute(state: PlanExecuteState) -> dict[str, Any]:
+        subtask, *rest = state["plan"]
+        ok, result = await decompose.run_subtask(Trace(model), action, state["task"], subtask,
+                                                 state["done"])
+        if ok:
+            return {"plan": rest, "done": [*state["done"], (subtask, result)]}
+        return {"plan": rest, "failure": (subtask, result)}
+
+    async def revise(state: PlanExecuteState) -> dict[str, Any]:
+        subtask, reason = state["failure"]
+        if state["revisions"] >= max_revisions:  # out of revisions: note it, carry on
+            return {"failure": None, "done": [*state["done"], (subtask, f"(failed: {reason})")]}
+        reply = await Trace(model).ask("revise", REVISE_PROMPT.format(
+            question=state["task"], results=results_text(state["done"]), subtask=subtask,
+            reason=reason, n=max_subtasks))
+        return {"failure": None, "revisions": state["revisions"] + 1,
+                "plan": parse_subtasks(reply.text, max_subtasks)}
+
+    async def synthesize(state: PlanExecuteState) -> dict[str, Any]:
+        reply = await Trace(model).ask("synthesize", SYNTHESIS_PROMPT.format(
+            question=state["task"], results=results_text(state["done"])))
+        return {"messages": [AIMessage(reply.text)]}
+
+    async def next_step(state: PlanExecuteState) -> str:
+        if state.get("failure"):
+            return "revise"
+        return "execute" if state.get("plan") else "synthesize"
+
+    builder = StateGraph(PlanExecuteState)
+    for node in (plan, execute, revise, synthesize):
+        builder.add_node(node.__name__, node)
+    builder.add_edge(START, "plan")
+    for node in ("plan", "execute", "revise"):
+        builder.add_conditional_edges(node, next_step, ["execute", "revise", "synthesize"])
+    builder.add_edge("synthesize", END)
+    return builder.compile(checkpointer=checkpointer, name=name)

@@ -1,0 +1,64 @@
+"""Prebuilt graphs, with scripted models: plan-and-execute and DSP-style multi-hop retrieval."""
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from ponder.graphs.prebuilt.plan_execute import plan_and_execute
+from ponder.testing import ScriptedChatModel, tool_calls
+from ponder.tools import calculator
+
+
+def planner_script(messages):
+    prompt = messages[-1].content if isinstance(messages[-1].content, str) else ""
+    if prompt.startswith("Break this task"):
+        return "1. Multiply the tins by the price\n2. Look up the shipping cost"
+    if "This subtask failed" in prompt:
+        return "1. Use the flat shipping rate of 5 dollars"
+    if prompt.startswith("Task:") and "Results of the steps" in prompt:
+        return "Total: 42.40 + 5 = 47.40 dollars."
+    if "Now do this subtask" in prompt:
+        subtask = prompt.rsplit("Now do this subtask, using your tools when they help: ", 1)[1]
+        subtask = subtask.split("\n", 1)[0]
+        if subtask.startswith("Multiply"):
+            return tool_calls(("calculator", {"expression": "3 * 14.1333"}))
+        if subtask.startswith("Look up"):
+            return "FAILED: there is no shipping table"
+        return "Shipping is 5 dollars."
+    if messages[-1].type == "tool":
+        return "42.40"
+    raise AssertionError(f"unexpected prompt: {prompt[:80]!r}")
+
+
+async def test_plan_and_execute_runs_subtasks_revises_after_a_failure_and_synthesises():
+    model = ScriptedChatModel(replies=planner_script)
+    graph = plan_and_execute(model, tools=[calculator], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "order"}}
+    nodes = []
+    async for update in graph.astream({"messages": [("user", "3 tins at 14.13, shipped?")]},
+                                      config, stream_mode="updates"):
+        nodes += list(update)
+    assert nodes == ["plan", "execute", "execute", "revise", "execute", "synthesize"]
+    state = (await graph.aget_state(config)).values
+    assert state["messages"][-1].content == "Total: 42.40 + 5 = 47.40 dollars."
+    assert [tuple(d) for d in state["done"]] == [("Multiply the tins by the price", "42.40"),
+                             ("Use the flat shipping rate of 5 dollars", "Shipping is 5 dollars.")]
+    assert state["revisions"] == 1
+    history = [s async for s in graph.aget_state_history(config)]
+    assert len(history) >= 7  # a checkpoint after every subtask
+
+
+async def test_plan_and_execute_stops_revising_at_the_limit():
+    def script(messages):
+        prompt = messages[-1].content
+        if prompt.startswith("Break this task"):
+            return "1. Do the impossible"
+        if "This subtask failed" in prompt:
+            return "1. Try the impossible again"
+        if "Now do this subtask" in prompt:
+            return "FAILED: impossible"
+        return "I could not do it."
+
+    graph = plan_and_execute(ScriptedChatModel(replies=script), max_revisions=1)
+    state = await graph.ainvoke({"messages": [("user", "do the impossible")]})
+    assert state["revisions"] == 1
+    assert [tuple(d) for d in state["done"]] == [("Try the impossible again", "(failed: impossible)")]
+    assert state["messages"][-1].content == "I could not do it."
