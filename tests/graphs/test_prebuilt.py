@@ -2,8 +2,10 @@
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from ponder.graphs.prebuilt.multihop import multi_hop
 from ponder.graphs.prebuilt.plan_execute import plan_and_execute
-from ponder.testing import ScriptedChatModel, tool_calls
+from ponder.memory.knowledge import Document, KnowledgeBase
+from ponder.testing import HashingEmbeddings, ScriptedChatModel, tool_calls
 from ponder.tools import calculator
 
 
@@ -62,3 +64,35 @@ async def test_plan_and_execute_stops_revising_at_the_limit():
     assert state["revisions"] == 1
     assert [tuple(d) for d in state["done"]] == [("Try the impossible again", "(failed: impossible)")]
     assert state["messages"][-1].content == "I could not do it."
+
+
+async def test_multi_hop_writes_each_query_from_what_earlier_hops_found(tmp_path):
+    kb = KnowledgeBase(f"sqlite:///{tmp_path}/kb.db", embeddings=HashingEmbeddings(),
+                       mode="sparse")
+    await kb.add([Document("Ada Lovelace was born in London in 1815.", "ada"),
+                  Document("London is the capital city of England.", "london"),
+                  Document("Paris is the capital city of France.", "paris")])
+    prompts = []
+
+    def script(messages):
+        prompt = messages[-1].content
+        prompts.append(prompt)
+        if prompt.startswith("Answering this question"):
+            return "Where was Ada Lovelace born?"
+        if "Write the search query for what is still missing" in prompt:
+            if "capital" in prompt.split("Write the search query")[0].split("found:")[1]:
+                return "DONE"
+            return "London is the capital of which country?"
+        return "Ada Lovelace was born in London [1], the capital of England [2]."
+
+    graph = multi_hop(ScriptedChatModel(replies=script), kb, hops=3, k=1)
+    state = await graph.ainvoke({"messages": [("user", "In which country was Ada born?")]})
+    await kb.aclose()
+    assert state["queries"] == ["Where was Ada Lovelace born?",
+                                "London is the capital of which country?"]
+    assert state["passages"] == ["Ada Lovelace was born in London in 1815.",
+                                 "London is the capital city of England."]
+    assert "[1] Ada Lovelace was born in London" in prompts[1]  # hop 2 knows hop 1
+    assert "[2] London is the capital city of England." in prompts[-1]
+    assert state["messages"][-1].content.endswith("the capital of England [2].")
+    assert len(prompts) == 4  # query, query, query (DONE), predict
