@@ -62,7 +62,8 @@ async def test_plan_and_execute_stops_revising_at_the_limit():
     graph = plan_and_execute(ScriptedChatModel(replies=script), max_revisions=1)
     state = await graph.ainvoke({"messages": [("user", "do the impossible")]})
     assert state["revisions"] == 1
-    assert [tuple(d) for d in state["done"]] == [("Try the impossible again", "(failed: impossible)")]
+    failed = [tuple(d) for d in state["done"]]
+    assert failed == [("Try the impossible again", "(failed: impossible)")]
     assert state["messages"][-1].content == "I could not do it."
 
 
