@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import json
 import os
+import re
 import threading
 import time
 import weakref
@@ -708,3 +709,16 @@ def embeddings(
         raise _import_error(provider, exc) from exc
     return ResilientEmbeddings(inner, provider, name, policy or ResiliencePolicy.from_settings(s),
                                options.get("base_url", ""))
+
+
+def json_list(text: str) -> list:
+    """The first JSON list in a model's reply ([] when there is none): models wrap JSON in
+    prose and code fences."""
+    match = re.search(r"\[.*\]", text, re.DOTALL)
+    if not match:
+        return []
+    try:
+        value = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []

@@ -20,9 +20,7 @@ in-process (``memory://``), from the one database URL.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.store.base import BaseStore, Item
 
 from ponder.config import ConfigurationError, Settings
-from ponder.models import chat_model
+from ponder.models import chat_model, json_list
 from ponder.models import embeddings as make_embeddings
 
 ACTIVE, SUPERSEDED = "active", "superseded"
@@ -68,17 +66,6 @@ class MemoryRecord:
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
-
-def _json_list(text: str) -> list:
-    """The first JSON list in a model's reply ([] when there is none)."""
-    match = re.search(r"\[.*\]", text, re.DOTALL)
-    if not match:
-        return []
-    try:
-        value = json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return []
-    return value if isinstance(value, list) else []
 
 
 class LongTermMemory:
@@ -200,7 +187,7 @@ class LongTermMemory:
             HumanMessage(turn),
         ])
         facts = [(str(f["fact"]), float(f.get("importance", 5)))
-                 for f in _json_list(reply.text) if isinstance(f, dict) and f.get("fact")]
+                 for f in json_list(reply.text) if isinstance(f, dict) and f.get("fact")]
         for fact, importance in facts:
             await self.add(user_id, fact, importance=importance)
 
@@ -272,7 +259,7 @@ class LongTermMemory:
             HumanMessage(numbered),
         ])
         insights = []
-        for entry in _json_list(reply.text):
+        for entry in json_list(reply.text):
             if not isinstance(entry, dict) or not entry.get("insight"):
                 continue
             cited = [memories[n - 1].key for n in entry.get("sources", [])

@@ -1,7 +1,12 @@
-"""Prebuilt graphs, with scripted models: plan-and-execute and DSP-style multi-hop retrieval."""
+"""Prebuilt graphs, with scripted models: plan-and-execute, DSP-style multi-hop retrieval, the
+Tree of Clarifications and Self-Instruct."""
+
+import collections
+import json
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from ponder.graphs.prebuilt.clarify import clarification_tree
 from ponder.graphs.prebuilt.multihop import multi_hop
 from ponder.graphs.prebuilt.plan_execute import plan_and_execute
 from ponder.memory.knowledge import Document, KnowledgeBase
@@ -97,3 +102,46 @@ async def test_multi_hop_writes_each_query_from_what_earlier_hops_found(tmp_path
     assert "[2] London is the capital city of England." in prompts[-1]
     assert state["messages"][-1].content.endswith("the capital of England [2].")
     assert len(prompts) == 4  # query, query, query (DONE), predict
+
+
+async def test_clarification_tree_refines_prunes_and_merges(tmp_path):
+    kb = KnowledgeBase(f"sqlite:///{tmp_path}/kb.db", embeddings=HashingEmbeddings(),
+                       mode="sparse")
+    await kb.add([
+        Document("Argentina won the 2022 FIFA World Cup, beating France.", "wc2022"),
+        Document("Spain won the 2010 FIFA World Cup in South Africa.", "wc2010"),
+        Document("England won the 1966 FIFA World Cup at Wembley.", "wc1966"),
+        Document("Australia won the 2023 Cricket World Cup.", "cricket"),
+    ])
+    calls = collections.Counter()
+
+    def script(messages):
+        prompt = messages[-1].content
+        if prompt.startswith("This question is ambiguous"):
+            calls["refine"] += 1
+            if "already narrowed" in prompt:  # level 2: one repeat, one new reading
+                return json.dumps([{"question": "Who won the 2022 FIFA World Cup?",
+                                    "answer": "Argentina"},
+                                   {"question": "Who won the 2022 FIFA World Cup final?",
+                                    "answer": "Argentina"}][:1 if "2010" in prompt else 2])
+            return ("Readings:\n" + json.dumps([
+                {"question": "Who won the 2022 FIFA World Cup?", "answer": "Argentina"},
+                {"question": "Who won the 2010 FIFA World Cup?", "answer": "Spain"},
+                {"question": "Who won the 2023 Cricket World Cup?", "answer": "Australia"}]))
+        if prompt.startswith("Original question"):
+            calls["verify"] += 1
+            return "NO" if "reading: Who won the 2023 Cricket" in prompt else "YES"
+        calls["merge"] += 1
+        return "It depends on the year: Argentina won in 2022 and Spain in 2010."
+
+    graph = clarification_tree(ScriptedChatModel(replies=script), kb, depth=2, k=2)
+    state = await graph.ainvoke({"messages": [("user", "Who won the World Cup?")]})
+    await kb.aclose()
+    questions = [(r["question"], r["depth"]) for r in state["readings"]]
+    assert questions == [("Who won the 2022 FIFA World Cup?", 1),
+                         ("Who won the 2010 FIFA World Cup?", 1),
+                         ("Who won the 2022 FIFA World Cup final?", 2)]
+    # Level 1: one refinement, three checks (cricket pruned). Level 2: the two survivors are
+    # refined; the repeated reading is dropped before checking, the new one checked once.
+    assert calls == {"refine": 3, "verify": 4, "merge": 1}
+    assert state["messages"][-1].content.startswith("It depends on the year")

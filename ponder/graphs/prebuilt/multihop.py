@@ -22,6 +22,7 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
 from ponder.agents.planning.base import Trace, question_of
+from ponder.graphs.prebuilt.passages import numbered, search
 from ponder.memory.knowledge import KnowledgeBase
 from ponder.models import as_chat_model
 
@@ -62,17 +63,12 @@ def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriev
         raise ValueError(f"hops must be at least 1, got {hops}")
     model = as_chat_model(model)
 
-    async def search(query: str) -> list[str]:
-        if isinstance(retriever, KnowledgeBase):
-            return [hit.chunk.text for hit in await retriever.retrieve(query, k)]
-        return [document.page_content for document in await retriever.ainvoke(query)][:k]
-
     async def query(state: MultiHopState) -> dict[str, Any]:
         question = question_of(state)
         fresh = state.get("question") != question  # a new turn of the thread starts over
         queries = [] if fresh else state.get("queries", [])
         passages = [] if fresh else state.get("passages", [])
-        prompt = (NEXT_QUERY_PROMPT.format(question=question, context=_numbered(passages))
+        prompt = (NEXT_QUERY_PROMPT.format(question=question, context=numbered(passages))
                   if queries else FIRST_QUERY_PROMPT.format(question=question))
         reply = (await Trace(model).ask("query", prompt)).text.strip().strip('"')
         done = bool(queries) and (not reply or reply.upper().startswith("DONE"))
@@ -80,13 +76,13 @@ def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriev
                 "queries": queries if done else [*queries, reply or question]}
 
     async def retrieve(state: MultiHopState) -> dict[str, Any]:
-        found = await search(state["queries"][-1])
+        found = await search(retriever, state["queries"][-1], k)
         passages = state["passages"]
         return {"passages": passages + [p for p in dict.fromkeys(found) if p not in passages]}
 
     async def predict(state: MultiHopState) -> dict[str, Any]:
         reply = await Trace(model).ask("predict", PREDICT_PROMPT.format(
-            context=_numbered(state["passages"]), question=state["question"]))
+            context=numbered(state["passages"]), question=state["question"]))
         return {"messages": [AIMessage(reply.text)]}
 
     async def after_query(state: MultiHopState) -> str:
@@ -103,7 +99,3 @@ def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriev
     builder.add_conditional_edges("retrieve", after_retrieve, ["query", "predict"])
     builder.add_edge("predict", END)
     return builder.compile(checkpointer=checkpointer, name=name)
-
-
-def _numbered(passages: list[str]) -> str:
-    return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(nothing yet)"
