@@ -4,11 +4,14 @@ Tree of Clarifications and Self-Instruct."""
 import collections
 import json
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from ponder.config import ConfigurationError
 from ponder.graphs.prebuilt.clarify import clarification_tree
 from ponder.graphs.prebuilt.multihop import multi_hop
 from ponder.graphs.prebuilt.plan_execute import plan_and_execute
+from ponder.graphs.prebuilt.self_instruct import self_instruct
 from ponder.memory.knowledge import Document, KnowledgeBase
 from ponder.testing import HashingEmbeddings, ScriptedChatModel, tool_calls
 from ponder.tools import calculator
@@ -145,3 +148,63 @@ async def test_clarification_tree_refines_prunes_and_merges(tmp_path):
     # refined; the repeated reading is dropped before checking, the new one checked once.
     assert calls == {"refine": 3, "verify": 4, "merge": 1}
     assert state["messages"][-1].content.startswith("It depends on the year")
+
+
+SEEDS = [
+    {"instruction": "Is the sentiment of this review positive or negative?",
+     "is_classification": True,
+     "instances": [{"input": "I loved it.", "output": "positive"}]},
+    {"instruction": "Write a haiku about the given season.", "is_classification": False,
+     "instances": [{"input": "autumn", "output": "Leaves fall..."}]},
+    {"instruction": "Give three tips for staying healthy.", "is_classification": False,
+     "instances": [{"input": "", "output": "Eat well, sleep, move."}]},
+]
+
+
+def self_instruct_script(messages):
+    prompt = messages[-1].content
+    if prompt.startswith("Come up with a series of tasks"):
+        return ("Is the sentiment of this movie review positive or negative?\n"  # near a seed
+                "5. Describe the picture in the given image.\n"  # not for a text model
+                "6. Hi there\n"  # too short
+                "7. Classify the animal as a mammal, bird or fish.\n"
+                "8. Summarise the given paragraph in one sentence.")
+    if prompt.startswith("Can the following task"):
+        return "Yes" if "Classify" in prompt else "No"
+    if prompt.startswith("Given the classification task"):
+        return ("Class label: mammal\nInput: dog\n\nClass label: bird\nInput: eagle\n\n"
+                "Class label: fish\nInput: salmon")
+    if prompt.startswith("Come up with examples"):
+        return ("Example 1\nInput: The cat sat on the mat all day long.\n"
+                "Output: A cat rested.\nExample 2\nInput: <noinput>\nOutput: Nothing.")
+    raise AssertionError(prompt[:60])
+
+
+async def test_self_instruct_filters_and_writes_a_jsonl_data_set(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join(json.dumps(s) for s in SEEDS) + "\n")
+    output = tmp_path / "generated.jsonl"
+    graph = self_instruct(ScriptedChatModel(replies=self_instruct_script), seeds, output,
+                          target=5, max_rounds=3)
+    state = await graph.ainvoke({})
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert written == state["generated"]
+    # Round 1 accepts two; later rounds propose the same and are filtered as repeats.
+    assert [t["instruction"] for t in written] == [
+        "Classify the animal as a mammal, bird or fish.",
+        "Summarise the given paragraph in one sentence."]
+    assert state["rounds"] == 3
+    classify, summarise = written
+    assert classify["is_classification"] and classify["instances"] == [
+        {"input": "dog", "output": "mammal"}, {"input": "eagle", "output": "bird"},
+        {"input": "salmon", "output": "fish"}]
+    assert not summarise["is_classification"] and summarise["instances"] == [
+        {"input": "The cat sat on the mat all day long.", "output": "A cat rested."},
+        {"input": "", "output": "Nothing."}]
+
+
+def test_bad_seed_files_say_which_line(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps(SEEDS[0]) + "\n{oops\n")
+    with pytest.raises(ConfigurationError, match="seeds.jsonl, line 2: not a seed task"):
+        self_instruct(ScriptedChatModel(replies=[]), seeds, tmp_path / "out.jsonl")
