@@ -253,6 +253,10 @@ class RunRecorder(Tables):
                     {"run_id": run_id, **{k: getattr(s, k) for k in (
                         "seq", "parent", "kind", "name", "started_at", "latency_s",
                         "input_tokens", "output_tokens", "error")}} for s in trace.spans])
+            if _otel_configured():
+                run = (await conn.execute(select(runs_table).where(
+                    runs_table.c.id == run_id))).first()
+                export_spans(dict(run._mapping), trace.spans if trace else [])
         return True
 
     # -- claims, for workers -------------------------------------------------------------------
@@ -376,6 +380,49 @@ class RunRecorder(Tables):
             steps = await conn.execute(select(steps_table).where(
                 steps_table.c.run_id == run_id).order_by(steps_table.c.seq))
             return run, [dict(s._mapping) for s in steps]
+
+
+def _otel_configured() -> bool:
+    """Whether the application set up an OpenTelemetry SDK (and so, an exporter)."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return False
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
+    """A finished run as OpenTelemetry spans: one for the run, one per step beneath it (with
+    their real start and end times), to the exporter the application configured."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    def ns(seconds: float) -> int:
+        return int(seconds * 1e9)
+
+    tracer = trace.get_tracer("ponder")
+    root = tracer.start_span(f"run {run['target']}", start_time=ns(
+        run["started_at"] or run["created_at"]), attributes={
+        "ponder.run.id": run["id"], "ponder.run.status": run["status"],
+        "ponder.run.target": run["target"], "ponder.thread.id": run["thread_id"] or ""})
+    opened = {}
+    for step in spans:
+        parent = opened.get(step.parent, root)
+        span = tracer.start_span(f"{step.kind} {step.name}", trace.set_span_in_context(parent),
+                                 start_time=ns(step.started_at), attributes={
+                                     "ponder.step.kind": step.kind,
+                                     "ponder.step.name": step.name})
+        if step.input_tokens is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", step.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", step.output_tokens or 0)
+        if step.error:
+            span.set_status(Status(StatusCode.ERROR, step.error))
+        opened[step.seq] = span
+    for step in spans:
+        opened[step.seq].end(end_time=ns(step.started_at + (step.latency_s or 0)))
+    if run["error"]:
+        root.set_status(Status(StatusCode.ERROR, run["error"]))
+    root.end(end_time=ns(run["ended_at"]))
 
 
 async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:

@@ -87,3 +87,32 @@ def test_ponder_run_is_recorded_and_shown(tmp_path):
         assert expected in shown.stdout
     missing = ponder("runs", "show", "run_nope")
     assert missing.returncode == 2 and "no run has the id" in missing.stderr
+
+
+async def test_runs_are_exported_as_opentelemetry_spans(recorder):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the first test in this process to need one
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = ScriptedChatModel(replies=[tool_calls(("calculator", {"expression": "6*7"})), "42"])
+    agent = Agent("calc", model, tools=[calculator], checkpointer=False)
+    state = await recorder.run("calc", agent, "6 times 7?", thread_id="t1")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"run calc", "node act", "model scripted", "node tools",
+                          "tool calculator"}
+    root = spans["run calc"]
+    assert root.attributes["ponder.run.id"] == state["run_id"]
+    assert root.attributes["ponder.run.status"] == "success"
+    assert spans["node tools"].parent.span_id == root.context.span_id
+    assert spans["tool calculator"].parent.span_id == spans["node tools"].context.span_id
+    assert spans["model scripted"].attributes["gen_ai.usage.input_tokens"] > 0
+    assert all(root.start_time <= s.start_time <= s.end_time <= root.end_time
+               for s in spans.values())
+    exporter.shutdown()
