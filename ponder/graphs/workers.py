@@ -117,16 +117,19 @@ class Worker:
             log.exception("worker %s: tick failed", self.id)
 
     async def _requeue(self) -> None:
-        """Queue mode: runs that are pending without a job (a fire claimed by a worker that
-        died before queueing it; ``run-now``; a run handed back) are queued; every
+        """Queue mode: runs without a live job are queued: pending ones (a fire claimed by a
+        worker that died before queueing it; ``run-now``; a run handed back) and ones whose
+        worker stopped sending heartbeats after their job gave up on them; every
         ``stale_s / 2``, jobs of workers that stopped sending heartbeats go back to the
         queue."""
         engine = await self.scheduler.engine()
         async with engine.connect() as conn:
             orphans = (await conn.exec_driver_sql(
-                "SELECT id, thread_id FROM ponder_runs r WHERE status = 'pending' AND NOT "
-                "EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.queueing_lock = r.id AND "
-                "j.status IN ('todo', 'doing')) LIMIT 1000")).all()
+                "SELECT id, thread_id FROM ponder_runs r WHERE (status = 'pending' OR "
+                "(status = 'running' AND heartbeat_at < %(stale)s)) AND NOT EXISTS (SELECT 1 "
+                "FROM procrastinate_jobs j WHERE j.queueing_lock = r.id AND j.status IN "
+                "('todo', 'doing')) LIMIT 1000",
+                {"stale": time.time() - self.stale_s})).all()
         for run_id, thread_id in orphans:
             await defer(self._app, run_id, thread_id)
         if time.monotonic() - self._requeued_at < self.stale_s / 2:
@@ -326,7 +329,9 @@ def open_queue(url: str, worker: Worker | None = None):
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
     if worker is not None:
         @app.task(name=TASK, retry=procrastinate.RetryStrategy(
-            max_attempts=20, exponential_wait=0.5, retry_exceptions={RunBusy}))
+            # A busy run is tried again 1, 2, 3... s later: its holder's heartbeat goes stale
+            # within stale_s if it died.
+            max_attempts=30, linear_wait=1, retry_exceptions={RunBusy}))
         async def run(run_id: str) -> None:
             await worker.execute_queued(run_id)
     return app
