@@ -28,7 +28,7 @@ from typing import Any
 
 from langgraph.pregel import Pregel
 
-from ponder.agents.agent import Agent
+from ponder.agents.agent import Agent, final_text
 from ponder.config import ConfigurationError, Settings
 from ponder.graphs.runs import RunRecorder, Trace
 from ponder.graphs.scheduler import Scheduler
@@ -72,6 +72,7 @@ class Worker:
         self._app = None
         self._beating: asyncio.Task | None = None
         self._requeued_at = 0.0
+        self._task: asyncio.Task | None = None  # run(), when used as a context manager
 
     # -- running ---------------------------------------------------------------------------
 
@@ -251,8 +252,6 @@ class Worker:
 
     async def _finish(self, run_id: str, status: str, trace: Trace, *,
                       error: str | None = None, state: dict | None = None) -> None:
-        from ponder.agents.agent import final_text
-
         kept = await asyncio.shield(self.scheduler.finish(
             run_id, status, error=error, trace=trace, worker=self.id,
             output=final_text(state) if state else None))

@@ -18,8 +18,8 @@ from ponder.tools import calculator
 
 
 @pytest.fixture
-async def recorder(tmp_path):
-    store = RunRecorder(f"sqlite:///{tmp_path}/runs.db")
+async def recorder(database_url):
+    store = RunRecorder(database_url)
     yield store
     await store.aclose()
 

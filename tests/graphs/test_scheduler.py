@@ -175,3 +175,35 @@ async def test_pause_resume_remove_run_now_and_next_fires(scheduler, target):
     assert await scheduler.schedules() == []
     with pytest.raises(ScheduleError, match="no schedule"):
         await scheduler.pause("hourly")
+
+
+def test_schedule_commands_and_their_mistakes(target, tmp_path):
+    from tests.test_cli import ponder
+
+    env = {"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+    added = ponder("schedule", "add", "nightly", "--target", target, "--cron", "30 2 * * *",
+                   "--tz", "Europe/Berlin", "--input", '"Summarise yesterday"', env=env)
+    assert added.returncode == 0, added.stderr
+    assert "added nightly: cron 30 2 * * * (Europe/Berlin)" in added.stdout
+    mistakes = {
+        ("--cron", "61 * * * *"): "not a cron expression",
+        ("--cron", "0 9 * * *", "--tz", "Mars/Olympus"): "not a time zone",
+        ("--every", "5m", "--input", "{oops"): "--input is not JSON",
+        ("--every", "5m", "--at", "2030-01-01T00:00"): "exactly one of",
+    }
+    for options, message in mistakes.items():
+        failed = ponder("schedule", "add", "broken", "--target", target, *options, env=env)
+        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
+    unknown = ponder("schedule", "add", "ghost", "--target", "no_such_module:agent",
+                     "--every", "5m", "--input", '"hi"', env=env)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    listed = ponder("schedule", "list", env=env)
+    assert "nightly" in listed.stdout and "broken" not in listed.stdout
+    assert "ghost" not in listed.stdout
+    for command in ("pause", "resume", "run-now", "remove"):
+        done = ponder("schedule", command, "nightly", env=env)
+        assert done.returncode == 0, done.stderr
+    assert "nightly" not in ponder("schedule", "list", env=env).stdout
+    missing = ponder("schedule", "pause", "nightly", env=env)
+    assert missing.returncode == 2 and "no schedule is named 'nightly'" in missing.stderr
