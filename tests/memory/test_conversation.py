@@ -112,6 +112,28 @@ async def test_memory_writes_do_not_delay_the_reply_and_are_flushed_on_close(dat
     assert [m.text for m in await memory.list("ada")] == ["The user said: My name is Ada."]
 
 
+async def test_memory_costs_a_reply_less_than_a_tenth(database_url):
+    async def median_reply_s(agent: Agent) -> float:
+        times = []
+        for i in range(7):
+            started = time.perf_counter()
+            await agent.aask(f"I like tea number {i}.", thread_id=f"t{i % 2}", user_id="ada")
+            times.append(time.perf_counter() - started)
+        await agent.aclose()
+        return sorted(times)[len(times) // 2]
+
+    def model():
+        return ScriptedChatModel(replies=lambda m: "Noted.", latency=0.2)
+
+    bare = await median_reply_s(Agent("helper", model(), checkpointer=database_url))
+    memory = LongTermMemory(database_url, model=_extracting_model(latency=0.2),
+                            embeddings=HashingEmbeddings())
+    remembering = await median_reply_s(Agent(
+        "helper", model(), memory=memory, checkpointer=database_url,
+        conversation=ConversationMemory(max_tokens=500)))
+    assert remembering / bare < 1.10, (bare, remembering)
+
+
 async def test_concurrent_users_never_see_each_others_memories(database_url):
     memory = LongTermMemory(database_url, model=_extracting_model(0.01),
                             embeddings=HashingEmbeddings(), similarity=1.1, k=10)
