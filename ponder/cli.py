@@ -169,20 +169,24 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    schedules: bool = typer.Option(False, "--schedules", help="Also fire due schedules and "
+                                   "execute background runs, as ponder worker does."),
 ) -> None:
     """Serve agents over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
     import os
 
     import uvicorn
 
-    from ponder.server.app import SERVE_TARGETS_ENV, create_app
+    from ponder.server.app import SERVE_SCHEDULES_ENV, SERVE_TARGETS_ENV, create_app
 
-    app = create_app([load_target(t) for t in targets])  # errors show before serving
+    # Errors show before serving.
+    app = create_app([load_target(t) for t in targets], run_schedules=schedules)
     console.print(f"serving {', '.join(app.state.served)} on http://{host}:{port}/v1")
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     else:
         os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
+        os.environ[SERVE_SCHEDULES_ENV] = "1" if schedules else ""
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="warning")
 

@@ -23,19 +23,22 @@ from ponder.server.security import BodySizeLimit, Guard
 from ponder.server.threads import ThreadStore
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
+SERVE_SCHEDULES_ENV = "PONDER_SERVE_SCHEDULES"
 STATIC = Path(__file__).parent / "static"
 
 
 def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
-               concurrent_runs: str = "reject") -> FastAPI:
+               concurrent_runs: str = "reject", run_schedules: bool = False) -> FastAPI:
     """An ASGI app serving ``agents`` (Agents, or compiled LangGraph graphs with a ``messages``
     state) under their names; mount it in your own app, or run it.
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
     separated) may call from browsers. ``concurrent_runs``: a second run on a busy thread is
-    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``).
+    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``). ``run_schedules``: the
+    app is also an embedded worker (``ponder worker``): it fires due schedules and executes
+    background runs of the same database.
     """
     if concurrent_runs not in ("reject", "enqueue"):
         raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
@@ -56,7 +59,13 @@ def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
+        if run_schedules:
+            from ponder.graphs.workers import Worker
+
+            async with Worker(keys.url):
+                yield
+        else:
+            yield
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()
         await keys.aclose()
@@ -100,4 +109,5 @@ def app_from_env() -> FastAPI:
     refs = [r for r in os.environ.get(SERVE_TARGETS_ENV, "").split(",") if r]
     if not refs:
         raise ConfigurationError(f"{SERVE_TARGETS_ENV} names no target")
-    return create_app([load_target(ref) for ref in refs])
+    return create_app([load_target(ref) for ref in refs],
+                      run_schedules=os.environ.get(SERVE_SCHEDULES_ENV) == "1")

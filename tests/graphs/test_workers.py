@@ -213,3 +213,19 @@ async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
         assert log.read_text().split() == ["1", "2", "2", "3"]  # only step 2 ran again
     finally:
         await recorder.aclose()
+
+
+async def test_the_server_can_be_the_embedded_worker(tmp_path, targets, monkeypatch):
+    from ponder.server.app import create_app
+    from ponder.testing.background import BackgroundServer
+
+    url = f"sqlite:///{tmp_path}/ponder.db"
+    monkeypatch.setenv("PONDER_DATABASE_URL", url)
+    scheduler = Scheduler(url)
+    await scheduler.add("tick", f"{targets}:echo", Trigger.every("0.3s"), input="tick")
+    await scheduler.aclose()
+    echo = Agent("echo", ScriptedChatModel(replies=["hi"]), checkpointer=url)
+    async with BackgroundServer(create_app([echo], database_url=url, run_schedules=True)):
+        await asyncio.sleep(1.5)
+    done = await fired_runs(url)
+    assert len(done) >= 3 and {r["output"] for r in done} == {"echo: tick"}
