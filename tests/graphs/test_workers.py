@@ -122,18 +122,27 @@ async def fired_runs(url: str) -> list[dict]:
         await recorder.aclose()
 
 
+async def add_ticks(url: str, target: str, count: int) -> None:
+    """``count`` schedules firing every half second."""
+    scheduler = Scheduler(url)
+    for i in range(count):
+        await scheduler.add(f"tick-{i}", target, Trigger.every("0.5s"), input=f"tick {i}",
+                            coalesce=False, max_instances=5)
+    await scheduler.aclose()
+
+
+def assert_each_fire_ran_once(done: list[dict], at_least: int) -> None:
+    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
+    assert len(done) >= at_least and max(fires.values()) == 1
+    assert {r["status"] for r in done} == {"success"}
+
+
 async def test_two_workers_run_each_fire_exactly_once(database_url, targets, monkeypatch):
     monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
-    scheduler = Scheduler(database_url)
-    for i in range(12):
-        await scheduler.add(f"tick-{i}", f"{targets}:echo", Trigger.every("0.5s"),
-                            input=f"tick {i}", coalesce=False, max_instances=5)
-    await scheduler.aclose()
+    await add_ticks(database_url, f"{targets}:echo", 12)
     await run_workers(database_url, 2, 3.0)
     done = await fired_runs(database_url)
-    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
-    assert len(done) >= 12 * 4 and max(fires.values()) == 1  # every fire, once
-    assert {r["status"] for r in done} == {"success"}
+    assert_each_fire_ran_once(done, 12 * 4)
     assert len({r["worker"] for r in done}) == 2  # both took part
     drift = sorted(r["started_at"] - r["scheduled_for"] for r in done)
     assert drift[len(drift) // 2] < 0.5
@@ -141,17 +150,10 @@ async def test_two_workers_run_each_fire_exactly_once(database_url, targets, mon
 
 async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
     monkeypatch.setenv("PONDER_DATABASE_URL", postgres_url)
-    scheduler = Scheduler(postgres_url)
-    for i in range(6):
-        await scheduler.add(f"tick-{i}", f"{targets}:echo", Trigger.every("0.5s"),
-                            input=f"tick {i}", coalesce=False, max_instances=5)
-    await scheduler.aclose()
+    await add_ticks(postgres_url, f"{targets}:echo", 6)
     queued = await submit(f"{targets}:echo", "queued hello", url=postgres_url)
     await run_workers(postgres_url, 2, 3.0, queue=True)
-    done = await fired_runs(postgres_url)
-    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
-    assert len(done) >= 6 * 4 and max(fires.values()) == 1
-    assert {r["status"] for r in done} == {"success"}
+    assert_each_fire_ran_once(await fired_runs(postgres_url), 6 * 4)
     async with asyncio.timeout(5):
         assert (await runs.wait(queued, url=postgres_url))["output"] == "echo: queued hello"
 
