@@ -59,6 +59,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
         self._lock = threading.Lock()
         self._readers = threading.local()  # a reader per worker thread: searches run in parallel
         self._reader_connections: list[Any] = []
+        # Reads under way: closing waits for them (a cancelled search's thread still runs).
+        self._reading = 0
+        self._no_reads = threading.Condition(self._lock)
         self._dimensions: int | None = None
 
     async def _run(self, work: Callable[[Any], T]) -> T:
@@ -78,12 +81,18 @@ class SqliteKnowledgeStore(KnowledgeStore):
             return await self._run(work)  # a private in-memory database; or tables to create
 
         def on_reader() -> T:
-            conn = getattr(self._readers, "conn", None)
-            if conn is None:
-                conn = self._readers.conn = connect(self.path)
-                with self._lock:
+            with self._lock:
+                conn = getattr(self._readers, "conn", None)
+                if conn is None:
+                    conn = self._readers.conn = connect(self.path)
                     self._reader_connections.append(conn)
-            return work(conn)
+                self._reading += 1
+            try:
+                return work(conn)
+            finally:
+                with self._lock:
+                    self._reading -= 1
+                    self._no_reads.notify_all()
 
         return await asyncio.to_thread(on_reader)
 
@@ -347,7 +356,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "fields": sorted(await self.fields())}
 
     async def aclose(self) -> None:
-        def close(conn: Any) -> None:
+        def close(conn: Any) -> None:  # holding the lock: no new read starts
+            self._no_reads.wait_for(lambda: self._reading == 0)
             for reader in self._reader_connections:
                 reader.close()
             self._reader_connections.clear()
