@@ -94,17 +94,23 @@ def run(
 
 async def _invoke(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
                   ) -> dict[str, Any]:
-    if isinstance(runnable, Agent):  # recorded: ponder runs list / show
-        from ponder.graphs.runs import RunRecorder
+    """One recorded turn (ponder runs list / show)."""
+    from ponder.graphs.runs import RunRecorder
 
-        recorder = RunRecorder()
-        try:
+    recorder = RunRecorder()
+    try:
+        if isinstance(runnable, Agent):
             return await recorder.run(runnable.name, runnable, text, thread_id=thread_id,
                                       user_id=user)
-        finally:
-            await recorder.aclose()
-    config = {"configurable": {"thread_id": thread_id, "user_id": user}}
-    return await runnable.ainvoke({"messages": [("user", text)]}, config)
+        name = runnable.name or "graph"
+        async with recorder.recording(name, text, thread_id, user) as (run_id, trace, finish):
+            config = {"configurable": {"thread_id": thread_id, "user_id": user},
+                      "callbacks": [trace]}
+            state = await runnable.ainvoke({"messages": [("user", text)]}, config)
+            finish("interrupted" if state.get("__interrupt__") else "success", state)
+            return state
+    finally:
+        await recorder.aclose()
 
 
 @app.command()

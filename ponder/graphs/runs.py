@@ -428,11 +428,17 @@ def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
 async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:
     """Wait for a run (from ``ponder.graphs.submit``) to finish; its record. Bound the wait
     with ``asyncio.timeout``."""
+    from ponder.graphs.workers import local_task
+
     recorder = RunRecorder(url)
     try:
-        return await recorder.wait(run_id)
+        record = await recorder.wait(run_id)
     finally:
         await recorder.aclose()
+    task = local_task(run_id)
+    if task is not None:  # running here: let it finish closing what it opened
+        await asyncio.wait([task])
+    return record
 
 
 async def cancel(run_id: str, *, url: str | None = None) -> str:

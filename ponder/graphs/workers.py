@@ -155,6 +155,8 @@ class Worker:
     async def _heartbeats(self, forever: bool) -> None:
         while forever or self._running:
             await asyncio.sleep(self.heartbeat_s)
+            if not (forever or self._running):
+                return  # the last run ended while we slept (and may have closed the engine)
             try:
                 for run_id in await self.scheduler.heartbeat(self.id):
                     task = self._running.get(run_id)
@@ -204,6 +206,21 @@ class Worker:
             await self.execute(record)
         finally:
             self._running.pop(run_id, None)
+
+    async def run_local(self, run_id: str, target: Agent | Pregel) -> str | None:
+        """A run ``submit`` started here. The last one to end closes what the worker opened
+        (its database engine, the agents it loaded): an open SQLite connection's thread
+        would keep the process from exiting. Everything reopens on the next submit."""
+        try:
+            return await self.execute_when_free(run_id, target)
+        finally:
+            self._running.pop(run_id, None)
+            if not self._running:
+                for loaded in self._targets.values():
+                    if isinstance(loaded, Agent):
+                        await loaded.aclose()
+                self._targets.clear()
+                await self.scheduler.aclose()
 
     async def execute_when_free(self, run_id: str, target: Agent | Pregel) -> str | None:
         """Claim the run as soon as its thread is free (runs of one thread go one at a time),
@@ -363,7 +380,7 @@ async def defer(app, run_id: str, thread_id: str | None) -> None:
 
 # -- background runs from Python -------------------------------------------------------------
 
-_local: dict[int, Worker] = {}
+_local: dict[tuple[int, str], Worker] = {}  # per event loop and database
 
 
 async def submit(target: str | Agent | Pregel, input: Any = None, *,
@@ -401,17 +418,23 @@ async def submit(target: str | Agent | Pregel, input: Any = None, *,
     runnable = worker._load(target) if isinstance(target, str) else target
     run_id = await worker.scheduler.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
                                            user_id=user_id)
-    task = asyncio.create_task(worker.execute_when_free(run_id, runnable))
-    worker._running[run_id] = task
-    task.add_done_callback(lambda _: worker._running.pop(run_id, None))
+    worker._running[run_id] = asyncio.create_task(worker.run_local(run_id, runnable))
     worker.ensure_heartbeats()
     return run_id
 
 
 def _local_worker(url: str) -> Worker:
     """This event loop's in-process executor for ``url`` (it fires no schedules)."""
-    key = id(asyncio.get_running_loop())
-    worker = _local.get(key)
-    if worker is None or worker.url != url:
-        worker = _local[key] = Worker(url, schedules=False)
-    return worker
+    key = (id(asyncio.get_running_loop()), url)
+    if key not in _local:
+        _local[key] = Worker(url, schedules=False)
+    return _local[key]
+
+
+def local_task(run_id: str) -> asyncio.Task | None:
+    """The task executing ``run_id`` in this process (from ``submit``), if any."""
+    loop = id(asyncio.get_running_loop())
+    for (worker_loop, _), worker in _local.items():
+        if worker_loop == loop and run_id in worker._running:
+            return worker._running[run_id]
+    return None

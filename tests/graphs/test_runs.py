@@ -1,5 +1,6 @@
 """Run records and traces: what ran, how it ended, what it cost, step by step."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -62,7 +63,7 @@ async def test_failed_and_interrupted_runs_are_recorded(recorder):
     assert await recorder.get("run_nope") is None
 
 
-def test_ponder_run_is_recorded_and_shown(tmp_path):
+def test_ponder_run_is_recorded_and_shown(tmp_path):  # agents and graphs alike
     (tmp_path / "bot.py").write_text(textwrap.dedent("""
         from ponder import Agent
         from ponder.testing import ScriptedChatModel, tool_calls
@@ -70,6 +71,15 @@ def test_ponder_run_is_recorded_and_shown(tmp_path):
         bot = Agent("bot", ScriptedChatModel(replies=[
             tool_calls(("calculator", {"expression": "1+1"})), "2"]), tools=[calculator],
             checkpointer=False)
+
+        from langchain_core.messages import AIMessage
+        from langgraph.graph import START, MessagesState, StateGraph
+        async def reply(state):
+            return {"messages": [AIMessage("graph says hi")]}
+        builder = StateGraph(MessagesState)
+        builder.add_node("reply", reply)
+        builder.add_edge(START, "reply")
+        greeter = builder.compile(name="greeter")
     """))
     env = {**os.environ, "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
 
@@ -85,6 +95,18 @@ def test_ponder_run_is_recorded_and_shown(tmp_path):
     assert shown.returncode == 0
     for expected in ("node act", "model scripted", "tool calculator", "node tools"):
         assert expected in shown.stdout
+    assert ponder("run", f"{tmp_path}/bot.py:greeter", "hi").stdout.strip() == "graph says hi"
+
+    async def latest() -> dict:
+        recorder = RunRecorder(env["PONDER_DATABASE_URL"])
+        try:
+            return (await recorder.list(1))[0]
+        finally:
+            await recorder.aclose()
+
+    graph_run = asyncio.run(latest())
+    assert (graph_run["target"], graph_run["status"]) == ("greeter", "success")
+    assert graph_run["output"] == "graph says hi"
     missing = ponder("runs", "show", "run_nope")
     assert missing.returncode == 2 and "no run has the id" in missing.stderr
 
