@@ -129,6 +129,9 @@ def chat(
 
 
 async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str | None) -> None:
+    from ponder.graphs.runs import RunRecorder
+
+    recorder = RunRecorder()  # each turn is a recorded run: ponder runs list / show
     try:
         while True:
             try:
@@ -141,22 +144,28 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
             if not text.strip():
                 continue
             console.print(f"[bold green]{escape(name)} ›[/] ", end="")
-            await _stream_turn(runnable, text, thread_id, user)
+            async with recorder.recording(name, text, thread_id, user) as (_, trace, finish):
+                reply = await _stream_turn(runnable, text, thread_id, user, trace)
+                finish("success", {"messages": [AIMessage(reply)]})
             console.print()
     finally:
+        await recorder.aclose()
         if isinstance(runnable, Agent):
             await runnable.aclose()
 
 
-async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
-                       ) -> None:
-    """Print tokens as they come, and each tool call and result on a line of its own."""
+async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None,
+                       trace: Any) -> str:
+    """Print tokens as they come, and each tool call and result on a line of its own; the
+    text of the reply."""
     if isinstance(runnable, Agent):
         events = runnable.astream(text, thread_id=thread_id, user_id=user,
-                                  stream_mode="messages")
+                                  stream_mode="messages", config={"callbacks": [trace]})
     else:
-        config = {"configurable": {"thread_id": thread_id, "user_id": user}}
+        config = {"configurable": {"thread_id": thread_id, "user_id": user},
+                  "callbacks": [trace]}
         events = runnable.astream({"messages": [("user", text)]}, config, stream_mode="messages")
+    reply = []
     async for chunk, _meta in events:
         if isinstance(chunk, ToolMessage):
             console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
@@ -167,6 +176,8 @@ async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user
                     console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
             if isinstance(chunk.content, str) and chunk.content:
                 console.print(escape(chunk.content), end="", soft_wrap=True)
+                reply.append(chunk.content)
+    return "".join(reply)
 
 
 @app.command()

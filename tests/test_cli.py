@@ -80,6 +80,8 @@ def test_chat_streams_replies(spec, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Hello there, sailor." in done.stdout and "Goodbye." in done.stdout
     assert all(request.get("stream") for request in srv.requests)
+    listed = ponder("runs", "list", env=env)  # each turn was recorded
+    assert listed.stdout.count("success") == 2, listed.stdout
 
 
 def test_a_python_target(tmp_path):
