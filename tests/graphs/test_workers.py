@@ -106,7 +106,9 @@ async def test_runs_of_one_thread_go_one_at_a_time(tmp_path):
 
 
 async def run_workers(url: str, count: int, seconds: float, **options) -> None:
-    workers = [Worker(url, poll_s=0.05, **options) for _ in range(count)]
+    """``count`` workers for ``seconds``. Enough concurrency that a worker starts every fire it
+    claims in the same tick, so none is left pending when they stop."""
+    workers = [Worker(url, poll_s=0.05, concurrency=64, **options) for _ in range(count)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     await asyncio.sleep(seconds)
     for w in workers:
@@ -153,6 +155,9 @@ async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
     await add_ticks(postgres_url, f"{targets}:echo", 6)
     queued = await submit(f"{targets}:echo", "queued hello", url=postgres_url)
     await run_workers(postgres_url, 2, 3.0, queue=True)
+    # Fires queued in the last tick may not have been taken yet: a worker that fires no
+    # schedules drains them.
+    await run_workers(postgres_url, 1, 1.0, queue=True, schedules=False)
     assert_each_fire_ran_once(await fired_runs(postgres_url), 6 * 4)
     async with asyncio.timeout(5):
         assert (await runs.wait(queued, url=postgres_url))["output"] == "echo: queued hello"
