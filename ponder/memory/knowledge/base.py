@@ -21,7 +21,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 
 from ponder.config import ConfigurationError, Settings
-from ponder.memory.knowledge.chunking import Chunker
+from ponder.memory.knowledge.chunking import Chunker, tokenizer_for
 from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
 from ponder.memory.knowledge.enrichment import Enricher
 from ponder.memory.knowledge.rerank import Reranker
@@ -89,6 +89,7 @@ class KnowledgeBase:
         self.store = open_store(url or Settings.from_env().database_url, name)
         self.embeddings = (make_embeddings(embeddings) if isinstance(embeddings, str)
                            else embeddings)
+        # Sized with the embedding model's tokenizer, found when first needed (see ``_chunker``).
         self.chunker = chunker or Chunker()
         self.enricher = enricher
         self.mode: Mode = mode or ("hybrid" if self.embeddings else "sparse")
@@ -141,20 +142,29 @@ class KnowledgeBase:
         # One source, one document: the last one given wins.
         return list({d.source: d for d in [*loaded, *given]}.values())
 
-    def _fingerprint(self, document: Document) -> str:
+    def _chunker(self) -> Chunker:
+        """``chunker``, counting tokens as the embedding model does unless told otherwise."""
+        if self.chunker.tokenizer is None:
+            self.chunker = self.chunker.using(tokenizer_for(self.embeddings))
+        return self.chunker
+
+    def _fingerprint(self, document: Document, chunker: Chunker) -> str:
         """Changes when the document or the way it is indexed (chunking, embeddings) changes."""
         model = embedding_model_id(self.embeddings) if self.embeddings else ""
-        settings = f"{self.chunker.size}/{self.chunker.overlap}/{model}/{bool(self.enricher)}"
+        settings = (f"{chunker.size}/{chunker.overlap}/{chunker.tokenizer.name}/{model}/"
+                    f"{bool(self.enricher)}")
         return hashlib.sha256(f"{document.content_hash}/{settings}".encode()).hexdigest()
 
     async def _ingest(self, documents: list[Document], skip_errors: bool,
                       report: IngestReport) -> None:
-        fingerprints = {d.source: self._fingerprint(d) for d in documents}
+        chunker = await asyncio.to_thread(self._chunker)  # a tokenizer loads from disk
+        fingerprints = {d.source: self._fingerprint(d, chunker) for d in documents}
         stored = await self.store.hashes(list(fingerprints))
         changed = [d for d in documents if stored.get(d.source) != fingerprints[d.source]]
         report.unchanged += len(documents) - len(changed)
         # Cleaning and chunking only what changed is what makes re-ingestion cheap.
-        changed, chunks = await asyncio.to_thread(self._chunk, changed, skip_errors, report)
+        changed, chunks = await asyncio.to_thread(self._chunk, changed, chunker, skip_errors,
+                                                  report)
         if not changed:
             return
         records = [SourceRecord(d.source, fingerprints[d.source], d.title, d.metadata)
@@ -174,8 +184,8 @@ class KnowledgeBase:
         report.added += sum(1 for d in changed if d.source not in stored)
         report.chunks += len(chunks)
 
-    def _chunk(self, documents: list[Document], skip_errors: bool, report: IngestReport
-               ) -> tuple[list[Document], list[Chunk]]:
+    def _chunk(self, documents: list[Document], chunker: Chunker, skip_errors: bool,
+               report: IngestReport) -> tuple[list[Document], list[Chunk]]:
         kept: list[Document] = []
         chunks: list[Chunk] = []
         for document in documents:
@@ -190,7 +200,7 @@ class KnowledgeBase:
             kept.append(document)
             chunks.extend(Chunk(document.source, i, piece, document.title,
                                 dict(document.metadata))
-                          for i, piece in enumerate(self.chunker.split(text)))
+                          for i, piece in enumerate(chunker.split(text)))
         return kept, chunks
 
     async def delete(self, *, source: str | Sequence[str] = (), filter: dict | None = None

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ponder.memory.knowledge.analysis import CJK, index_text, query_text
+
+# bm25s's own pattern (words of two or more characters), and also a CJK character alone: the
+# analyser indexes those (see ``analysis.py``).
+_TOKEN_PATTERN = rf"(?u)\b\w\w+\b|{CJK.pattern}"
+
 
 class BM25Index:
     """Chunks ``ids`` with their ``texts``, ranked by BM25 (Lucene's variant, English stemming,
-    stop words removed)."""
+    stop words removed, CJK text as character bigrams)."""
 
     def __init__(self, ids: Sequence[int], texts: Sequence[str]) -> None:
         import bm25s
@@ -25,11 +31,12 @@ class BM25Index:
         self._positions = {int(i): n for n, i in enumerate(self.ids)}
         self._index = bm25s.BM25()
         if len(texts):
-            self._index.index(self._tokenize(list(texts), ids=True), show_progress=False)
+            self._index.index(self._tokenize([index_text(t) for t in texts], ids=True),
+                              show_progress=False)
 
     def _tokenize(self, texts: list[str], ids: bool):
-        return self._bm25s.tokenize(texts, stemmer=self._stemmer, stopwords="en",
-                                    return_ids=ids, show_progress=False)
+        return self._bm25s.tokenize(texts, token_pattern=_TOKEN_PATTERN, stemmer=self._stemmer,
+                                    stopwords="en", return_ids=ids, show_progress=False)
 
     def search(self, query: str, k: int, allowed: Sequence[int] | None = None
                ) -> list[tuple[int, float]]:
@@ -42,7 +49,8 @@ class BM25Index:
         if allowed is not None:
             mask = self._numpy.zeros(len(self.ids), dtype=self._numpy.float32)
             mask[[self._positions[i] for i in allowed if i in self._positions]] = 1.0
-        positions, scores = self._index.retrieve(self._tokenize([query], ids=False), k=k,
+        tokens = self._tokenize([query_text(query)], ids=False)
+        positions, scores = self._index.retrieve(tokens, k=k,
                                                  show_progress=False, weight_mask=mask)
         return [(int(self.ids[p]), float(s)) for p, s in zip(positions[0], scores[0],
                                                               strict=True) if s > 0]

@@ -24,6 +24,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from ponder.memory.knowledge.analysis import query_terms
 from ponder.similarity import cosine
 
 # -- retrieval ---------------------------------------------------------------------------
@@ -175,8 +176,6 @@ async def semantic_diversity(parts: Sequence[str], embeddings: Embeddings) -> fl
 def information_coverage(text: str, facts: Sequence[str], threshold: float = 0.6) -> float:
     """The share of reference facts the text covers: a fact counts when at least ``threshold``
     of its content words appear in the text."""
-    from ponder.memory.knowledge.store import query_terms
-
     present = set(query_terms(text))
     covered = 0
     for fact in facts:

@@ -1,7 +1,8 @@
 """The Postgres knowledge store: pgvector with an HNSW index for cosine similarity, and word
 search ranked by BM25 (``ranking = "bm25"``, the default; see ``bm25.py``) or by Postgres full
 text on a stored ``tsvector`` (``ranking = "fulltext"``: English stemming, the title weighted
-above the text, ``ts_rank``)."""
+above the text, ``ts_rank``). Both see text through the analyser of ``analysis.py`` (CJK as
+character bigrams)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ponder.memory.knowledge.analysis import ANALYZER, index_text, query_terms
 from ponder.memory.knowledge.bm25 import BM25Index
 from ponder.memory.knowledge.store import (
     CHUNK_COLUMNS,
@@ -18,7 +20,6 @@ from ponder.memory.knowledge.store import (
     KnowledgeStore,
     SourceRecord,
     chunk_from_row,
-    query_terms,
 )
 
 
@@ -26,6 +27,13 @@ def _vector(values: Sequence[float]) -> str:
     return "[" + ",".join(map(repr, map(float, values))) + "]"
 
 
+# A chunk's words for full-text ranking: English stemming, the title weighted above the text.
+_TSV = ("setweight(to_tsvector('english', %s), 'A') || setweight(to_tsvector('english', %s), "
+        "'B') || setweight(to_tsvector('english', %s), 'C')")
+
+
+def _analysed(title: str, text: str, keys: str) -> tuple[str, str, str]:
+    return index_text(title), index_text(text), index_text(keys)
 
 
 class PostgresKnowledgeStore(KnowledgeStore):
@@ -67,16 +75,36 @@ class PostgresKnowledgeStore(KnowledgeStore):
             CREATE TABLE IF NOT EXISTS {p}_chunks (
                 id bigserial PRIMARY KEY, source text NOT NULL, position integer NOT NULL,
                 text text NOT NULL, title text NOT NULL DEFAULT '', metadata jsonb NOT NULL,
-                keys text NOT NULL DEFAULT '',
-                tsv tsvector GENERATED ALWAYS AS (
-                    setweight(to_tsvector('english', title), 'A')
-                    || setweight(to_tsvector('english', text), 'B')
-                    || setweight(to_tsvector('english', keys), 'C')) STORED,
-                embedding vector);
+                keys text NOT NULL DEFAULT '', tsv tsvector, embedding vector);
             CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source);
             CREATE INDEX IF NOT EXISTS {p}_chunks_tsv ON {p}_chunks USING gin (tsv);
         """)
+        row = await (await conn.execute(
+            f"SELECT value FROM {p}_meta WHERE key = 'analyzer'")).fetchone()
+        if row is None or row[0] != ANALYZER:
+            await self._reindex_words(conn)
         await conn.commit()
+
+    async def _reindex_words(self, conn: Any) -> None:
+        """Index every chunk's words with the current analyser (see ``analysis.py``).
+
+        Only Python can analyse, so ``tsv`` is written with each row (tables made before the
+        analyser had it as a generated column of the raw text: that expression is dropped)."""
+        p = self.prefix
+        generated = await (await conn.execute(
+            "SELECT is_generated FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = %s AND column_name = 'tsv'", (f"{p}_chunks",)
+        )).fetchone()
+        if generated and generated[0] == "ALWAYS":
+            await conn.execute(f"ALTER TABLE {p}_chunks ALTER COLUMN tsv DROP EXPRESSION")
+        rows = await (await conn.execute(f"SELECT id, title, text, keys FROM {p}_chunks"
+                                         )).fetchall()
+        async with conn.cursor() as cur:
+            await cur.executemany(f"UPDATE {p}_chunks SET tsv = {_TSV} WHERE id = %s",
+                                  [(*_analysed(title, text, keys), id_)
+                                   for id_, title, text, keys in rows])
+        await conn.execute(f"INSERT INTO {p}_meta VALUES ('analyzer', %s) ON CONFLICT (key) "
+                           f"DO UPDATE SET value = excluded.value", (ANALYZER,))
 
     async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
         async with await self._connection() as conn:
@@ -108,9 +136,11 @@ class PostgresKnowledgeStore(KnowledgeStore):
                     await self._ensure_vectors(conn, model or "unknown", len(vectors[0]))
                 await cur.executemany(
                     f"INSERT INTO {p}_chunks (id, source, position, text, title, metadata, keys,"
-                    f" embedding) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s::vector)",
+                    f" embedding, tsv) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s::vector, "
+                    f"{_TSV})",
                     [(i, c.source, c.position, c.text, c.title or "", json.dumps(c.metadata),
-                      "\n".join(c.keys), _vector(vectors[n]) if vectors else None)
+                      "\n".join(c.keys), _vector(vectors[n]) if vectors else None,
+                      *_analysed(c.title or "", c.text, "\n".join(c.keys)))
                      for n, (i, c) in enumerate(zip(ids, chunks, strict=True))])
                 await cur.executemany(
                     f"INSERT INTO {p}_fields VALUES (%s) ON CONFLICT DO NOTHING",

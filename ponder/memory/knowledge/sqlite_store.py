@@ -1,4 +1,5 @@
-"""The SQLite knowledge store: FTS5 (``bm25()``, Porter stemming) and sqlite-vec, in one file.
+"""The SQLite knowledge store: FTS5 (``bm25()``, Porter stemming, CJK bigrams from
+``analysis.py``) and sqlite-vec, in one file.
 
 SQLite calls are synchronous, so each runs in a worker thread on the store's one connection.
 """
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ponder.memory.knowledge.analysis import ANALYZER, index_text, query_terms
 from ponder.memory.knowledge.store import (
     CHUNK_COLUMNS,
     Chunk,
@@ -21,7 +23,6 @@ from ponder.memory.knowledge.store import (
     KnowledgeStore,
     SourceRecord,
     chunk_from_row,
-    query_terms,
 )
 from ponder.sqlite import connect as connect_sqlite
 from ponder.sqlite import sqlite_file
@@ -44,6 +45,9 @@ def _blob(vector: Sequence[float]) -> bytes:
     return array("f", vector).tobytes()
 
 
+def _analysed(id_: int, title: str, text: str, keys: str) -> tuple[int, str, str, str]:
+    """A chunk's row of the word index: its searchable columns as the analyser gives them."""
+    return id_, index_text(title), index_text(text), index_text(keys)
 
 
 class SqliteKnowledgeStore(KnowledgeStore):
@@ -101,33 +105,47 @@ class SqliteKnowledgeStore(KnowledgeStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path)
         p = self.prefix
-        conn.executescript(f"""
-            BEGIN;
-            CREATE TABLE IF NOT EXISTS {p}_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS {p}_fields (name TEXT PRIMARY KEY);
-            CREATE TABLE IF NOT EXISTS {p}_sources (
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {p}_meta (key TEXT PRIMARY KEY, "
+                         f"value TEXT NOT NULL)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {p}_fields (name TEXT PRIMARY KEY)")
+            conn.execute(f"""CREATE TABLE IF NOT EXISTS {p}_sources (
                 source TEXT PRIMARY KEY, hash TEXT NOT NULL, title TEXT,
-                metadata TEXT NOT NULL, ingested_at TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS {p}_chunks (
+                metadata TEXT NOT NULL, ingested_at TEXT NOT NULL)""")
+            conn.execute(f"""CREATE TABLE IF NOT EXISTS {p}_chunks (
                 id INTEGER PRIMARY KEY, source TEXT NOT NULL, position INTEGER NOT NULL,
                 text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', metadata TEXT NOT NULL,
-                keys TEXT NOT NULL DEFAULT '');
-            CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source);
-            CREATE VIRTUAL TABLE IF NOT EXISTS {p}_fts USING fts5(
-                title, text, keys, content='{p}_chunks', content_rowid='id',
-                tokenize='porter unicode61 remove_diacritics 2');
-            CREATE TRIGGER IF NOT EXISTS {p}_chunks_indexed AFTER INSERT ON {p}_chunks BEGIN
-                INSERT INTO {p}_fts (rowid, title, text, keys)
-                VALUES (new.id, new.title, new.text, new.keys);
-            END;
-            CREATE TRIGGER IF NOT EXISTS {p}_chunks_unindexed AFTER DELETE ON {p}_chunks BEGIN
-                INSERT INTO {p}_fts ({p}_fts, rowid, title, text, keys)
-                VALUES ('delete', old.id, old.title, old.text, old.keys);
-            END;
-            COMMIT;
-        """)
+                keys TEXT NOT NULL DEFAULT '')""")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source)")
+            row = conn.execute(f"SELECT value FROM {p}_meta WHERE key = 'analyzer'").fetchone()
+            if row is None or row[0] != ANALYZER:
+                self._rebuild_text_index(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
         self._dimensions = self._stored_dimensions(conn)
         return conn
+
+    def _rebuild_text_index(self, conn: Any) -> None:
+        """(Re)create the word index with the current analyser and index every chunk in it.
+
+        The index is contentless: it holds the analysed text (see ``analysis.py``), which only
+        Python can make, so rows are written and deleted by the store, not by triggers."""
+        p = self.prefix
+        # The layout before analysis: an external-content index kept by triggers.
+        conn.execute(f"DROP TRIGGER IF EXISTS {p}_chunks_indexed")
+        conn.execute(f"DROP TRIGGER IF EXISTS {p}_chunks_unindexed")
+        conn.execute(f"DROP TABLE IF EXISTS {p}_fts")
+        conn.execute(f"""CREATE VIRTUAL TABLE {p}_fts USING fts5(
+            title, text, keys, content='', contentless_delete=1,
+            tokenize='porter unicode61 remove_diacritics 2')""")
+        rows = conn.execute(f"SELECT id, title, text, keys FROM {p}_chunks")
+        conn.executemany(f"INSERT INTO {p}_fts (rowid, title, text, keys) VALUES (?, ?, ?, ?)",
+                         (_analysed(*row) for row in rows.fetchall()))
+        conn.execute(f"INSERT OR REPLACE INTO {p}_meta VALUES ('analyzer', ?)", (ANALYZER,))
 
     def _stored_dimensions(self, conn: Any) -> int | None:
         row = conn.execute(f"SELECT value FROM {self.prefix}_meta WHERE key = 'dimensions'"
@@ -163,10 +181,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                      for r in records])
                 (first,) = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {p}_chunks"
                                         ).fetchone()
+                rows = [(first + i, c.source, c.position, c.text, c.title or "",
+                         json.dumps(c.metadata), "\n".join(c.keys)) for i, c in enumerate(chunks)]
+                conn.executemany(f"INSERT INTO {p}_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 conn.executemany(
-                    f"INSERT INTO {p}_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(first + i, c.source, c.position, c.text, c.title or "",
-                      json.dumps(c.metadata), "\n".join(c.keys)) for i, c in enumerate(chunks)])
+                    f"INSERT INTO {p}_fts (rowid, title, text, keys) VALUES (?, ?, ?, ?)",
+                    [_analysed(id_, title, text, keys)
+                     for id_, _, _, text, title, _, keys in rows])
                 conn.executemany(f"INSERT OR IGNORE INTO {p}_fields VALUES (?)",
                                  [(k,) for k in {k for c in chunks for k in c.metadata}])
                 if vectors:
@@ -206,6 +227,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 conn.execute(f"DELETE FROM {p}_{table} WHERE id IN (SELECT id FROM {p}_chunks "
                              f"WHERE source IN (SELECT value FROM json_each(?)))",
                              (sources_json,))
+        chunk_ids = (f"SELECT id FROM {p}_chunks WHERE source IN "
+                     f"(SELECT value FROM json_each(?))")
+        conn.execute(f"DELETE FROM {p}_fts WHERE rowid IN ({chunk_ids})", (sources_json,))
         conn.execute(f"DELETE FROM {p}_chunks WHERE source IN (SELECT value FROM json_each(?))",
                      (sources_json,))
         return conn.execute(f"DELETE FROM {p}_sources WHERE source IN "

@@ -18,13 +18,6 @@ from ponder.config import ConfigurationError
 from ponder.memory.knowledge.filters import Dialect, compile_filter
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-_WORD = re.compile(r"\w+")
-# Words that match nearly every chunk: they cost time in the text index and rank nothing.
-STOPWORDS = frozenset(
-    "a an and are as at be been but by can do does for from had has have how i if in into is "
-    "it its of on or our so such than that the their them then there these they this those to "
-    "was we were what when where which while who why will with you your".split()
-)
 
 
 class EmbeddingMismatchError(ValueError):
@@ -74,12 +67,6 @@ def chunk_from_row(row: Sequence[Any]) -> Chunk:
         metadata = json.loads(metadata)
     return Chunk(source, position, text, title or None, metadata,
                  keys.split("\n") if keys else [], id_)
-
-
-def query_terms(text: str) -> list[str]:
-    """The distinct searchable words of a query, lower-cased, without stop words."""
-    words = (w.lower() for w in _WORD.findall(text))
-    return list(dict.fromkeys(w for w in words if w not in STOPWORDS))
 
 
 class KnowledgeStore(ABC):

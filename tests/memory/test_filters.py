@@ -1,0 +1,77 @@
+"""One filter semantics on SQLite and Postgres: the same filters select the same chunks, for
+search (every mode) and for delete. A missing key is "not equal" to any value; values match
+only values of their own JSON type."""
+
+import pytest
+
+from ponder.memory.knowledge import Document, FilterError, KnowledgeBase
+from ponder.testing import HashingEmbeddings
+
+DOCUMENTS = [
+    Document("Tea notes for the sales team.", "sales", None, {"team": "sales", "year": 2020}),
+    Document("Tea notes for the support team.", "support", "Support",
+             {"team": "support", "year": "2020", "urgent": True}),
+    Document("Tea notes for nobody in particular.", "untagged", None, {"rank": 1}),
+    Document("Tea notes with an empty team.", "null-team", None, {"team": None, "urgent": False,
+                                                                   "year": 2023.5}),
+]
+
+CASES = [
+    ({"team": "sales"}, ["sales"]),
+    ({"team": {"$eq": "sales"}}, ["sales"]),
+    ({"team": {"$ne": "sales"}}, ["null-team", "support", "untagged"]),
+    ({"team": {"$in": ["sales", "support"]}}, ["sales", "support"]),
+    ({"team": {"$nin": ["sales"]}}, ["null-team", "support", "untagged"]),
+    ({"team": {"$exists": True}}, ["null-team", "sales", "support"]),
+    ({"team": {"$exists": False}}, ["untagged"]),
+    ({"team": None}, ["null-team"]),
+    ({"team": {"$ne": None}}, ["sales", "support", "untagged"]),
+    # Types are kept apart: 2020 is not "2020", true is not 1.
+    ({"year": 2020}, ["sales"]),
+    ({"year": "2020"}, ["support"]),
+    ({"year": {"$ne": 2020}}, ["null-team", "support", "untagged"]),
+    ({"urgent": True}, ["support"]),
+    ({"rank": True}, []),
+    ({"rank": 1}, ["untagged"]),
+    # Comparisons only between numbers, or between strings; never with a missing key.
+    ({"year": {"$gte": 2020}}, ["null-team", "sales"]),
+    ({"year": {"$gt": 2021, "$lt": 2024}}, ["null-team"]),
+    ({"year": {"$lt": "3"}}, ["support"]),
+    ({"team": {"$gt": "sales"}}, ["support"]),
+    # The columns: every chunk has a source; a title only when the document has one.
+    ({"source": {"$in": ["sales", "nope"]}}, ["sales"]),
+    ({"title": {"$exists": False}}, ["null-team", "sales", "untagged"]),
+    ({"title": {"$ne": "Support"}}, ["null-team", "sales", "untagged"]),
+    ({"title": "Support", "team": {"$ne": "sales"}}, ["support"]),
+]
+
+
+@pytest.fixture
+async def kb(database_url):
+    knowledge_base = KnowledgeBase(database_url, embeddings=HashingEmbeddings(64))
+    await knowledge_base.add(DOCUMENTS)
+    yield knowledge_base
+    await knowledge_base.aclose()
+
+
+@pytest.mark.parametrize(("filter", "expected"), CASES, ids=[str(f) for f, _ in CASES])
+async def test_a_filter_selects_the_same_chunks_on_both_backends(kb, filter, expected):
+    for mode in ("sparse", "dense", "hybrid"):
+        hits = await kb.search("tea notes", k=10, mode=mode, filter=filter)
+        assert sorted(h.chunk.source for h in hits) == expected, mode
+
+
+@pytest.mark.parametrize(("filter", "expected"), [
+    ({"team": {"$ne": "sales"}}, ["null-team", "support", "untagged"]),
+    ({"team": {"$nin": ["sales", "support"]}}, ["null-team", "untagged"]),
+    ({"team": {"$exists": False}}, ["untagged"]),
+])
+async def test_delete_by_filter_removes_what_search_finds(kb, filter, expected):
+    assert await kb.delete(filter=filter) == len(expected)
+    left = sorted(h.chunk.source for h in await kb.search("tea notes", k=10, mode="sparse"))
+    assert left == sorted({d.source for d in DOCUMENTS} - set(expected))
+
+
+async def test_a_bad_exists_is_refused(kb):
+    with pytest.raises(FilterError, match=r"\$exists for field 'team' takes true or false"):
+        await kb.search("tea", filter={"team": {"$exists": "yes"}})
