@@ -567,6 +567,9 @@ def eval_retrieval(
                   f"{report['queries']} queries; latency p50 {report['latency_p50_ms']} ms, p99 "
                   f"{report['latency_p99_ms']} ms; ingestion {report['ingest_chunks_per_s']} "
                   f"chunks/s")
+    for language, figures in report.get("by_language", {}).items():
+        console.print(f"  {language}: nDCG@10 {figures['ndcg@10']}, MRR@10 {figures['mrr@10']}, "
+                      f"Recall@100 {figures['recall@100']} over {figures['queries']} queries")
 
 
 def _check_mode(mode: str) -> None:

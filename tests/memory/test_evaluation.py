@@ -149,3 +149,36 @@ def test_bad_datasets_are_clear_errors(tmp_path):
         load_beir(tmp_path, "test")
     with pytest.raises(DatasetError, match="1 query ids are not in queries.jsonl"):
         load_beir(tmp_path, "dev")
+
+
+def _beir_slice(name: str, split: str, pairs: int) -> tuple[list, list, list[str]]:
+    """The first ``pairs`` judgements of a BEIR set, with their queries and documents."""
+    source = DATA / name
+    assert source.is_dir(), f"{name} is missing: expected {source}"
+    kept = (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:pairs + 1]
+    queries = {line.split("\t")[0] for line in kept}
+    documents = {line.split("\t")[1] for line in kept}
+    return ([d for d in map(json.loads, (source / "corpus.jsonl").open()) if d["_id"] in documents],
+            [q for q in map(json.loads, (source / "queries.jsonl").open()) if q["_id"] in queries],
+            kept)
+
+
+async def test_a_corpus_of_two_languages_is_reported_per_language(tmp_path):
+    english = _beir_slice("scifact", "train", 30)
+    chinese = _beir_slice("cmrc_trial", "test", 30)
+    (tmp_path / "qrels").mkdir()
+    for name, rows in (("corpus.jsonl", english[0] + chinese[0]),
+                       ("queries.jsonl", english[1] + chinese[1])):
+        (tmp_path / name).write_text("\n".join(json.dumps(row) for row in rows))
+    (tmp_path / "qrels" / "test.tsv").write_text("\n".join(
+        ["query-id\tcorpus-id\tscore", *english[2], *chinese[2]]))
+    report = await run_beir(tmp_path, "test", "sparse")
+    by_language = report["by_language"]
+    assert list(by_language) in (["en", "zh"], ["zh", "en"])
+    assert by_language["en"]["queries"] == len(english[1])
+    assert by_language["zh"]["queries"] == len(chinese[1])
+    assert report["queries"] == len(english[1]) + len(chinese[1])
+    # Chinese questions find their paragraphs by words (character bigrams), English claims theirs.
+    assert by_language["zh"]["ndcg@10"] > 0.9 and by_language["en"]["ndcg@10"] > 0.5
+    one_language = await run_beir(DATA / "cmrc_trial", "test", "sparse")
+    assert "by_language" not in one_language and one_language["ndcg@10"] >= 0.98

@@ -131,9 +131,9 @@ _SEPARATORS = (
     (re.compile(r"\n+(?=#{1,6} )"), "\n\n"),                        # before a Markdown heading
     (re.compile(r"\n\s*\n"), "\n\n"),                               # paragraphs
     (re.compile(r"\n"), "\n"),                                      # lines
-    (re.compile(r"(?<=[.!?;:])\s+|(?<=[。!?;…])(?![\s」』”’)）])"      # sentences
-                r"|(?<=[。!?;…][」』”’)）])"), " "),
-    (re.compile(r"(?<=[,、，:：])\s*"), " "),                        # clauses
+    (re.compile(r"(?<=[.!?;:])\s+|(?<=[。!?;…！？；｡])(?![\s」』”’)）])"    # sentences
+                r"|(?<=[。!?;…！？；｡][」』”’)）])"), " "),
+    (re.compile(r"(?<=[,、，:：､])\s*"), " "),                      # clauses
     (re.compile(r"\s+"), " "),                                      # words
 )
 

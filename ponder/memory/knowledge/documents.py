@@ -10,7 +10,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -58,55 +57,42 @@ def decode(data: bytes) -> str:
     return data.decode("latin-1")
 
 
-class _TextOfHTML(HTMLParser):
-    """The readable text of a page: no scripts, styles or markup; blocks become paragraphs."""
-
-    _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-    _BLOCK = frozenset({"p", "div", "section", "article", "li", "tr", "br", "h1", "h2", "h3",
-                        "h4", "h5", "h6", "pre", "blockquote", "table", "ul", "ol", "header",
-                        "footer", "main", "nav", "aside"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: str | None = None
-        self._skipping = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n\n")
-        if tag in ("h1", "h2", "h3", "h4", "h5", "h6") and not self._skipping:
-            self.parts.append("#" * int(tag[1]) + " ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self._SKIP:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag in self._BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title = (self.title or "") + data.strip()
-        elif not self._skipping:
-            self.parts.append(data)
+# Elements whose text is not the page's: code, styles, embedded documents and images.
+_NOT_TEXT = ("script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object",
+             "canvas")
+_INLINE_MARKUP = ["a", "img", "b", "strong", "em", "i", "u", "s", "del", "ins", "mark", "small",
+                  "sub", "sup", "code", "kbd", "span"]
+_WHITE_SPACE = re.compile(r"\s+")
 
 
 def html_to_text(html: str) -> tuple[str, str | None]:
-    """The text and the ``<title>`` of an HTML page."""
-    parser = _TextOfHTML()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    # Inline whitespace inside a block is layout, not content.
-    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
-    return "\n\n".join(p for p in paragraphs if p), parser.title or None
+    """The text of an HTML page as Markdown (markdownify), and its ``<title>``.
+
+    Headings become ``#`` lines (the chunker splits there), blocks paragraphs, list items
+    lines, table rows ``| cell | cell |``; scripts, styles and inline SVG are dropped, and so
+    are link targets and images. The title is the document's own ``<title>``, never one inside
+    an inline SVG or MathML element.
+    """
+    from bs4 import BeautifulSoup, NavigableString
+    from markdownify import MarkdownConverter
+
+    soup = BeautifulSoup(html, "html.parser")
+    title = next((t.get_text(" ", strip=True) for t in soup.find_all("title")
+                  if not t.find_parent(["svg", "math"])), None)
+    for element in soup.find_all(_NOT_TEXT):
+        element.decompose()
+    # White space in running text is layout, as in a browser (a line break inside a paragraph
+    # is a space); only preformatted text keeps it.
+    for string in soup.find_all(string=True):
+        # (Comments, doctypes and CDATA are strings of their own kinds: left out of the text.)
+        if type(string) is NavigableString and not string.find_parent(["pre", "textarea"]):
+            string.replace_with(_WHITE_SPACE.sub(" ", string))
+    # Markdown escapes and emphasis marks would put backslashes and stars into the indexed text;
+    # links keep their words only.
+    converter = MarkdownConverter(heading_style="ATX", bullets="-", strip=_INLINE_MARKUP,
+                                  escape_asterisks=False, escape_underscores=False,
+                                  escape_misc=False)
+    return converter.convert_soup(soup).strip(), title or None
 
 
 def _pdf_text(path: Path) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ import math
 import re
 import string
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -273,18 +274,62 @@ def _percentile(values: Sequence[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+# Languages py3langid knows that its model confuses with a modern neighbour in the same script:
+# Wu Chinese with Mandarin, Latin with English.
+_CONFUSED_LANGUAGES = frozenset({"wuu", "la"})
+_identifier: Any = None
+_identifying = threading.Lock()
+
+
+def detect_language(text: str) -> str:
+    """The ISO 639-1 code of ``text``'s language (py3langid's naive Bayes model, Lui & Baldwin
+    2012, "langid.py: an off-the-shelf language identification tool"); reliable on a
+    paragraph, less so on a few words."""
+    global _identifier
+    with _identifying:
+        if _identifier is None:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+            identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
+            identifier.set_languages([language for language in identifier.nb_classes
+                                      if language not in _CONFUSED_LANGUAGES])
+            _identifier = identifier
+    return _identifier.classify(text)[0]
+
+
+def query_languages(dataset: BeirDataset) -> dict[str, str]:
+    """Each judged query's language: the most common language of its relevant documents (a
+    document says more about its language than a question of a few words does)."""
+    documents = {str(d["_id"]): d for d in dataset.corpus}
+    wanted = {doc for judged in dataset.qrels.values() for doc, gain in judged.items()
+              if gain > 0 and doc in documents}
+    # The first 1,000 characters are plenty for the language and keep big corpora quick.
+    language = {doc: detect_language(f"{documents[doc].get('title') or ''} "
+                                     f"{documents[doc].get('text') or ''}"[:1000])
+                for doc in wanted}
+
+    def language_of(query: str) -> str:
+        found = Counter(language[doc] for doc, gain in dataset.qrels[query].items()
+                        if gain > 0 and doc in language)
+        return found.most_common(1)[0][0] if found else detect_language(dataset.queries[query])
+
+    return {query: language_of(query) for query in dataset.qrels}
+
+
 async def evaluate_retrieval(knowledge_base: Any, dataset: BeirDataset, *, mode: str
                              ) -> dict[str, Any]:
     """nDCG@10, MRR@10 and Recall@100 of ``knowledge_base`` (already holding the corpus) on
     ``dataset``'s queries, and query latency without query embedding: ``latency_*`` for
     top-10 searches (what an agent asks for), ``latency_*_k100`` for the top-100 the quality
-    figures need."""
+    figures need. When the queries are in more than one language (``query_languages``),
+    ``by_language`` gives the three figures and the query count for each language."""
     ids = list(dataset.qrels)
+    languages = await asyncio.to_thread(query_languages, dataset)
     vectors: list[Any] = [None] * len(ids)
     if mode != "sparse":
         vectors = await knowledge_base.embeddings.aembed_documents(
             [dataset.queries[q] for q in ids])
-    totals: Counter = Counter()
+    totals: dict[str, Counter] = {}
     latencies: dict[int, list[float]] = {10: [], 100: []}
     for qid, vector in zip(ids, vectors, strict=True):
         query, relevant = dataset.queries[qid], dataset.qrels[qid]
@@ -295,16 +340,26 @@ async def evaluate_retrieval(knowledge_base: Any, dataset: BeirDataset, *, mode:
             timings.append((time.perf_counter() - began) * 1000)
             # A document ranks where its best chunk does.
             ranked[depth] = list(dict.fromkeys(h.chunk.source for h in hits))
-        totals["ndcg@10"] += ndcg(ranked[10], relevant, 10)
-        totals["mrr@10"] += reciprocal_rank(ranked[10], relevant, 10)
-        totals["recall@100"] += recall_at(ranked[100], relevant, 100)
-    n = len(ids)
-    return {**{name: round(total / n, 4) for name, total in totals.items()},
-            "queries": n,
-            "latency_p50_ms": round(_percentile(latencies[10], 50), 3),
-            "latency_p99_ms": round(_percentile(latencies[10], 99), 3),
-            "latency_p50_ms_k100": round(_percentile(latencies[100], 50), 3),
-            "latency_p99_ms_k100": round(_percentile(latencies[100], 99), 3)}
+        figures = {"ndcg@10": ndcg(ranked[10], relevant, 10),
+                   "mrr@10": reciprocal_rank(ranked[10], relevant, 10),
+                   "recall@100": recall_at(ranked[100], relevant, 100), "queries": 1}
+        for group in ("all", languages[qid]):
+            totals.setdefault(group, Counter()).update(figures)
+    report = {**_means(totals.pop("all")),
+              "latency_p50_ms": round(_percentile(latencies[10], 50), 3),
+              "latency_p99_ms": round(_percentile(latencies[10], 99), 3),
+              "latency_p50_ms_k100": round(_percentile(latencies[100], 50), 3),
+              "latency_p99_ms_k100": round(_percentile(latencies[100], 99), 3)}
+    if len(totals) > 1:
+        report["by_language"] = {language: _means(total) for language, total in
+                                 sorted(totals.items(), key=lambda item: -item[1]["queries"])}
+    return report
+
+
+def _means(totals: Counter) -> dict[str, Any]:
+    n = totals["queries"]
+    return {**{name: round(total / n, 4) for name, total in totals.items() if name != "queries"},
+            "queries": n}
 
 
 async def run_beir(folder: str | Path, split: str, mode: str, *, embeddings: Any = None,
