@@ -141,6 +141,7 @@ async def test_management_edit_and_delete(tmp_path):
     await memory.aclose()
 
 
+@pytest.mark.timeout(600)  # five CLI processes that each load torch: ~20 s apiece when busy
 def test_ponder_memory_lists_searches_and_deletes(tmp_path):
     from ponder.sync import run_sync
     from tests.test_cli import ponder
