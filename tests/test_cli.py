@@ -2,11 +2,14 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ponder.testing import FakeOpenAIServer, tool_calls
@@ -232,3 +235,46 @@ def test_the_extras_table_follows_pyproject():
             modules |= {p.name.split(".")[0] for p in paths
                         if len(p.parts) == 1 and p.suffix in (".py", ".so", ".pyd")}
             assert mapped & modules, f"{requirement.name} ({extra}) is missing from _EXTRA_MODULES"
+
+
+# -- serving graphs --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_a_graph_with_a_typing_typeddict_state(tmp_path):
+    from tests.server.test_openai_api import TYPED_DICT_GRAPH
+
+    (tmp_path / "graph.py").write_text(TYPED_DICT_GRAPH)
+    env = {**os.environ, "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
+    port = _free_port()
+    server = subprocess.Popen([*PONDER, "serve", "graph.py:graph", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith("serving typed-graph on"), server.stderr.read()
+        reply = None
+        for _ in range(100):  # the line is printed just before uvicorn binds the port
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                                   json={"model": "typed-graph",
+                                         "messages": [{"role": "user", "content": "hi"}]})
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert reply is not None and reply.status_code == 200, reply and reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "typed turn 1"
+
+    refused = ponder("serve", "graph.py:no_messages", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: the graph 'counter' takes no 'messages' in its input, so it cannot chat: give "
+        "its state (and input schema, if it has one) a messages key, e.g. "
+        "StateGraph(MessagesState) or messages: Annotated[list, add_messages]"]
