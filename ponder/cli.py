@@ -596,6 +596,9 @@ def eval_retrieval(
                   f"{report['queries']} queries; latency p50 {report['latency_p50_ms']} ms, p99 "
                   f"{report['latency_p99_ms']} ms; ingestion {report['ingest_chunks_per_s']} "
                   f"chunks/s")
+    if report["documents_skipped"]:
+        errors.print(f"[yellow]{report['documents_skipped']} of {report['documents']} documents "
+                     f"skipped (empty or unreadable), e.g. {escape(report['skipped'][0])}[/]")
 
 
 def _check_mode(mode: str) -> None:
