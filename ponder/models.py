@@ -238,15 +238,14 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) and status >= 400 else None
 
 
-# Error codes and types (lower case, letters only) by which providers say the account has no
-# quota or credit left. OpenAI and Azure send several of them with a 429, the status of a rate
-# limit, but no wait makes them pass: only the account's plan or billing can.
+# Error codes and types (lower case, letters only, so InsufficientQuota matches too) by which
+# OpenAI and the servers that copy its errors say the account has no quota or credit left. Some
+# come with a 429, the status of a rate limit, but no wait makes them pass: only the account's
+# plan or billing can.
 _QUOTA_CODES = frozenset({
-    "insufficientquota",  # OpenAI and Azure OpenAI: code and type of the 429
-    "billinghardlimitreached",  # OpenAI: the account's monthly spending limit
-    "billingnotactive",  # OpenAI: no payment method, or the billing account is inactive
-    "insufficientbalance",  # DeepSeek, Moonshot and other OpenAI-compatible APIs
-    "insufficientcredits",  # OpenRouter
+    "insufficientquota",  # the code and type of OpenAI's "You exceeded your current quota" 429
+    "billinghardlimitreached",  # the account's spending limit
+    "billingnotactive",  # no payment method, or the billing account is inactive
 })
 # Anthropic says it only in words, with the 400 of any invalid request.
 _QUOTA_MESSAGES = ("credit balance is too low",)
