@@ -17,7 +17,7 @@ from rich.markup import escape
 
 import ponder
 from ponder.agents.agent import Agent, final_text, turn_usage
-from ponder.config import ConfigurationError, Settings
+from ponder.config import ConfigurationError, Settings, missing_extra
 from ponder.graphs.targets import load_target
 from ponder.memory.knowledge import DocumentError, EmbeddingMismatchError, FilterError
 from ponder.memory.knowledge.evaluation import DatasetError
@@ -570,6 +570,9 @@ def eval_retrieval(
     for language, figures in report.get("by_language", {}).items():
         console.print(f"  {language}: nDCG@10 {figures['ndcg@10']}, MRR@10 {figures['mrr@10']}, "
                       f"Recall@100 {figures['recall@100']} over {figures['queries']} queries")
+    if report["documents_skipped"]:
+        errors.print(f"[yellow]{report['documents_skipped']} of {report['documents']} documents "
+                     f"skipped (empty or unreadable), e.g. {escape(report['skipped'][0])}[/]")
 
 
 def _check_mode(mode: str) -> None:
@@ -863,8 +866,17 @@ def main() -> None:
     try:
         app()  # standalone: typer reports usage errors and exits by itself
     except _USER_ERRORS as exc:
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        # Wherever ponder (or a library it calls) imports a module of an optional extra.
+        if (message := missing_extra(exc)) is None:
+            raise  # not an optional extra: a broken install, or a target's own import
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

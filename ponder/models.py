@@ -238,9 +238,51 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) and status >= 400 else None
 
 
+# Error codes and types (lower case, letters only, so InsufficientQuota matches too) by which
+# OpenAI and the servers that copy its errors say the account has no quota or credit left. Some
+# come with a 429, the status of a rate limit, but no wait makes them pass: only the account's
+# plan or billing can.
+_QUOTA_CODES = frozenset({
+    "insufficientquota",  # the code and type of OpenAI's "You exceeded your current quota" 429
+    "billinghardlimitreached",  # the account's spending limit
+    "billingnotactive",  # no payment method, or the billing account is inactive
+})
+# Anthropic says it only in words, with the 400 of any invalid request.
+_QUOTA_MESSAGES = ("credit balance is too low",)
+
+
+def _error_codes(exc: BaseException) -> set[str]:
+    """The machine-readable ``code``, ``type`` and ``status`` of a provider's error body."""
+    body = getattr(exc, "body", None)
+    if body is None:
+        response = getattr(exc, "response", None)
+        try:
+            body = response.json() if response is not None else None
+        except Exception:  # an unread, streamed or non-JSON body carries no codes
+            body = None
+    # The OpenAI SDK keeps the inner error object; Anthropic's and raw bodies wrap it in "error".
+    errors = [body, body.get("error")] if isinstance(body, dict) else []
+    values = [getattr(exc, "code", None), getattr(exc, "type", None)]
+    values += [e.get(key) for e in errors if isinstance(e, dict)
+               for key in ("code", "type", "status")]
+    return {re.sub(r"[^a-z]", "", v.lower()) for v in values if isinstance(v, str)}
+
+
+def _is_quota_exhausted(exc: BaseException) -> bool:
+    """Whether the provider refused the call because the account's quota or credit is used up."""
+    status = _status_of(exc)
+    if status is None:
+        return False
+    # 402 Payment Required is how OpenRouter, DeepSeek and others say the balance is spent.
+    return (status == 402 or bool(_error_codes(exc) & _QUOTA_CODES)
+            or any(words in str(exc).lower() for words in _QUOTA_MESSAGES))
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _BrokenStream):
         return False  # tokens already reached the caller: a retry would repeat them
+    if _is_quota_exhausted(exc):
+        return False  # a 429 like a rate limit's, but waiting does not refill the account
     status = _status_of(exc)
     if status is not None:
         return status in (408, 409, 429) or status >= 500
@@ -319,8 +361,17 @@ class _PolicyRunner:
 
     def final_error(self, exc: BaseException, attempts: int) -> ModelCallError:
         tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if _is_quota_exhausted(exc):
+            message = (
+                f"{self.provider}:{self.model_name} refused the call: the provider account's "
+                "quota or credit is used up, so retrying cannot help; check the plan and billing "
+                f"of the account behind the API key ({_describe(exc)})"
+            )
+        else:
+            message = (f"{self.provider}:{self.model_name} failed {tried}; "
+                       f"last error: {_describe(exc)}")
         return ModelCallError(
-            f"{self.provider}:{self.model_name} failed {tried}; last error: {_describe(exc)}",
+            message,
             status=_status_of(exc),
             attempts=attempts,
         )

@@ -2,11 +2,14 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ponder.testing import FakeOpenAIServer, tool_calls
@@ -119,3 +122,170 @@ def test_bad_targets_get_a_message_not_a_traceback(target, message):
     assert done.returncode == 2
     assert message in done.stderr or message in done.stdout
     assert "Traceback" not in done.stderr
+
+
+# -- optional extras -------------------------------------------------------------------------
+
+# Installed as sitecustomize in the child process: the modules named in BLOCK_MODULES (and
+# their submodules) cannot be imported, as if their extra had not been installed.
+BLOCKER = textwrap.dedent("""
+    import os, sys
+    from importlib.abc import MetaPathFinder
+
+    BLOCKED = [n for n in os.environ["BLOCK_MODULES"].split(",") if n]
+
+    class Blocker(MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+""")
+UNREACHABLE_PG = "postgresql://nobody@127.0.0.1:1/none"  # the import fails before any connection
+
+
+def without(modules, *args, tmp_path, env=None):
+    """``ponder *args`` in a process where ``modules`` are not installed."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
+    return ponder(*args, env={"PYTHONPATH": path, "BLOCK_MODULES": ",".join(modules),
+                              **(env or {})}, cwd=tmp_path)
+
+
+def assert_names_the_extra(done, module, extra):
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {module} is not installed; it comes with ponder's {extra} extra: "
+        f"pip install 'ponder[{extra}]'"]
+
+
+@pytest.mark.parametrize("modules, args, database, module, extra", [
+    (["fastapi"], ["serve", "agent.yaml"], None, "fastapi", "server"),
+    (["sse_starlette"], ["serve", "agent.yaml"], None, "sse_starlette", "server"),
+    (["psycopg"], ["runs", "list"], UNREACHABLE_PG, "psycopg", "postgres"),
+    (["psycopg"], ["schedule", "list"], UNREACHABLE_PG, "psycopg", "postgres"),
+    (["psycopg_pool"], ["kb", "stats"], UNREACHABLE_PG, "psycopg_pool", "postgres"),
+    (["psycopg_pool"], ["memory", "list", "--user", "u", "--embeddings", "openai:e"],
+     UNREACHABLE_PG, "psycopg_pool", "postgres"),
+], ids=["serve-fastapi", "serve-sse", "runs", "schedules", "kb", "memory"])
+def test_a_missing_extra_is_named_in_one_line(tmp_path, modules, args, database, module, extra):
+    # The target would not load either: the missing extra must be what is reported first.
+    with FakeOpenAIServer() as srv:  # long-term memory embeds before it opens its database
+        env = {"OPENAI_BASE_URL": srv.base_url}
+        if database:
+            env["PONDER_DATABASE_URL"] = database
+        done = without(modules, *args, tmp_path=tmp_path, env=env)
+    assert_names_the_extra(done, module, extra)
+
+
+def test_missing_extras_on_postgres_and_for_local_embeddings(tmp_path, postgres_url):
+    env = {"PONDER_DATABASE_URL": postgres_url}
+    (tmp_path / "notes.md").write_text("# Kettles\n\nKettles carry a two year warranty.\n")
+    assert ponder("kb", "add", str(tmp_path / "notes.md"), env=env).returncode == 0
+    # Word ranking on Postgres is BM25 in memory.
+    for module in ("bm25s", "Stemmer", "numpy"):
+        done = without([module], "kb", "search", "warranty", "--mode", "sparse",
+                       tmp_path=tmp_path, env=env)
+        assert_names_the_extra(done, module, "postgres")
+    (tmp_path / "bot.yaml").write_text("name: bot\nprofile: {role: a helper}\n")
+    # Said by the code that needs them, in its own words: still one line, exit code 2.
+    for modules, args, words in [
+        (["procrastinate"], ["worker", "--queue"], "pip install 'ponder[postgres]'"),
+        (["langgraph.checkpoint.postgres"], ["run", "bot.yaml", "hi", "--model", "openai:m"],
+         "pip install 'ponder[postgres]'"),
+        (["sentence_transformers"], ["kb", "search", "warranty", "--embeddings", "local"],
+         "pip install 'ponder[local]'"),
+        (["torch"], ["kb", "search", "warranty", "--embeddings", "local"],
+         "pip install 'ponder[local]'"),
+    ]:
+        done = without(modules, *args, tmp_path=tmp_path,
+                       env={**env, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], done.stderr
+
+
+def test_a_target_that_needs_a_missing_extra_names_it(tmp_path):
+    (tmp_path / "app.py").write_text("from ponder.server import create_app\nbot = None\n")
+    hint = "fastapi is not installed; it comes with ponder's server extra: pip install " \
+           "'ponder[server]'"
+    for ref, line in [("app.py:bot", f"error: cannot load 'app.py:bot': {hint}"),  # a file
+                      ("app:bot", f"error: 'app:bot': cannot import 'app' ({hint})")]:  # a module
+        done = without(["fastapi"], "run", ref, "hi", tmp_path=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [line]
+
+
+def test_the_extras_table_follows_pyproject():
+    """Every distribution of an optional extra provides a module the CLI maps to that extra."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, files
+
+    from packaging.requirements import Requirement
+
+    from ponder.config import EXTRA_MODULES
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    core = {Requirement(r).name.lower() for r in project["dependencies"]}
+    extras = {name: reqs for name, reqs in project["optional-dependencies"].items()
+              if name not in ("all", "dev")}
+    assert set(EXTRA_MODULES.values()) == set(extras)
+    for extra, requirements in extras.items():
+        mapped = {m for m, e in EXTRA_MODULES.items() if e == extra}
+        for requirement in map(Requirement, requirements):
+            if requirement.name.lower() in core:
+                continue  # uvicorn: installed anyway; the extra only adds its speed-ups
+            try:
+                paths = files(requirement.name) or []
+            except PackageNotFoundError:
+                pytest.fail(f"{requirement.name} is not installed: install ponder[dev]")
+            modules = {".".join(p.parent.parts) for p in paths if p.name == "__init__.py"}
+            modules |= {p.name.split(".")[0] for p in paths
+                        if len(p.parts) == 1 and p.suffix in (".py", ".so", ".pyd")}
+            assert mapped & modules, f"{requirement.name} ({extra}) is missing from EXTRA_MODULES"
+
+
+# -- serving graphs --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_a_graph_with_a_typing_typeddict_state(tmp_path):
+    from tests.server.test_openai_api import TYPED_DICT_GRAPH
+
+    (tmp_path / "graph.py").write_text(TYPED_DICT_GRAPH)
+    env = {**os.environ, "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
+    port = _free_port()
+    server = subprocess.Popen([*PONDER, "serve", "graph.py:graph", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().startswith("serving typed-graph on"), server.stderr.read()
+        reply = None
+        for _ in range(100):  # the line is printed just before uvicorn binds the port
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                                   json={"model": "typed-graph",
+                                         "messages": [{"role": "user", "content": "hi"}]})
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert reply is not None and reply.status_code == 200, reply and reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "typed turn 1"
+
+    refused = ponder("serve", "graph.py:no_messages", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: the graph 'counter' takes no 'messages' in its input, so it cannot chat: give "
+        "its state (and input schema, if it has one) a messages key, e.g. "
+        "StateGraph(MessagesState) or messages: Annotated[list, add_messages]"]

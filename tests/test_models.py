@@ -125,6 +125,85 @@ async def test_client_errors_are_not_retried():
     assert len(srv.requests) == 0  # rejected before it was recorded
 
 
+# Each provider's way of saying the account has no quota or credit left, then a reply that a
+# retry would get: (status, code, type, message).
+QUOTA_ERRORS = {
+    "openai 429 insufficient_quota": (429, "insufficient_quota", "insufficient_quota",
+                                      "You exceeded your current quota."),
+    "429 with only the type": (429, None, "insufficient_quota", "You exceeded your quota."),
+    "azure InsufficientQuota": (429, "InsufficientQuota", None, "Insufficient quota."),
+    "openai billing_hard_limit_reached": (400, "billing_hard_limit_reached",
+                                          "invalid_request_error", "Billing hard limit reached."),
+    "openai billing_not_active": (429, "billing_not_active", "invalid_request_error",
+                                  "Your account is not active."),
+    "deepseek 402": (402, "invalid_request_error", "unknown_error", "Insufficient Balance"),
+    "openrouter insufficient_credits": (402, None, None, "Insufficient credits."),
+    "anthropic low credit": (400, None, "invalid_request_error",
+                             "Your credit balance is too low to access the Anthropic API."),
+}
+
+
+def assert_quota_error(caught, status):
+    message = str(caught.value)
+    assert "quota or credit is used up" in message and "billing" in message
+    assert "retrying cannot help" in message and "openai:" in message
+    assert caught.value.status == status and caught.value.attempts == 1
+
+
+@pytest.mark.parametrize("status,code,kind,text", QUOTA_ERRORS.values(), ids=QUOTA_ERRORS)
+async def test_an_exhausted_quota_is_not_retried(status, code, kind, text):
+    fault = Fault.quota_exhausted(status, code, kind, text)
+    async with FakeOpenAIServer(["never sent"], faults=[fault]) as srv:
+        with pytest.raises(ModelCallError) as caught:
+            await served(srv).ainvoke("hi")
+    assert_quota_error(caught, status)
+    assert text in str(caught.value)  # the provider's own words stay in the message
+    assert len(srv.requests) == 1
+
+
+async def test_an_exhausted_quota_is_not_retried_when_streaming_or_embedding():
+    async with FakeOpenAIServer(["never sent"], faults=[Fault.quota_exhausted()] * 2) as srv:
+        with pytest.raises(ModelCallError) as caught:
+            async for _ in served(srv).astream("hi"):
+                pass
+        assert_quota_error(caught, 429)
+        emb = embeddings("openai:text-embedding-3-small", base_url=srv.base_url, policy=FAST,
+                         settings=NO_ENV)
+        with pytest.raises(ModelCallError) as caught:
+            await emb.aembed_query("cats purr")
+        assert_quota_error(caught, 429)
+    assert [r["path"] for r in srv.requests] == ["/v1/chat/completions", "/v1/embeddings"]
+
+
+async def test_a_rate_limit_429_with_its_own_code_is_still_retried():
+    fault = Fault.quota_exhausted(429, "rate_limit_exceeded", "requests", "Rate limit reached.")
+    async with FakeOpenAIServer(["fine"], faults=[fault]) as srv:
+        assert (await served(srv).ainvoke("hi")).content == "fine"
+    assert len(srv.requests) == 2
+
+
+async def test_an_exhausted_quota_in_an_anthropic_style_body_is_not_retried():
+    # Providers whose SDKs keep the whole body (Anthropic's does) nest the codes under "error".
+    import httpx
+
+    body = {"type": "error", "error": {"type": "insufficient_quota", "message": "No credit."}}
+    calls = 0
+
+    def reply(messages):
+        nonlocal calls
+        calls += 1
+        request = httpx.Request("POST", "https://api.example.com/v1/messages")
+        response = httpx.Response(429, json=body, request=request)
+        raise httpx.HTTPStatusError("429 Too Many Requests", request=request, response=response)
+
+    model = ResilientChatModel(inner=ScriptedChatModel(replies=reply), provider="openai",
+                               model_name="test", policy=FAST)
+    with pytest.raises(ModelCallError) as caught:
+        await model.ainvoke("hi")
+    assert_quota_error(caught, 429)
+    assert calls == 1
+
+
 async def test_malformed_json_is_retried():
     async with FakeOpenAIServer(["good"], faults=[Fault.malformed_json()]) as srv:
         assert (await served(srv).ainvoke("hi")).content == "good"

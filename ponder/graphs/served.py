@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
 from ponder.agents.agent import _as_input
@@ -19,12 +20,27 @@ from ponder.config import ConfigurationError
 from ponder.graphs.persistence import Persistence, open_persistence
 
 
+def _input_keys(graph: Pregel) -> set[str]:
+    """The keys a graph's input may set, read from its channels, not from a JSON schema.
+
+    Schema generation is pydantic's, which refuses a ``typing.TypedDict`` state on Python 3.11
+    although LangGraph runs one; the builder already holds each schema's channels.
+    """
+    builder = getattr(graph, "builder", None)
+    if isinstance(builder, StateGraph):
+        return set(builder.schemas[builder.input_schema])
+    channels = graph.input_channels  # a Pregel built by hand
+    return {channels} if isinstance(channels, str) else set(channels)
+
+
 class ServedGraph:
     def __init__(self, graph: Pregel, name: str | None = None,
                  database_url: str | None = None) -> None:
-        if "messages" not in graph.get_input_jsonschema().get("properties", {}):
-            raise ConfigurationError(f"the graph {graph.name!r} has no 'messages' in its state: "
-                                     "only message-based graphs (MessagesState) can chat")
+        if "messages" not in _input_keys(graph):
+            raise ConfigurationError(
+                f"the graph {graph.name!r} takes no 'messages' in its input, so it cannot "
+                "chat: give its state (and input schema, if it has one) a messages key, e.g. "
+                "StateGraph(MessagesState) or messages: Annotated[list, add_messages]")
         self.name = name or graph.name
         self._graph = graph
         self._database_url = database_url

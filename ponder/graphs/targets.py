@@ -8,7 +8,7 @@ from pathlib import Path
 from langgraph.pregel import Pregel
 
 from ponder.agents.agent import Agent
-from ponder.config import ConfigurationError
+from ponder.config import ConfigurationError, missing_extra
 from ponder.loading import load_object
 
 
@@ -26,7 +26,9 @@ def load_target(ref: str, *, model: str | None = None) -> Agent | Pregel:
                 "or pass a .yaml spec") from None
         raise
     except Exception as exc:  # the user's module failed to import: say where, briefly
-        raise ConfigurationError(f"cannot load {ref!r}: {type(exc).__name__}: {exc}") from None
+        why = isinstance(exc, ModuleNotFoundError) and missing_extra(exc)
+        raise ConfigurationError(
+            f"cannot load {ref!r}: {why or f'{type(exc).__name__}: {exc}'}") from None
     if inspect.isfunction(target):  # a factory: def build() -> Agent
         required = [p for p in inspect.signature(target).parameters.values()
                     if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

@@ -69,7 +69,8 @@ class Worker:
         self._running: dict[str, asyncio.Task] = {}
         self._stopping = asyncio.Event()
         self._shutting_down = False
-        self._app = None
+        # Made here, not in run(): a missing procrastinate shows when the worker is made.
+        self._app = open_queue(self.url, self) if queue else None
         self._beating: asyncio.Task | None = None
         self._requeued_at = 0.0
         self._task: asyncio.Task | None = None  # run(), when used as a context manager
@@ -78,11 +79,12 @@ class Worker:
 
     async def run(self) -> None:
         """Work until ``stop()``; then finish (or hand back) what is running, and close."""
-        loops = [self._heartbeats(forever=True)]
         if self.queue:
-            self._app = open_queue(self.url, self)
             await self._app.open_async()
             await _apply_schema(self._app)
+        # Made once the queue is open: a coroutine that a failed start never awaits is a warning.
+        loops = [self._heartbeats(forever=True)]
+        if self.queue:
             loops.append(self._app.run_worker_async(
                 concurrency=self.concurrency, install_signal_handlers=False,
                 update_heartbeat_interval=self.heartbeat_s, stalled_worker_timeout=self.stale_s,

@@ -40,11 +40,24 @@ class Fault:
     retry_after: float | None = None
     seconds: float = 60.0
     after_chunks: int = 2
+    # The error body of a "status" fault: None picks the usual ones for its status.
+    message: str | None = None
+    code: str | None = None
+    error_type: str | None = None
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 1.0) -> Fault:
         """429 Too Many Requests, with a Retry-After header (seconds) unless None."""
         return cls("status", status=429, retry_after=retry_after)
+
+    @classmethod
+    def quota_exhausted(cls, status: int = 429, code: str | None = "insufficient_quota",
+                        error_type: str | None = "insufficient_quota",
+                        message: str = "You exceeded your current quota, please check your plan "
+                                       "and billing details.") -> Fault:
+        """The account has no quota or credit left: by default OpenAI's 429, whose status is a
+        rate limit's but whose body's ``code`` and ``type`` are ``insufficient_quota``."""
+        return cls("status", status=status, code=code, error_type=error_type, message=message)
 
     @classmethod
     def server_error(cls, status: int = 500) -> Fault:
@@ -158,8 +171,10 @@ class FakeOpenAIServer:
             headers = {}
             if fault.retry_after is not None:
                 headers["retry-after"] = f"{fault.retry_after:g}"
-            message = "Rate limit reached." if fault.status == 429 else "Internal server error."
-            return None, fault, _error(fault.status, message, headers=headers)
+            message = fault.message or (
+                "Rate limit reached." if fault.status == 429 else "Internal server error.")
+            return None, fault, _error(fault.status, message, fault.code, headers=headers,
+                                       error_type=fault.error_type)
         if fault.kind == "hang":
             await asyncio.sleep(fault.seconds)
             return body, None, None
@@ -311,10 +326,10 @@ def _logprobs(reply: AIMessage, body: dict) -> dict:
 
 
 def _error(status: int, message: str, code: str | None = None, *, param: str | None = None,
-           headers: dict | None = None) -> JSONResponse:
+           headers: dict | None = None, error_type: str | None = None) -> JSONResponse:
     kind = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error"}
     return JSONResponse(
-        {"error": {"message": message, "type": kind.get(status, "server_error"),
+        {"error": {"message": message, "type": error_type or kind.get(status, "server_error"),
                    "param": param, "code": code}},
         status_code=status, headers=headers,
     )

@@ -182,3 +182,49 @@ async def test_a_corpus_of_two_languages_is_reported_per_language(tmp_path):
     assert by_language["zh"]["ndcg@10"] > 0.9 and by_language["en"]["ndcg@10"] > 0.5
     one_language = await run_beir(DATA / "cmrc_trial", "test", "sparse")
     assert "by_language" not in one_language and one_language["ndcg@10"] >= 0.98
+
+
+def _corpus_with_empty_and_unreadable_documents(folder):
+    rows = [
+        {"_id": "1", "title": "Kettles", "text": "Kettles carry a two year warranty."},
+        {"_id": "2", "title": "Refunds", "text": "Refunds reach the card within 14 days."},
+        {"_id": "471", "title": "", "text": ""},  # as in Cranfield: nothing to index
+        {"_id": "472", "text": "   \n\t "},  # only whitespace
+        {"_id": "473", "title": "Shipping", "text": ["not", "a", "string"]},  # unreadable
+        ["not", "an", "object"],
+        {"title": "no id", "text": "an orphan paragraph"},
+    ]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "kettle warranty"}\n'
+                                          '{"_id": "q2", "text": "refund to card"}\n')
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t1\t1\nq2\t2\t1\n")
+    return folder
+
+
+async def test_empty_and_unreadable_documents_are_skipped_and_counted(tmp_path):
+    folder = _corpus_with_empty_and_unreadable_documents(tmp_path)
+    report = await run_beir(folder, "test", "sparse")
+    assert report["documents"] == 7
+    assert report["documents_indexed"] == 2 and report["documents_skipped"] == 5
+    assert report["skipped"] == [
+        "corpus.jsonl row 5: not a document with an _id and text",
+        "corpus.jsonl row 6: not a document with an _id and text",
+        "corpus.jsonl row 7: not a document with an _id and text",
+        "471: the document is empty (no text to index)",
+        "472: the document is empty (no text to index)",
+    ]
+    assert report["queries"] == 2 and report["ndcg@10"] == 1.0 and report["mrr@10"] == 1.0
+    assert report["reingest_written"] == 0
+
+
+def test_ponder_eval_retrieval_reports_skipped_documents(tmp_path):
+    folder = _corpus_with_empty_and_unreadable_documents(tmp_path)
+    args = ["eval", "retrieval", "--dataset", str(folder), "--mode", "sparse"]
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["documents_skipped"] == 5
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    assert "5 of 7 documents skipped (empty or unreadable), e.g. corpus.jsonl row 5" in \
+        shown.output

@@ -153,3 +153,88 @@ def test_a_compiled_langgraph_graph_is_served_too(tmp_path):
     assert first.choices[0].message.content == "graph turn 1"
     assert second.choices[0].message.content == "graph turn 2"  # persisted between requests
     assert text == "graph turn 1"
+
+
+# A graph module as users write them: a plain typing.TypedDict state, which pydantic refuses to
+# build a schema for on Python 3.11 (it asks for typing_extensions.TypedDict).
+TYPED_DICT_GRAPH = '''
+import typing
+from typing import Annotated
+
+from langgraph.graph import START, StateGraph, add_messages
+
+
+class State(typing.TypedDict):
+    messages: Annotated[list, add_messages]
+    turns: int
+
+
+def answer(state: State):
+    users = [m for m in state["messages"] if m.type == "human"]
+    return {"messages": [("ai", f"typed turn {len(users)}")], "turns": len(users)}
+
+
+builder = StateGraph(State)
+builder.add_node("answer", answer)
+builder.add_edge(START, "answer")
+graph = builder.compile(name="typed-graph")
+
+
+class Counter(typing.TypedDict):
+    count: int
+
+
+class Wide(typing.TypedDict):
+    messages: Annotated[list, add_messages]
+    question: str
+
+
+counter = StateGraph(Counter)
+counter.add_node("count", lambda state: {"count": state["count"] + 1})
+counter.add_edge(START, "count")
+no_messages = counter.compile(name="counter")
+
+narrow = StateGraph(Wide, input_schema=Counter)
+narrow.add_node("noop", lambda state: {})
+narrow.add_edge(START, "noop")
+messages_not_in_input = narrow.compile(name="narrow")
+'''
+
+
+def _typed_dict_module(tmp_path):
+    from ponder.loading import load_object
+
+    path = tmp_path / "typed_graph.py"
+    path.write_text(TYPED_DICT_GRAPH)
+    return lambda attr: load_object(f"{path}:{attr}")
+
+
+async def test_a_graph_with_a_typing_typeddict_state_is_served(tmp_path):
+    graph = _typed_dict_module(tmp_path)("graph")
+    app = create_app([graph], database_url=f"sqlite:///{tmp_path}/typed.db")
+    async with BackgroundServer(app) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+        history = [{"role": "user", "content": "one"}]
+        first = await client.chat.completions.create(model="typed-graph", messages=history)
+        history += [{"role": "assistant", "content": first.choices[0].message.content},
+                    {"role": "user", "content": "two"}]
+        second = await client.chat.completions.create(model="typed-graph", messages=history)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            thread = (await http.post("/v1/threads", json={"agent": "typed-graph"})).json()
+            run = (await http.post(f"/v1/threads/{thread['id']}/runs",
+                                   json={"input": "hello"})).json()
+            state = (await http.get(f"/v1/threads/{thread['id']}")).json()
+    assert first.choices[0].message.content == "typed turn 1"
+    assert second.choices[0].message.content == "typed turn 2"
+    assert run["status"] == "success" and run["output"] == "typed turn 1"
+    assert [m["content"] for m in state["messages"]] == ["hello", "typed turn 1"]
+
+
+@pytest.mark.parametrize("attr", ["no_messages", "messages_not_in_input"])
+def test_a_graph_without_messages_in_its_input_is_refused_clearly(tmp_path, attr):
+    from ponder.config import ConfigurationError
+
+    graph = _typed_dict_module(tmp_path)(attr)
+    with pytest.raises(ConfigurationError, match=rf"the graph '{graph.name}' takes no "
+                                                 r"'messages' in its input.*add_messages"):
+        create_app([graph], database_url=f"sqlite:///{tmp_path}/typed.db")

@@ -300,13 +300,13 @@ def detect_language(text: str) -> str:
 def query_languages(dataset: BeirDataset) -> dict[str, str]:
     """Each judged query's language: the most common language of its relevant documents (a
     document says more about its language than a question of a few words does)."""
-    documents = {str(d["_id"]): d for d in dataset.corpus}
+    texts = {str(d["_id"]): " ".join(v for v in (d.get("title"), d.get("text"))
+                                     if isinstance(v, str))
+             for d in dataset.corpus if isinstance(d, dict) and "_id" in d}
     wanted = {doc for judged in dataset.qrels.values() for doc, gain in judged.items()
-              if gain > 0 and doc in documents}
+              if gain > 0 and texts.get(doc, "").strip()}
     # The first 1,000 characters are plenty for the language and keep big corpora quick.
-    language = {doc: detect_language(f"{documents[doc].get('title') or ''} "
-                                     f"{documents[doc].get('text') or ''}"[:1000])
-                for doc in wanted}
+    language = {doc: detect_language(texts[doc][:1000]) for doc in wanted}
 
     def language_of(query: str) -> str:
         found = Counter(language[doc] for doc, gain in dataset.qrels[query].items()
@@ -369,27 +369,41 @@ async def run_beir(folder: str | Path, split: str, mode: str, *, embeddings: Any
 
     BEIR ranks whole documents: chunks of 512 tokens keep nearly every SciFact abstract whole
     (a document still ranks by its best chunk). Ingestion throughput excludes embedding time;
-    a second ingestion of the unchanged corpus is timed too (it should write nothing)."""
+    a second ingestion of the unchanged corpus is timed too (it should write nothing).
+
+    Real corpora hold documents without text (two of Cranfield's 1,400): those, and rows that
+    are not a document (no ``_id``, text or title not a string), are skipped, not fatal; the
+    report counts them (``documents_skipped``) and names the first few (``skipped``)."""
     from ponder.memory.knowledge.base import KnowledgeBase, embedding_model_id
     from ponder.memory.knowledge.chunking import Chunker
     from ponder.memory.knowledge.documents import Document
 
     dataset = load_beir(folder, split)
+    documents, skipped = [], []
+    for number, row in enumerate(dataset.corpus, 1):
+        fields = row if isinstance(row, dict) else {}
+        text, title = fields.get("text"), fields.get("title")
+        if "_id" not in fields or not all(value is None or isinstance(value, str)
+                                          for value in (text, title)):
+            skipped.append(f"corpus.jsonl row {number}: not a document with an _id and text")
+            continue
+        documents.append(Document(text or "", str(row["_id"]), title or None))
     with tempfile.TemporaryDirectory(prefix="ponder-eval-") as scratch:
         kb = KnowledgeBase(url or f"sqlite:///{scratch}/eval.db", name="beir",
                            embeddings=embeddings, chunker=Chunker(chunk_size, 32), **options)
         try:
-            documents = [Document(d.get("text") or "", str(d["_id"]), d.get("title") or None)
-                         for d in dataset.corpus]
-            first = await kb.add(documents)
-            again = await kb.add(documents)
+            first = await kb.add(documents, skip_errors=True)
+            again = await kb.add(documents, skip_errors=True)
             result = await evaluate_retrieval(kb, dataset, mode=mode)
         finally:
             await kb.aclose()
+    skipped += first.errors  # empty ones: "<_id>: the document is empty (no text to index)"
     indexing = first.seconds - first.embedding_seconds
     return {"dataset": Path(folder).name, "split": split, "mode": mode,
             "embedding_model": embedding_model_id(kb.embeddings) if kb.embeddings else None,
-            **result, "documents": len(documents), "chunks": first.chunks,
+            **result, "documents": len(dataset.corpus),
+            "documents_indexed": first.added + first.updated + first.unchanged,
+            "documents_skipped": len(skipped), "skipped": skipped[:10], "chunks": first.chunks,
             "ingest_chunks_per_s": round(first.chunks / indexing) if first.chunks else None,
             "ingest_seconds": round(first.seconds, 3),
             "embedding_seconds": round(first.embedding_seconds, 3),
