@@ -1,6 +1,7 @@
 """ponder: asynchronous agent orchestration on LangGraph."""
 
 from ponder.agents import Agent, AgentState, Planner, Profile
+from ponder.errors import ConfigurationError, NotFoundError, PonderError
 from ponder.memory import InMemoryMemory, Memory
 from ponder.memory.knowledge import Document, KnowledgeBase
 from ponder.models import chat_model, embeddings, track_usage
@@ -10,11 +11,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentState",
+    "ConfigurationError",
     "Document",
     "InMemoryMemory",
     "KnowledgeBase",
     "Memory",
+    "NotFoundError",
     "Planner",
+    "PonderError",
     "Profile",
     "chat_model",
     "embeddings",

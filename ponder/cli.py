@@ -18,10 +18,9 @@ from rich.markup import escape
 import ponder
 from ponder.agents.agent import Agent, final_text, turn_usage
 from ponder.config import ConfigurationError, Settings, missing_extra
+from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import load_target
-from ponder.memory.knowledge import DocumentError, EmbeddingMismatchError, FilterError
-from ponder.memory.knowledge.evaluation import DatasetError
-from ponder.models import ModelCallError, chat_model, track_usage
+from ponder.models import chat_model, track_usage
 
 app = typer.Typer(
     name="ponder",
@@ -33,11 +32,6 @@ app = typer.Typer(
 # Lines are not wrapped: output that is piped or captured keeps one message per line.
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
-
-# User mistakes and failures outside our control: a message, never a traceback.
-_USER_ERRORS = (ConfigurationError, ModelCallError, DocumentError, FilterError,
-                EmbeddingMismatchError, DatasetError)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -257,7 +251,7 @@ def runs_show(run_id: str = typer.Argument(..., help="A run id from ponder runs 
 
     found = _recorded("get", run_id)
     if found is None:
-        raise ConfigurationError(f"no run has the id {run_id!r}: see ponder runs list")
+        raise NotFoundError(f"no run has the id {run_id!r}: see ponder runs list")
     run, steps = found
     console.print(f"[bold]{run['id']}[/] {escape(run['target'])} [bold]{run['status']}[/] "
                   f"thread {run['thread_id'] or '-'}")
@@ -804,9 +798,7 @@ def memory_delete(key: str = typer.Argument(..., help="A key from ponder memory 
                   user: str = USER, name: str = MEMORY_NAME,
                   embeddings: str | None = MEMORY_EMBEDDINGS) -> None:
     """Forget one memory of a user for good."""
-    if not _on_memory(name, embeddings, lambda m: m.delete(user, key)):
-        raise ConfigurationError(f"user {user!r} has no memory {key!r}: see ponder memory list "
-                                 f"--user {user}")
+    _on_memory(name, embeddings, lambda m: m.delete(user, key))
     console.print(f"deleted {key}")
 
 
@@ -865,7 +857,7 @@ def _show_step(node: str, change: dict[str, Any]) -> None:
 def main() -> None:
     try:
         app()  # standalone: typer reports usage errors and exits by itself
-    except _USER_ERRORS as exc:
+    except PonderError as exc:  # user mistakes and failures outside our control
         _fail(str(exc))
     except ModuleNotFoundError as exc:
         # Wherever ponder (or a library it calls) imports a module of an optional extra.

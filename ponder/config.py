@@ -10,9 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from ponder.errors import ConfigurationError
 
-class ConfigurationError(ValueError):
-    """A setting is missing or invalid. The message says what to set."""
+__all__ = ["ConfigurationError", "Settings"]
 
 
 @dataclass(frozen=True)

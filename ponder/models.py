@@ -42,6 +42,7 @@ from tenacity import (
 )
 
 from ponder.config import ConfigurationError, Settings
+from ponder.errors import PonderError
 from ponder.sync import run_sync
 
 __all__ = [
@@ -64,7 +65,7 @@ _EXAMPLES = (
 )
 
 
-class ModelCallError(RuntimeError):
+class ModelCallError(PonderError, RuntimeError):
     """A model call failed for good: after its retries, or with an error retrying cannot fix."""
 
     def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:

@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 
 from ponder.agents.agent import Agent, final_text
+from ponder.errors import NotFoundError
 from ponder.graphs.tables import Tables
 
 metadata = MetaData()
@@ -335,7 +336,7 @@ class RunRecorder(Tables):
             row = (await conn.execute(select(runs_table.c.status).where(
                 runs_table.c.id == run_id))).first()
             if row is None:
-                raise KeyError(f"no run has the id {run_id!r}")
+                raise NotFoundError(f"no run has the id {run_id!r}: see ponder runs list")
             await conn.execute(update(runs_table).where(
                 runs_table.c.id == run_id, runs_table.c.status == "pending").values(
                 status="cancelled", ended_at=time.time()))
@@ -349,7 +350,7 @@ class RunRecorder(Tables):
         while True:
             found = await self.record(run_id)
             if found is None:
-                raise KeyError(f"no run has the id {run_id!r}")
+                raise NotFoundError(f"no run has the id {run_id!r}: see ponder runs list")
             if found["status"] in FINISHED:
                 return found
             await asyncio.sleep(poll_s)

@@ -34,6 +34,7 @@ from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, fun
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
+from ponder.errors import NotFoundError
 from ponder.graphs.runs import RunRecorder, metadata, runs_table
 from ponder.graphs.targets import load_target
 
@@ -243,14 +244,19 @@ class Scheduler(RunRecorder):
             await conn.execute(schedules_table.insert().values(**row))
         return await self.get(name)
 
-    async def get(self, name: str) -> Schedule:
+    async def get(self, name: str) -> Schedule | None:
+        """The schedule called ``name``; None when there is none."""
         engine = await self.engine()
         async with engine.connect() as conn:
             row = (await conn.execute(select(schedules_table).where(
                 schedules_table.c.name == name))).first()
-        if row is None:
-            raise ScheduleError(f"no schedule is named {name!r}: see ponder schedule list")
-        return Schedule.from_row(row)
+        return Schedule.from_row(row) if row else None
+
+    async def _existing(self, name: str) -> Schedule:
+        schedule = await self.get(name)
+        if schedule is None:
+            raise NotFoundError(f"no schedule is named {name!r}: see ponder schedule list")
+        return schedule
 
     async def schedules(self) -> list[Schedule]:
         engine = await self.engine()
@@ -263,19 +269,19 @@ class Scheduler(RunRecorder):
 
     async def resume(self, name: str) -> Schedule:
         """Unpause; fires missed while paused are not run: the next one is after now."""
-        schedule = await self.get(name)
+        schedule = await self._existing(name)
         return await self._set(name, paused=False,
                                next_fire_at=schedule.trigger.next_after(time.time()))
 
     async def remove(self, name: str) -> None:
-        await self.get(name)
+        await self._existing(name)
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(schedules_table.delete().where(schedules_table.c.name == name))
 
     async def run_now(self, name: str) -> Fire:
         """A fire now, besides the scheduled ones (max_instances is not applied)."""
-        schedule = await self.get(name)
+        schedule = await self._existing(name)
         now = time.time()
         fire = Fire(f"run_{uuid.uuid4().hex[:16]}", name, schedule.target, now,
                     schedule.thread_id())
@@ -285,7 +291,7 @@ class Scheduler(RunRecorder):
         return fire
 
     async def next_fires(self, name: str, count: int = 5) -> list[float]:
-        schedule = await self.get(name)
+        schedule = await self._existing(name)
         times, at = [], schedule.next_fire_at
         while at is not None and len(times) < count:
             times.append(at)
@@ -293,7 +299,7 @@ class Scheduler(RunRecorder):
         return times
 
     async def _set(self, name: str, **values: Any) -> Schedule:
-        await self.get(name)
+        await self._existing(name)
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(update(schedules_table).where(

@@ -30,6 +30,7 @@ from langgraph.pregel import Pregel
 
 from ponder.agents.agent import Agent, final_text
 from ponder.config import ConfigurationError, Settings
+from ponder.errors import PonderError
 from ponder.graphs.runs import RunRecorder, Trace
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import load_target
@@ -38,7 +39,7 @@ log = logging.getLogger("ponder.workers")
 TASK = "ponder.run"
 
 
-class RunBusy(Exception):
+class RunBusy(PonderError):
     """The run, or its thread, is held by a live worker: try again later."""
 
 

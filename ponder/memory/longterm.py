@@ -33,6 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.store.base import BaseStore, Item
 
 from ponder.config import ConfigurationError, Settings
+from ponder.errors import NotFoundError
 from ponder.models import chat_model, json_list
 from ponder.models import embeddings as make_embeddings
 
@@ -309,7 +310,8 @@ class LongTermMemory:
         store = await self.store()
         item = await store.aget(self._namespace(user_id), key)
         if item is None:
-            raise KeyError(f"user {user_id!r} has no memory {key!r}")
+            raise NotFoundError(f"user {user_id!r} has no memory {key!r}: see ponder memory "
+                                f"list --user {user_id}")
         old = MemoryRecord.from_item(item)
         now = _now()
         new = MemoryRecord(uuid.uuid4().hex, text, old.importance, old.kind, created_at=now,
@@ -319,13 +321,15 @@ class LongTermMemory:
         await store.aput(self._namespace(user_id), new.key, new.value())
         return new
 
-    async def delete(self, user_id: str, key: str) -> bool:
-        """Remove a memory for good (a user's request, not consolidation)."""
+    async def delete(self, user_id: str, key: str) -> None:
+        """Remove a memory for good (a user's request, not consolidation).
+
+        Raises NotFoundError when the user has no memory ``key``."""
         store = await self.store()
         if await store.aget(self._namespace(user_id), key) is None:
-            return False
+            raise NotFoundError(f"user {user_id!r} has no memory {key!r}: see ponder memory "
+                                f"list --user {user_id}")
         await store.adelete(self._namespace(user_id), key)
-        return True
 
     async def aclose(self) -> None:
         if self._closers:  # a store of our own: stop its batching task with its connection

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
 
 from ponder.config import ConfigurationError
+from ponder.errors import NotFoundError
 from ponder.graphs.tables import Tables
 
 metadata = MetaData()
@@ -75,7 +76,7 @@ class KeyStore(Tables):
                 api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
             ).values(revoked_at=time.time()))
         if done.rowcount == 0:
-            raise ConfigurationError(f"no active key has the id {key_id!r}: see ponder keys list")
+            raise NotFoundError(f"no active key has the id {key_id!r}: see ponder keys list")
 
     async def active(self) -> bool:
         engine = await self.engine()

@@ -17,11 +17,13 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel
 
+from ponder.errors import PonderError
+
 Reply = str | AIMessage | dict | BaseModel
 ReplyFunction = Callable[[list[BaseMessage]], Any]  # returns a Reply, or an awaitable of one
 
 
-class ScriptExhausted(RuntimeError):
+class ScriptExhausted(PonderError, RuntimeError):
     """Every scripted reply has been used."""
 
 

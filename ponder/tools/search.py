@@ -18,13 +18,15 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ponder.errors import PonderError
+
 __all__ = ["SearchError", "SearchResult", "WebSearch", "web_search_tool"]
 
 TIMELIMITS = {None: None, "day": "d", "week": "w", "month": "m", "year": "y",
               "d": "d", "w": "w", "m": "m", "y": "y"}
 
 
-class SearchError(RuntimeError):
+class SearchError(PonderError, RuntimeError):
     """The search failed after its retries; the message says why."""
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ponder.config import ConfigurationError
+from ponder.errors import NotFoundError
 from ponder.graphs.scheduler import ScheduleError, Scheduler, Trigger, parse_duration
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -173,7 +174,7 @@ async def test_pause_resume_remove_run_now_and_next_fires(scheduler, target):
     assert (await scheduler.record(fire.run_id))["status"] == "pending"
     await scheduler.remove("hourly")
     assert await scheduler.schedules() == []
-    with pytest.raises(ScheduleError, match="no schedule"):
+    with pytest.raises(NotFoundError, match="no schedule is named 'hourly'"):
         await scheduler.pause("hourly")
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from ponder.errors import NotFoundError
 from ponder.memory.longterm import SUPERSEDED, LongTermMemory
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
 
@@ -134,7 +135,9 @@ async def test_management_edit_and_delete(tmp_path):
     edited = await memory.edit("u", kept.key, "The user prefers phone calls.")
     assert [m.text for m in await memory.list("u")] == ["The user prefers phone calls."]
     assert edited.supersedes == kept.key
-    assert await memory.delete("u", edited.key) and not await memory.delete("u", "nope")
+    await memory.delete("u", edited.key)
+    with pytest.raises(NotFoundError, match="user 'u' has no memory 'nope': see ponder memory"):
+        await memory.delete("u", "nope")
     assert await memory.list("u") == []
     with pytest.raises(KeyError, match="user 'u' has no memory 'nope'"):
         await memory.edit("u", "nope", "x")

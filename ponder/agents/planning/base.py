@@ -14,6 +14,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.constants import TAG_NOSTREAM
 
 from ponder.config import ConfigurationError
+from ponder.errors import PonderError
 
 
 @runtime_checkable
@@ -32,7 +33,7 @@ class Planner(Protocol):
         ...
 
 
-class BudgetExceeded(RuntimeError):
+class BudgetExceeded(PonderError, RuntimeError):
     """A solve reached its budget of calls, tokens or dollars."""
 
 

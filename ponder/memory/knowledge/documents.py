@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import PonderError
 
-class DocumentError(ValueError):
+
+class DocumentError(PonderError, ValueError):
     """A source that cannot become a document: unreadable, unsupported or empty."""
 
 

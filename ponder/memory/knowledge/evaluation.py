@@ -25,6 +25,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from ponder.errors import PonderError
 from ponder.memory.knowledge.analysis import query_terms
 from ponder.similarity import cosine
 
@@ -220,7 +221,7 @@ async def judge_evidence(model: BaseChatModel, answer: str, evidence: Sequence[s
 # -- BEIR --------------------------------------------------------------------------------
 
 
-class DatasetError(ValueError):
+class DatasetError(PonderError, ValueError):
     """A folder that is not a readable BEIR data set."""
 
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from ponder.errors import PonderError
+
 Dialect = Literal["sqlite", "postgres"]
 COLUMNS = frozenset({"source", "title"})
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = frozenset(_COMPARISONS) | {"$in", "$nin", "$exists"}
 
 
-class FilterError(ValueError):
+class FilterError(PonderError, ValueError):
     """A filter naming an unknown field or operator, or with a value of the wrong shape."""
 
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.config import ConfigurationError
+from ponder.errors import PonderError
 from ponder.memory.knowledge.filters import Dialect, compile_filter
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
-class EmbeddingMismatchError(ValueError):
+class EmbeddingMismatchError(PonderError, ValueError):
     """New embeddings do not fit the ones already stored (another dimension or model)."""
 
 

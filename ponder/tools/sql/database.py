@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from ponder.config import ConfigurationError
+from ponder.errors import PonderError
 from ponder.tools.sql.guard import FORBIDDEN_FUNCTIONS, check
 
 __all__ = ["Database", "QueryError", "QueryResult"]
@@ -28,7 +29,7 @@ _SQLGLOT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mys
                      "mariadb": "mysql", "mssql": "tsql", "oracle": "oracle"}
 
 
-class QueryError(RuntimeError):
+class QueryError(PonderError, RuntimeError):
     """The database refused or failed the query; the message is the database's, for repair."""
 
 

@@ -18,10 +18,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from ponder.errors import PonderError
+
 __all__ = ["UnsafeSQLError", "check"]
 
 
-class UnsafeSQLError(ValueError):
+class UnsafeSQLError(PonderError, ValueError):
     """The SQL is not a single safe read-only query. The message says why."""
 
 
