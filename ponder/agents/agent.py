@@ -46,14 +46,17 @@ class ResumeError(ValueError):
     """A resume value that does not fit a thread's pending interrupts (nothing ran).
 
     ``pending`` maps the id of each interrupt the thread waits on to its value (what it asks);
-    the message lists them.
+    the message lists them. ``unknown`` holds the ids the value named that are not pending
+    (empty when the value was one answer for several interrupts).
     """
 
-    def __init__(self, problem: str, thread_id: str, pending: dict[str, Any]) -> None:
+    def __init__(self, problem: str, thread_id: str, pending: dict[str, Any],
+                 unknown: Sequence[str] = ()) -> None:
         listed = "; ".join(f"{id} asks {value!r}" for id, value in pending.items())
         super().__init__(f"{problem}. Pending: {listed or 'none'}.")
         self.thread_id = thread_id
         self.pending = pending
+        self.unknown = list(unknown)
 
 
 class Agent:
@@ -345,7 +348,7 @@ class Agent:
             if unknown := [k for k in value if k not in pending]:
                 raise ResumeError(
                     f"no pending interrupt of thread {thread_id!r} has the id "
-                    f"{', '.join(map(repr, unknown))}", thread_id, pending)
+                    f"{', '.join(map(repr, unknown))}", thread_id, pending, unknown)
             return Command(resume=dict(value))
         if len(pending) > 1:
             raise ResumeError(
