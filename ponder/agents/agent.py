@@ -334,28 +334,17 @@ class Agent:
     async def ainterrupts(self, thread_id: str) -> list[Interrupt]:
         """The interrupts the thread waits on, each with its ``id`` and ``value`` (what it asks),
         in the order of the tool calls that raised them."""
+        await self._graph()
+        if self._saver is None:
+            return []  # without a checkpointer nothing can be interrupted
         return list((await self.aget_state(thread_id)).interrupts)
 
     async def resume_input(self, thread_id: str, value: Any) -> Command | None:
         """The input that resumes ``thread_id`` with ``value`` (see ``aresume``), checked against
-        the thread's pending interrupts: ``ResumeError`` when it names an interrupt that is not
-        pending, or is one answer while several interrupts are pending (whichever got it, it
-        could be the wrong one)."""
+        the thread's pending interrupts (``resume_command``)."""
         if value is None:
             return None
-        pending = {i.id: i.value for i in await self.ainterrupts(thread_id)}
-        if _is_resume_map(value, pending):
-            if unknown := [k for k in value if k not in pending]:
-                raise ResumeError(
-                    f"no pending interrupt of thread {thread_id!r} has the id "
-                    f"{', '.join(map(repr, unknown))}", thread_id, pending, unknown)
-            return Command(resume=dict(value))
-        if len(pending) > 1:
-            raise ResumeError(
-                f"{len(pending)} interrupts are pending on thread {thread_id!r}: one answer "
-                "cannot say which it is for. Answer each by its id: {interrupt_id: answer, ...}",
-                thread_id, pending)
-        return Command(resume=value)
+        return resume_command(thread_id, await self.ainterrupts(thread_id), value)
 
     async def aget_state(self, thread_id: str):
         graph = await self._graph()
@@ -468,6 +457,26 @@ def _as_input(value: Any) -> Any:
         return {"messages": value}
     raise TypeError(f"an agent's input is a str, message, list of messages, state dict, Command "
                     f"or None, not {type(value).__name__}")
+
+
+def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> Command:
+    """``Command(resume=value)`` for a thread waiting on the interrupts ``pending``, once it is
+    clear which interrupt each answer is for: ``ResumeError`` when ``value`` names an id that is
+    not pending, or is one answer while several interrupts are pending (whichever got it, it
+    could be the wrong one). ``value`` is ``{interrupt_id: answer, ...}`` or one answer."""
+    waiting = {i.id: i.value for i in pending}
+    if _is_resume_map(value, waiting):
+        if unknown := [k for k in value if k not in waiting]:
+            raise ResumeError(
+                f"no pending interrupt of thread {thread_id!r} has the id "
+                f"{', '.join(map(repr, unknown))}", thread_id, waiting, unknown)
+        return Command(resume=dict(value))
+    if len(waiting) > 1:
+        raise ResumeError(
+            f"{len(waiting)} interrupts are pending on thread {thread_id!r}: one answer "
+            "cannot say which it is for. Answer each by its id: {interrupt_id: answer, ...}",
+            thread_id, waiting)
+    return Command(resume=value)
 
 
 def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
