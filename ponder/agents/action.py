@@ -83,7 +83,8 @@ class ActionModule:
         ``node``: one per tool call (LangGraph runs them concurrently and checkpoints each one's
         result on its own), or one that ends the turn once the step limit is passed.
 
-        Empty when the message has nothing to answer (only unparseable calls without an id).
+        Empty when the message has nothing to answer (no calls, or only unparseable calls
+        without an id).
         """
         message = messages[-1]
         if not (isinstance(message, AIMessage) and
@@ -115,7 +116,7 @@ class ActionModule:
         runs each call as a task of its own instead (``tasks``), where neither happens.
         """
         calls = [self._call(c, config) for c in message.tool_calls]
-        if len(calls) == 1:
+        if len(calls) == 1:  # one call needs no task of its own
             results = [await calls[0]]
         else:
             results = await gather_cancelling(*calls)

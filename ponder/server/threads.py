@@ -4,8 +4,9 @@ A thread belongs to one agent and, when keys are in use, to one key: another key
 A run is one turn on a thread: it streams tokens, node updates, tool calls and interrupts;
 an interrupted run is resumed with a value; a running one can be cancelled. Interrupts are
 listed as ``{"id", "value"}``; a resume is ``{interrupt_id: answer, ...}`` (or one answer when
-one interrupt is pending), refused with 400 when it does not fit the pending interrupts. Two runs at once on
-one thread follow the app's policy: ``reject`` (409) or ``enqueue`` (the second waits).
+one interrupt is pending), refused with 400 when it does not fit the pending interrupts. Two
+runs at once on one thread follow the app's policy: ``reject`` (409) or ``enqueue`` (the
+second waits).
 """
 
 from __future__ import annotations

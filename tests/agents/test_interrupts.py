@@ -117,6 +117,62 @@ async def test_each_answer_reaches_the_interrupt_it_names(database_url):
         await agent.aclose()
 
 
+async def test_calls_that_failed_or_timed_out_beside_an_interrupt_are_not_run_again():
+    runs: Counter[str] = Counter()
+
+    @tool
+    async def slow_lookup(item: str) -> str:
+        """Look an item up (slower than the tool timeout)."""
+        runs["slow_lookup"] += 1
+        await asyncio.sleep(5)
+        return "found"
+
+    @tool
+    def broken(item: str) -> str:
+        """Always fails."""
+        runs["broken"] += 1
+        raise RuntimeError("the printer is on fire")
+
+    office = Office()
+    step = tool_calls(("slow_lookup", {"item": "tea"}), ("broken", {"item": "tea"}),
+                      ("ask_human", {"question": "which tea?"}))
+    agent = Agent("office", ScriptedChatModel(replies=[step, "Sencha it is."]),
+                  tools=[slow_lookup, broken, *office.tools], checkpointer=InMemorySaver(),
+                  tool_timeout_s=0.2)
+    paused = await agent.ainvoke("tea?", thread_id="t")
+    assert [i.value for i in paused["__interrupt__"]] == ["which tea?"]
+    done = await agent.aresume("t", "Sencha")
+    assert [content for _, content in tool_results(done)] == [
+        "Error: tool 'slow_lookup' timed out after 0.2 s.",
+        "Error: tool 'broken' failed: RuntimeError: the printer is on fire",
+        "which tea? -> Sencha"]
+    assert runs == Counter({"slow_lookup": 1, "broken": 1})
+
+
+async def test_many_calls_keep_their_order_and_run_once():
+    runs: Counter[int] = Counter()
+
+    @tool
+    async def item(n: int) -> str:
+        """Process item n; items 3 and 10 need a human's go-ahead."""
+        runs[n] += 1
+        await asyncio.sleep((12 - n) / 200)  # the later calls finish first
+        if n in (3, 10):
+            return f"item {n}: {interrupt(f'item {n}?')}"
+        return f"item {n}: done"
+
+    step = tool_calls(*[("item", {"n": n}) for n in range(12)])
+    agent = Agent("items", ScriptedChatModel(replies=[step, "All done."]), tools=[item],
+                  checkpointer=InMemorySaver())
+    ids = ids_of(await agent.ainvoke("process", thread_id="t"))
+    assert list(ids) == ["item 3?", "item 10?"]
+    done = await agent.aresume("t", {ids["item 10?"]: "ten", ids["item 3?"]: "three"})
+    assert tool_results(done) == [
+        (call["id"], f"item {n}: " + {3: "three", 10: "ten"}.get(n, "done"))
+        for n, call in enumerate(step.tool_calls)]
+    assert runs == Counter({n: 2 if n in (3, 10) else 1 for n in range(12)})
+
+
 async def test_answering_some_interrupts_leaves_the_others_pending():
     step = tool_calls(("ask_human", {"question": "first?"}), ("ask_human", {"question": "second?"}),
                       ("ask_human", {"question": "third?"}))
