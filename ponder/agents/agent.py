@@ -324,8 +324,9 @@ class Agent:
 
         ``value`` is a mapping ``{interrupt_id: answer, ...}`` (the ids from ``ainterrupts`` or
         the state's ``__interrupt__``; it may answer some of the pending interrupts, the others
-        stay pending), or a single answer when one interrupt is pending, or ``None`` to
-        continue without an answer (after a static breakpoint or a crash). ``ResumeError``
+        stay pending), or a single answer when one interrupt is pending, or a ``Command`` of
+        your own, or ``None`` to continue without an answer (after a static breakpoint or a
+        crash). ``ResumeError``
         (nothing runs) when ``value`` does not fit the pending interrupts.
         """
         resume = await self.resume_input(thread_id, value)
@@ -344,7 +345,12 @@ class Agent:
         the thread's pending interrupts (``resume_command``)."""
         if value is None:
             return None
-        return resume_command(thread_id, await self.ainterrupts(thread_id), value)
+        pending = await self.ainterrupts(thread_id)
+        if isinstance(value, Command):  # one's own (with an update or a goto): checked as well
+            if value.resume is not None:
+                resume_command(thread_id, pending, value.resume)
+            return value
+        return resume_command(thread_id, pending, value)
 
     async def aget_state(self, thread_id: str):
         graph = await self._graph()

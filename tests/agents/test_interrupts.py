@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 
 from ponder import Agent
 from ponder.agents import ResumeError
@@ -227,6 +227,9 @@ async def test_a_resume_that_does_not_fit_the_pending_interrupts_is_refused():
         await agent.aresume("t", {stale: "yes"})
     with pytest.raises(ResumeError, match="has the id 'note'"):
         await agent.aresume("t", {ids["delete acme?"]: "yes", "note": "hi"})
+
+    with pytest.raises(ResumeError, match="2 interrupts are pending"):
+        await agent.aresume("t", Command(resume="yes"))  # a Command of one's own: checked too
 
     # Nothing ran: the same interrupts wait, and they can still be answered.
     assert office.runs == Counter({"approve delete acme": 1, "approve refund 500": 1})
