@@ -73,9 +73,12 @@ def run(
 ) -> None:
     """Run one turn of TARGET and print the reply. When tools interrupt to ask something, each
     question is shown with its id and its answer asked for in turn (not with --json)."""
-    if (input is None) == (resume is None):
+    if input is None and resume is None:
         raise ConfigurationError("pass a message to send, or --resume with answers to the "
-                                 "thread's pending interrupts (and --thread), not both")
+                                 "pending interrupts of --thread")
+    if input is not None and resume is not None:
+        raise ConfigurationError("pass a message or --resume, not both: a thread waiting on "
+                                 "interrupts needs their answers first")
     if resume is not None and thread is None:
         raise ConfigurationError("--resume answers the interrupts of a thread: pass --thread")
     runnable = load_target(target, model=model)

@@ -219,3 +219,15 @@ def test_run_asks_for_each_answer_and_resume_answers_by_id(office, tmp_path):
         "Done: delete acme: done; sent to ann; refund 500: held (no)")
     assert json.loads(resumed.stdout)["interrupts"] == []
     assert (tmp_path / "sent.log").read_text() == "ann\nann\n"  # once per thread
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "pass a message to send, or --resume"),
+    (["hi", "--thread", "t", "--resume", "yes"], "pass a message or --resume, not both"),
+    (["--resume", "yes"], "--resume answers the interrupts of a thread: pass --thread"),
+])
+def test_run_needs_a_message_or_answers(office, args, message):
+    target, env = office
+    done = ponder("run", target, *args, env=env)
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr
