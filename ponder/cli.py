@@ -11,12 +11,14 @@ from typing import Any
 
 import typer
 from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
+from langgraph.types import Command, Interrupt
 from rich.console import Console
 from rich.markup import escape
 
 import ponder
-from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.agent import Agent, final_text, resume_command, turn_usage
 from ponder.config import ConfigurationError, Settings, missing_extra
 from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import load_target
@@ -53,54 +55,130 @@ TARGET_HELP = "An agent or graph: module:attr, path/to/file.py:attr, or agent.ya
 @app.command()
 def run(
     target: str = typer.Argument(..., help=TARGET_HELP),
-    input: str = typer.Argument(..., help="The message to send."),
+    input: str | None = typer.Argument(None, help="The message to send (not with --resume)."),
     thread: str | None = typer.Option(None, "--thread", help="Continue this thread."),
     model: str | None = typer.Option(None, "--model", help="Override the model: provider:name."),
     user: str | None = typer.Option(None, "--user", help="The user the turn is for."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    resume: str | None = typer.Option(
+        None, "--resume", help="Answer the pending interrupts of --thread instead of sending a "
+        'message: JSON {"interrupt_id": answer, ...}, or one answer when one is pending.'),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (and ask no "
+                                 "questions: interrupts are listed with their ids)."),
 ) -> None:
-    """Run one turn of TARGET and print the reply."""
+    """Run one turn of TARGET and print the reply. When tools interrupt to ask something, each
+    question is shown with its id and its answer asked for in turn (not with --json)."""
+    if input is None and resume is None:
+        raise ConfigurationError("pass a message to send, or --resume with answers to the "
+                                 "pending interrupts of --thread")
+    if input is not None and resume is not None:
+        raise ConfigurationError("pass a message or --resume, not both: a thread waiting on "
+                                 "interrupts needs their answers first")
+    if resume is not None and thread is None:
+        raise ConfigurationError("--resume answers the interrupts of a thread: pass --thread")
     runnable = load_target(target, model=model)
     thread_id = thread or str(uuid.uuid4())
 
-    async def turn() -> tuple[dict[str, Any], dict[str, Any]]:
+    async def turn() -> tuple[dict[str, Any], dict[str, Any], list[Interrupt]]:
         try:
             with track_usage() as usage:
-                state = await _invoke(runnable, input, thread_id, user)
+                if resume is not None:
+                    first = resume_command(thread_id, await _pending(runnable, thread_id),
+                                           _parse_answer(resume))
+                else:
+                    first = input
+                state = await _invoke(runnable, first, thread_id, user)
+                pending = await _pending(runnable, thread_id, state)
+                while pending and not as_json:
+                    if said := final_text(state):  # what the agent said with its tool calls
+                        console.print(escape(said))
+                    answers = await _ask(pending)
+                    if answers is None:  # input ended: the questions stay pending
+                        break
+                    state = await _invoke(runnable, Command(resume=answers), thread_id, user)
+                    pending = await _pending(runnable, thread_id, state)
         finally:  # a failed turn too: an open database would keep the process alive
             if isinstance(runnable, Agent):
                 await runnable.aclose()
         if usage.calls:  # models behind ponder's policy: every call, planners' included
-            return state, usage.as_dict()
-        return state, turn_usage(state.get("messages", []))  # any other LangChain model
+            return state, usage.as_dict(), pending
+        return state, turn_usage(state.get("messages", [])), pending  # any other LangChain model
 
-    state, usage = asyncio.run(turn())
-    interrupts = [getattr(i, "value", i) for i in state.get("__interrupt__", [])]
+    state, usage, pending = asyncio.run(turn())
+    interrupts = [{"id": i.id, "value": i.value} for i in pending]
     if as_json:
         print(json.dumps({"thread_id": thread_id, "output": final_text(state),
                           "interrupts": interrupts, "usage": usage}, default=str))
         return
-    console.print(escape(final_text(state)))
-    for value in interrupts:
-        console.print(f"[yellow]interrupted:[/] {escape(str(value))}")
+    if pending:
+        errors.print(f"[yellow]{len(pending)} question(s) wait for an answer:[/] ponder run "
+                     f"{escape(target)} --thread {thread_id} --resume "
+                     f"'{escape(json.dumps({i.id: '...' for i in pending}))}'")
+    else:
+        console.print(escape(final_text(state)))
     errors.print(f"[dim]thread {thread_id}[/]")
 
 
-async def _invoke(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None
-                  ) -> dict[str, Any]:
-    """One recorded turn (ponder runs list / show)."""
+def _parse_answer(text: str) -> Any:
+    """A --resume value: JSON when it parses (a map of answers by id, or one answer), else the
+    text itself as the one answer."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def _pending(runnable: Agent | Pregel, thread_id: str,
+                   state: dict[str, Any] | None = None) -> list[Interrupt]:
+    """The interrupts ``thread_id`` waits on, in the order of the calls that raised them
+    (none when ``state``, the result of the last run, was not interrupted)."""
+    if state is not None and not state.get("__interrupt__"):
+        return []
+    if isinstance(runnable, Agent):
+        return await runnable.ainterrupts(thread_id)
+    if not isinstance(runnable.checkpointer, BaseCheckpointSaver):
+        return []  # nothing is saved, so nothing can wait
+    config = {"configurable": {"thread_id": thread_id}}
+    return list((await runnable.aget_state(config)).interrupts)
+
+
+def _question(value: Any) -> str:
+    """What an interrupt asks, on one line."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+async def _ask(pending: list[Interrupt]) -> dict[str, str] | None:
+    """Show every pending interrupt with its id, then ask for each one's answer in turn: the
+    answers by interrupt id, or None when the input ends first."""
+    console.print(f"[yellow]{len(pending)} question(s) wait for an answer:[/]")
+    for n, interrupt in enumerate(pending, 1):
+        console.print(f"  [yellow]{n}.[/] {escape(_question(interrupt.value))} "
+                      f"[dim](id {interrupt.id})[/]")
+    answers = {}
+    for n, interrupt in enumerate(pending, 1):
+        try:
+            answers[interrupt.id] = await asyncio.to_thread(
+                console.input, f"[bold yellow]answer {n} ›[/] ")
+        except EOFError:
+            console.print()
+            return None
+    return answers
+
+
+async def _invoke(runnable: Agent | Pregel, input: str | Command, thread_id: str,
+                  user: str | None) -> dict[str, Any]:
+    """One recorded turn (ponder runs list / show): a message, or answers to interrupts."""
     from ponder.graphs.runs import RunRecorder
 
     recorder = RunRecorder()
     try:
         if isinstance(runnable, Agent):
-            return await recorder.run(runnable.name, runnable, text, thread_id=thread_id,
+            return await recorder.run(runnable.name, runnable, input, thread_id=thread_id,
                                       user_id=user)
         name = runnable.name or "graph"
-        async with recorder.recording(name, text, thread_id, user) as (run_id, trace, finish):
+        async with recorder.recording(name, input, thread_id, user) as (run_id, trace, finish):
             config = {"configurable": {"thread_id": thread_id, "user_id": user},
                       "callbacks": [trace]}
-            state = await runnable.ainvoke({"messages": [("user", text)]}, config)
+            state = await runnable.ainvoke(_graph_input(input), config)
             finish("interrupted" if state.get("__interrupt__") else "success", state)
             return state
     finally:
@@ -140,6 +218,17 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
             console.print(f"[bold green]{escape(name)} ›[/] ", end="")
             async with recorder.recording(name, text, thread_id, user) as (_, trace, finish):
                 reply = await _stream_turn(runnable, text, thread_id, user, trace)
+                # Tools that asked something: every question with its id, an answer for each,
+                # and the turn goes on, until none is left.
+                while pending := await _pending(runnable, thread_id):
+                    console.print()
+                    answers = await _ask(pending)
+                    if answers is None:  # input ended: the questions stay pending
+                        finish("interrupted", {"messages": [AIMessage(reply)]})
+                        return
+                    console.print(f"[bold green]{escape(name)} ›[/] ", end="")
+                    reply = await _stream_turn(runnable, Command(resume=answers), thread_id,
+                                               user, trace)
                 finish("success", {"messages": [AIMessage(reply)]})
             console.print()
     finally:
@@ -148,17 +237,17 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
             await runnable.aclose()
 
 
-async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None,
-                       trace: Any) -> str:
+async def _stream_turn(runnable: Agent | Pregel, input: str | Command, thread_id: str,
+                       user: str | None, trace: Any) -> str:
     """Print tokens as they come, and each tool call and result on a line of its own; the
-    text of the reply."""
+    text of the reply. ``input`` is a message, or answers to interrupts."""
     if isinstance(runnable, Agent):
-        events = runnable.astream(text, thread_id=thread_id, user_id=user,
+        events = runnable.astream(input, thread_id=thread_id, user_id=user,
                                   stream_mode="messages", config={"callbacks": [trace]})
     else:
         config = {"configurable": {"thread_id": thread_id, "user_id": user},
                   "callbacks": [trace]}
-        events = runnable.astream({"messages": [("user", text)]}, config, stream_mode="messages")
+        events = runnable.astream(_graph_input(input), config, stream_mode="messages")
     reply = []
     async for chunk, _meta in events:
         if isinstance(chunk, ToolMessage):
@@ -172,6 +261,11 @@ async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user
                 console.print(escape(chunk.content), end="", soft_wrap=True)
                 reply.append(chunk.content)
     return "".join(reply)
+
+
+def _graph_input(input: str | Command) -> dict[str, Any] | Command:
+    """A graph's input for a message (its ``messages`` channel) or for answers."""
+    return input if isinstance(input, Command) else {"messages": [("user", input)]}
 
 
 @app.command()

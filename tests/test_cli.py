@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -289,3 +290,114 @@ def test_serve_a_graph_with_a_typing_typeddict_state(tmp_path):
         "error: the graph 'counter' takes no 'messages' in its input, so it cannot chat: give "
         "its state (and input schema, if it has one) a messages key, e.g. "
         "StateGraph(MessagesState) or messages: Annotated[list, add_messages]"]
+
+
+OFFICE = '''
+from pathlib import Path
+
+from langchain_core.tools import tool
+from langgraph.types import interrupt
+
+from ponder import Agent
+from ponder.testing import ScriptedChatModel, tool_calls
+
+
+@tool
+def send_email(to: str) -> str:
+    """Send an email."""
+    with Path(__file__).with_name("sent.log").open("a") as log:  # each run of the tool
+        log.write(to + "\\n")
+    return f"sent to {to}"
+
+
+@tool
+def approve(action: str) -> str:
+    """Do an action once a human approves it."""
+    answer = interrupt(f"{action}?")
+    return f"{action}: done" if answer == "yes" else f"{action}: held ({answer})"
+
+
+def reply(messages):
+    # Stateless, so that each process (each ponder run) gets the same script.
+    if messages[-1].type == "tool":
+        return "Done: " + "; ".join(m.content for m in messages if m.type == "tool")
+    return tool_calls(("approve", {"action": "delete acme"}), ("send_email", {"to": "ann"}),
+                      ("approve", {"action": "refund 500"}))
+
+
+office = Agent("office", ScriptedChatModel(replies=reply), tools=[send_email, approve])
+'''
+QUESTION = r"\d\. (delete acme|refund 500)\? \(id ([0-9a-f]{32})\)"
+
+
+@pytest.fixture
+def office(tmp_path) -> tuple[str, dict[str, str]]:
+    (tmp_path / "office.py").write_text(OFFICE)
+    return f"{tmp_path}/office.py:office", {"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/o.db"}
+
+
+def test_chat_shows_every_interrupt_with_its_id_and_asks_for_each_answer(office, tmp_path):
+    target, env = office
+    done = ponder("chat", target, input="clean up\nyes\nno\n", env=env)
+    assert done.returncode == 0, done.stderr
+    # Both questions, in the order of the calls, each with its id, before the answers.
+    questions = re.findall(QUESTION, done.stdout)
+    assert [q for q, _ in questions] == ["delete acme", "refund 500"]
+    assert len({id for _, id in questions}) == 2
+    assert done.stdout.index("refund 500?") < done.stdout.index("answer 1 ›")
+    # Each answer reached its own call; the email that finished before them was sent once.
+    assert "Done: delete acme: done; sent to ann; refund 500: held (no)" in done.stdout
+    assert (tmp_path / "sent.log").read_text() == "ann\n"
+    assert ponder("runs", "list", env={**env, "COLUMNS": "200"}).stdout.count("success") == 1
+
+
+def test_chat_input_that_ends_before_the_answers_leaves_them_pending(office, tmp_path):
+    target, env = office
+    done = ponder("chat", target, "--thread", "t", input="clean up\nyes\n", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Done:" not in done.stdout  # one answer of two: nothing was resumed
+    listed = ponder("runs", "list", env={**env, "COLUMNS": "200"}).stdout
+    assert listed.count("interrupted") == 1
+    # Both questions still wait, under the ids shown, and --resume answers them later.
+    ids = {q: id for q, id in re.findall(QUESTION, done.stdout)}
+    answers = json.dumps({ids["refund 500"]: "no", ids["delete acme"]: "yes"})
+    resumed = ponder("run", target, "--thread", "t", "--resume", answers, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "Done: delete acme: done; sent to ann; refund 500: held (no)"
+    assert (tmp_path / "sent.log").read_text() == "ann\n"
+
+
+def test_run_asks_for_each_answer_and_resume_answers_by_id(office, tmp_path):
+    target, env = office
+    asked = ponder("run", target, "clean up", input="no\nyes\n", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert [q for q, _ in re.findall(QUESTION, asked.stdout)] == ["delete acme", "refund 500"]
+    assert asked.stdout.strip().endswith(
+        "Done: delete acme: held (no); sent to ann; refund 500: done")
+
+    paused = ponder("run", target, "clean up", "--thread", "t", "--json", env=env)
+    result = json.loads(paused.stdout)
+    assert [i["value"] for i in result["interrupts"]] == ["delete acme?", "refund 500?"]
+    ids = {i["value"]: i["id"] for i in result["interrupts"]}
+    ambiguous = ponder("run", target, "--thread", "t", "--resume", "yes", env=env)
+    assert ambiguous.returncode == 2 and "2 interrupts are pending" in ambiguous.stderr
+    assert all(id in ambiguous.stderr for id in ids.values())
+    assert "Traceback" not in ambiguous.stderr
+    answers = json.dumps({ids["refund 500?"]: "no", ids["delete acme?"]: "yes"})
+    resumed = ponder("run", target, "--thread", "t", "--resume", answers, "--json", env=env)
+    assert json.loads(resumed.stdout)["output"] == (
+        "Done: delete acme: done; sent to ann; refund 500: held (no)")
+    assert json.loads(resumed.stdout)["interrupts"] == []
+    assert (tmp_path / "sent.log").read_text() == "ann\nann\n"  # once per thread
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "pass a message to send, or --resume"),
+    (["hi", "--thread", "t", "--resume", "yes"], "pass a message or --resume, not both"),
+    (["--resume", "yes"], "--resume answers the interrupts of a thread: pass --thread"),
+])
+def test_run_needs_a_message_or_answers(office, args, message):
+    target, env = office
+    done = ponder("run", target, *args, env=env)
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr

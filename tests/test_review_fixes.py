@@ -40,7 +40,9 @@ def test_a_failed_run_exits_instead_of_hanging(tmp_path):
     assert done.returncode == 2 and "failed after 1 attempt" in done.stderr
 
 
-async def test_an_interrupt_cancels_the_other_tool_calls_of_its_step():
+async def test_an_interrupt_leaves_no_tool_call_running_and_none_run_twice():
+    # Each call of a step is a task of its own: the charge finishes within the turn (nothing
+    # runs behind the caller's back once it returns) and is not charged again on resume.
     side_effects = []
 
     @tool
@@ -56,11 +58,15 @@ async def test_an_interrupt_cancels_the_other_tool_calls_of_its_step():
         return interrupt(what)
 
     model = ScriptedChatModel(replies=[tool_calls(("charge", {"amount": 5}),
-                                                  ("approve", {"what": "ok?"}))])
+                                                  ("approve", {"what": "ok?"})),
+                                       "Charged and approved."])
     agent = Agent("shop", model, tools=[charge, approve], checkpointer=InMemorySaver())
     paused = await agent.ainvoke("buy", thread_id="t")
+    charged_by_then = list(side_effects)
     await asyncio.sleep(0.5)
-    assert paused["__interrupt__"] and side_effects == []  # not charged behind our back
+    assert paused["__interrupt__"] and side_effects == charged_by_then == [5]
+    await agent.aresume("t", "yes")
+    assert side_effects == [5]
 
 
 async def test_the_step_limit_answers_unparseable_calls_too():

@@ -5,18 +5,25 @@ The tool calls of one model step run concurrently. A sync tool runs in a worker 
 — an exception, a timeout, an unknown tool name, arguments that do not fit the schema, arguments
 that are not even JSON — comes back to the model as an error ``ToolMessage`` it can react to.
 Interrupts (``langgraph.types.interrupt``) pass through untouched.
+
+In an agent's graph each tool call is a LangGraph task of its own (``tasks``: one ``Send`` per
+call, as LangGraph's ``ToolNode`` is fanned out). That is what makes interrupts safe: LangGraph
+saves the result of every task that finished, so when one call interrupts, the calls that
+completed are not run again on resume, every interrupting call shows its own interrupt (with its
+own id), and a resume value addressed to an interrupt id reaches that call alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.errors import GraphBubbleUp
+from langgraph.types import Send
 from pydantic import ValidationError
 
 from ponder.config import ConfigurationError
@@ -40,6 +47,19 @@ def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
     return StructuredTool.from_function(func=obj)
 
 
+class ToolTask(TypedDict):
+    """One task of a tool step, as the ``tools`` node receives it (the payload of a ``Send``).
+
+    ``kind`` is ``"call"`` (run the tool call ``call``), ``"invalid"`` (answer the unparseable
+    call ``call`` with an error) or ``"stop"`` (the step limit: answer every call of ``message``
+    and end the turn).
+    """
+
+    kind: Literal["call", "invalid", "stop"]
+    call: NotRequired[dict[str, Any]]
+    message: NotRequired[AIMessage]
+
+
 class ActionModule:
     """Runs the tool calls of one AI message, concurrently, and bounds the steps of a turn."""
 
@@ -58,13 +78,45 @@ class ActionModule:
         self.timeout_s = timeout_s
         self.max_steps = max_steps
 
+    def tasks(self, node: str, messages: Sequence[AnyMessage]) -> list[Send]:
+        """The tool step that answers the last message of ``messages``, as LangGraph tasks for
+        ``node``: one per tool call (LangGraph runs them concurrently and checkpoints each one's
+        result on its own), or one that ends the turn once the step limit is passed.
+
+        Empty when the message has nothing to answer (no calls, or only unparseable calls
+        without an id).
+        """
+        message = messages[-1]
+        if not (isinstance(message, AIMessage) and
+                (message.tool_calls or message.invalid_tool_calls)):
+            return []
+        if self.steps_taken(messages) > self.max_steps:
+            return [Send(node, ToolTask(kind="stop", message=message))]
+        return ([Send(node, ToolTask(kind="call", call=c)) for c in message.tool_calls] +
+                [Send(node, ToolTask(kind="invalid", call=c))
+                 for c in message.invalid_tool_calls if c.get("id")])
+
+    async def execute(self, task: ToolTask, config: RunnableConfig | None = None
+                      ) -> list[AnyMessage]:
+        """The messages that answer one task from ``tasks``."""
+        if task["kind"] == "call":
+            return [await self._call(task["call"], config)]
+        if task["kind"] == "invalid":
+            return [_invalid_call(task["call"])]
+        return self.stop(task["message"])
+
     async def run(self, message: AIMessage, config: RunnableConfig | None = None
                   ) -> list[ToolMessage]:
-        """One ToolMessage per tool call of ``message``, in the order of the calls."""
+        """One ToolMessage per tool call of ``message``, in the order of the calls, run inside
+        the caller's own node (a planner's tool loop).
+
+        Inside one node LangGraph cannot keep the result of a call that finished while another
+        interrupted: the whole node runs again on resume. So an interrupt in one call cancels
+        the others rather than let them finish now and run again. An agent's own tool loop
+        runs each call as a task of its own instead (``tasks``), where neither happens.
+        """
         calls = [self._call(c, config) for c in message.tool_calls]
-        # One call needs no task of its own; several run side by side, and an interrupt in one
-        # cancels the others (the whole step runs again on resume).
-        if len(calls) == 1:
+        if len(calls) == 1:  # one call needs no task of its own
             results = [await calls[0]]
         else:
             results = await gather_cancelling(*calls)

@@ -12,7 +12,7 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
-from langgraph.types import Command
+from langgraph.types import Command, Interrupt, Send
 
 from ponder.agents.action import ActionModule
 from ponder.agents.planning.base import Planner
 from ponder.agents.profile import Profile
 from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
+from ponder.errors import PonderError
 from ponder.graphs.persistence import Persistence, open_persistence, prune_checkpoints
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
@@ -39,6 +40,24 @@ from ponder.sync import run_sync
 
 log = logging.getLogger("ponder.agents")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_INTERRUPT_ID = re.compile(r"[0-9a-f]{32}")  # how LangGraph tells a resume map from an answer
+
+
+class ResumeError(PonderError, ValueError):
+    """A resume value that does not fit a thread's pending interrupts (nothing ran).
+
+    ``pending`` maps the id of each interrupt the thread waits on to its value (what it asks);
+    the message lists them. ``unknown`` holds the ids the value named that are not pending
+    (empty when the value was one answer for several interrupts).
+    """
+
+    def __init__(self, problem: str, thread_id: str, pending: dict[str, Any],
+                 unknown: Sequence[str] = ()) -> None:
+        listed = "; ".join(f"{id} asks {value!r}" for id, value in pending.items())
+        super().__init__(f"{problem}. Pending: {listed or 'none'}.")
+        self.thread_id = thread_id
+        self.pending = pending
+        self.unknown = list(unknown)
 
 
 class Agent:
@@ -135,7 +154,9 @@ class Agent:
             first, finish = "recall", "remember"
         builder.add_node("act", self._act)
         builder.add_node("tools", self._tools)
-        builder.add_conditional_edges("act", _after_act, {"tools": "tools", "finish": finish})
+        # A step's tool calls go to "tools" as one task each (Sends): see ActionModule.tasks.
+        builder.add_conditional_edges("act", self._after_act, {"tools": "tools",
+                                                               "finish": finish})
         builder.add_conditional_edges("tools", _after_tools, {"act": "act", "finish": finish})
         if self.planner is not None:
             builder.add_node("plan", self._plan)
@@ -199,11 +220,16 @@ class Agent:
                                          **self._tool_kwargs)
         return {"messages": [reply]}
 
-    async def _tools(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        last = state["messages"][-1]
-        if self.action.steps_taken(state["messages"]) > self.action.max_steps:
-            return {"messages": self.action.stop(last)}  # ends the turn: see _after_tools
-        return {"messages": await self.action.run(last, config)}
+    async def _after_act(self, state: AgentState) -> str | list[Send]:
+        # Each tool call its own task: LangGraph keeps a finished call's result when another
+        # call of the step interrupts, and gives each interrupt its own id. (Async on purpose,
+        # like the routers below.)
+        return self.action.tasks("tools", state["messages"]) or "finish"
+
+    async def _tools(self, task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        # ``task`` is an ActionModule ToolTask, sent by _after_act (annotated as a plain dict:
+        # LangGraph would make a TypedDict annotation the node's input schema, with channels).
+        return {"messages": await self.action.execute(task, config)}
 
     async def _remember(self, state: AgentState, config: RunnableConfig) -> None:
         # Off the critical path: the reply does not wait; flush() or aclose() does.
@@ -256,6 +282,12 @@ class Agent:
         state = None
         try:
             state = await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
+            if state.get("__interrupt__") and self._saver is not None:
+                # LangGraph lists the interrupts of concurrent tasks in no particular order.
+                order = {i.id: n for n, i in enumerate(
+                    await self.ainterrupts(cfg["configurable"]["thread_id"]))}
+                state["__interrupt__"] = sorted(state["__interrupt__"],
+                                                key=lambda i: order.get(i.id, len(order)))
             return state
         finally:
             self._after_turn(cfg, state)
@@ -289,9 +321,37 @@ class Agent:
         return final_text(state)
 
     async def aresume(self, thread_id: str, value: Any = None, **options: Any) -> dict[str, Any]:
-        """Continue an interrupted thread (with ``value`` as the interrupt's answer)."""
-        resume = Command(resume=value) if value is not None else None
+        """Continue an interrupted thread, answering its pending interrupts with ``value``.
+
+        ``value`` is a mapping ``{interrupt_id: answer, ...}`` (the ids from ``ainterrupts`` or
+        the state's ``__interrupt__``; it may answer some of the pending interrupts, the others
+        stay pending), or a single answer when one interrupt is pending, or a ``Command`` of
+        your own, or ``None`` to continue without an answer (after a static breakpoint or a
+        crash). ``ResumeError``
+        (nothing runs) when ``value`` does not fit the pending interrupts.
+        """
+        resume = await self.resume_input(thread_id, value)
         return await self.ainvoke(resume, thread_id=thread_id, **options)
+
+    async def ainterrupts(self, thread_id: str) -> list[Interrupt]:
+        """The interrupts the thread waits on, each with its ``id`` and ``value`` (what it asks),
+        in the order of the tool calls that raised them."""
+        await self._graph()
+        if self._saver is None:
+            return []  # without a checkpointer nothing can be interrupted
+        return list((await self.aget_state(thread_id)).interrupts)
+
+    async def resume_input(self, thread_id: str, value: Any) -> Command | None:
+        """The input that resumes ``thread_id`` with ``value`` (see ``aresume``), checked against
+        the thread's pending interrupts (``resume_command``)."""
+        if value is None:
+            return None
+        pending = await self.ainterrupts(thread_id)
+        if isinstance(value, Command):  # one's own (with an update or a goto): checked as well
+            if value.resume is not None:
+                resume_command(thread_id, pending, value.resume)
+            return value
+        return resume_command(thread_id, pending, value)
 
     async def aget_state(self, thread_id: str):
         graph = await self._graph()
@@ -406,6 +466,40 @@ def _as_input(value: Any) -> Any:
                     f"or None, not {type(value).__name__}")
 
 
+def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> Command:
+    """``Command(resume=value)`` for a thread waiting on the interrupts ``pending``, once it is
+    clear which interrupt each answer is for: ``ResumeError`` when ``value`` names an id that is
+    not pending, or is one answer while several interrupts are pending (whichever got it, it
+    could be the wrong one). ``value`` is ``{interrupt_id: answer, ...}`` or one answer."""
+    waiting = {i.id: i.value for i in pending}
+    if _is_resume_map(value, waiting):
+        if unknown := [k for k in value if k not in waiting]:
+            raise ResumeError(
+                f"no pending interrupt of thread {thread_id!r} has the id "
+                f"{', '.join(map(repr, unknown))}", thread_id, waiting, unknown)
+        return Command(resume=dict(value))
+    if len(waiting) > 1:
+        raise ResumeError(
+            f"{len(waiting)} interrupts are pending on thread {thread_id!r}: one answer "
+            "cannot say which it is for. Answer each by its id: {interrupt_id: answer, ...}",
+            thread_id, waiting)
+    return Command(resume=value)
+
+
+def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
+    """Whether ``value`` answers interrupts by id rather than being one answer (a dict itself).
+
+    A dict is a map of answers when one of its keys is a pending interrupt's id, or when all of
+    them look like interrupt ids (LangGraph's test: 32 hex digits), so that a stale id is
+    refused rather than taken for an answer.
+    """
+    if not isinstance(value, Mapping) or not value:
+        return False
+    keys = [k for k in value if isinstance(k, str)]
+    return len(keys) == len(value) and (any(k in pending for k in keys) or
+                                         all(_INTERRUPT_ID.fullmatch(k) for k in keys))
+
+
 def _ids(config: RunnableConfig) -> tuple[str | None, str | None]:
     configurable = config.get("configurable", {})
     return configurable.get("user_id"), configurable.get("thread_id")
@@ -429,14 +523,9 @@ def _current_turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
 # runs async, a thread hop per decision that costs more than the decision itself.
 
 
-async def _after_act(state: AgentState) -> str:
-    last = state["messages"][-1]
-    return "tools" if last.tool_calls or last.invalid_tool_calls else "finish"
-
-
 async def _after_tools(state: AgentState) -> str:
-    # The tools node answers with tool messages, or with an AI message when the step limit ends
-    # the turn.
+    # Each task of the tools node answers with a tool message, or with an AI message when the
+    # step limit ends the turn.
     return "finish" if isinstance(state["messages"][-1], AIMessage) else "act"
 
 

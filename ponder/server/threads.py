@@ -2,8 +2,11 @@
 
 A thread belongs to one agent and, when keys are in use, to one key: another key gets 404 for it.
 A run is one turn on a thread: it streams tokens, node updates, tool calls and interrupts;
-an interrupted run is resumed with a value; a running one can be cancelled. Two runs at once on
-one thread follow the app's policy: ``reject`` (409) or ``enqueue`` (the second waits).
+an interrupted run is resumed with a value; a running one can be cancelled. Interrupts are
+listed as ``{"id", "value"}``; a resume is ``{interrupt_id: answer, ...}`` (or one answer when
+one interrupt is pending), refused with 400 when it does not fit the pending interrupts. Two
+runs at once on one thread follow the app's policy: ``reject`` (409) or ``enqueue`` (the
+second waits).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -23,12 +26,12 @@ from langchain_core.messages import (
     ToolMessage,
     convert_to_openai_messages,
 )
-from langgraph.types import Command
+from langgraph.types import Interrupt
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.agent import Agent, ResumeError, final_text, turn_usage
 from ponder.graphs.tables import Tables
 from ponder.server.errors import APIError
 from ponder.server.openai_api import is_reply
@@ -64,7 +67,7 @@ class Run:
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     output: str | None = None
-    interrupts: list[Any] = field(default_factory=list)
+    interrupts: list[dict[str, Any]] = field(default_factory=list)  # {"id", "value"} each
     error: str | None = None
     task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -123,7 +126,7 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
         messages = snapshot.values.get("messages", []) if snapshot.values else []
         return {**thread, "messages": convert_to_openai_messages(messages),
                 "next": list(snapshot.next),
-                "interrupts": [i.value for t in snapshot.tasks for i in t.interrupts]}
+                "interrupts": _public(snapshot.interrupts)}
 
     @api.get("/{thread_id}/history")
     async def history(thread_id: str, request: Request) -> dict[str, Any]:
@@ -172,9 +175,15 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
         if policy == "reject" and lock.locked():
             raise APIError(409, "a run is already in progress on this thread: wait for it, "
                                 "or cancel it", code="thread_busy")
+        payload: Any = body.input
+        if body.resume is not None:
+            try:
+                payload = await agent.resume_input(thread_id, body.resume)
+            except ResumeError as exc:
+                raise APIError(400, str(exc), param="resume", code=(
+                    "interrupt_not_pending" if exc.unknown else "ambiguous_resume")) from None
         run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending")
         runs[run.id] = run
-        payload = Command(resume=body.resume) if body.resume is not None else body.input
         events: asyncio.Queue = asyncio.Queue()
         run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
         if body.stream:
@@ -196,6 +205,7 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
             run.status = "running"
             await events.put(("run", {"id": run.id, "status": "running"}))
             final: dict[str, Any] | None = None
+            interrupted = False
             async for mode, data in agent.astream(payload, thread_id=run.thread_id,
                                                   stream_mode=["messages", "updates", "values"]):
                 if mode == "messages":
@@ -205,10 +215,13 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                                                     "node": meta.get("langgraph_node"),
                                                     "reply": is_reply(agent, meta)}))
                 elif mode == "updates":
+                    if data.get("__metadata__", {}).get("cached"):
+                        # Writes saved by an earlier run (a tool call that finished before
+                        # another interrupted), replayed on resume: reported by that run.
+                        continue
                     for node, change in data.items():
                         if node == "__interrupt__":
-                            run.interrupts = [i.value for i in change]
-                            await events.put(("interrupt", {"values": run.interrupts}))
+                            interrupted = True  # listed once the run stops: see below
                             continue
                         for message in (change or {}).get("messages", []):
                             if isinstance(message, AIMessage) and message.tool_calls:
@@ -219,6 +232,11 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                         await events.put(("update", {"node": node}))
                 else:
                     final = data
+            if interrupted:
+                # Concurrent tool calls interrupt in no particular order: the thread's state
+                # lists all that are pending, in the order of the calls.
+                run.interrupts = _public(await agent.ainterrupts(run.thread_id))
+                await events.put(("interrupt", {"interrupts": run.interrupts}))
             run.output = final_text(final or {})
             run.status = "interrupted" if run.interrupts else "success"
             usage = turn_usage((final or {}).get("messages", []))
@@ -234,6 +252,11 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
     finally:
         run.ended_at = time.time()
         await events.put(None)
+
+
+def _public(interrupts: Sequence[Interrupt]) -> list[dict[str, Any]]:
+    """Interrupts as JSON: the id to answer each by, and its value (what it asks)."""
+    return [{"id": i.id, "value": i.value} for i in interrupts]
 
 
 async def _touch(store: ThreadStore, thread_id: str) -> None:

@@ -1,9 +1,11 @@
 """The chat page in a real headless Chromium: type, watch the reply stream in, reload, see the
-thread again."""
+thread again; answer the questions tools ask, each by its id."""
 
 import shutil
 
 import pytest
+from langchain_core.tools import tool
+from langgraph.types import interrupt
 from playwright.async_api import async_playwright
 
 from ponder import Agent
@@ -63,3 +65,57 @@ async def test_chat_streams_and_survives_a_reload(tmp_path, browser):
         texts = await page.locator(".msg").all_text_contents()
         assert texts[0] == "What do 3 tins cost?" and texts[-1].endswith("today.")
         assert await page.locator(".thread.current").text_content() == "What do 3 tins cost?"
+
+
+async def test_every_question_shows_with_its_id_and_each_answer_reaches_its_tool(tmp_path,
+                                                                                  browser):
+    sent: list[str] = []
+
+    @tool
+    def send_email(to: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    @tool
+    def approve(action: str) -> str:
+        """Do an action once a human approves it."""
+        answer = interrupt(f"{action}?")
+        return f"{action}: done" if answer == "yes" else f"{action}: held ({answer})"
+
+    def reply(messages):
+        if messages[-1].type == "tool":
+            return "Done: " + "; ".join(m.content for m in messages if m.type == "tool")
+        return tool_calls(("approve", {"action": "delete acme"}), ("send_email", {"to": "ann"}),
+                          ("approve", {"action": "refund 500"}))
+
+    db = f"sqlite:///{tmp_path}/page.db"
+    agent = Agent("office", ScriptedChatModel(replies=reply), tools=[send_email, approve],
+                  checkpointer=db)
+    async with BackgroundServer(create_app([agent], database_url=db)) as url:
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.wait_for_function("document.querySelector('#agent').options.length > 0")
+        await page.fill("#input", "clean up")
+        await page.click("#send")
+        await page.wait_for_function("document.querySelectorAll('.msg.question').length == 2")
+        questions = await page.locator(".msg.question").all_text_contents()
+        pending = await agent.ainterrupts(page.url.split("#thread=")[1])
+        assert questions == [f"{i.value} (id {i.id})" for i in pending]
+        assert [i.value for i in pending] == ["delete acme?", "refund 500?"]
+        assert await page.get_attribute("#input", "placeholder") == "Answer: delete acme?"
+        await page.fill("#input", "yes")
+        await page.click("#send")
+        assert await page.get_attribute("#input", "placeholder") == "Answer: refund 500?"
+        await page.fill("#input", "no")
+        await page.click("#send")
+        await page.wait_for_function(
+            "[...document.querySelectorAll('.msg.assistant')].pop()?.textContent"
+            ".startsWith('Done:')")
+        assert await page.locator(".msg.assistant").last.text_content() == (
+            "Done: delete acme: done; sent to ann; refund 500: held (no)")
+        assert sent == ["ann"]
+        await page.reload()  # answered: nothing waits any more
+        await page.wait_for_selector(".msg.assistant")
+        assert await page.locator(".msg.question").count() == 0
+        assert await page.get_attribute("#input", "placeholder") == "Message"

@@ -1,5 +1,5 @@
-"""The threads and runs API over real HTTP: ownership, streaming events, interrupts, cancel,
-and the policy for two runs on one thread."""
+"""The threads and runs API over real HTTP: ownership, streaming events, interrupts (several at
+once, answered by id), cancel, and the policy for two runs on one thread."""
 
 import asyncio
 import json
@@ -81,9 +81,10 @@ async def test_streamed_events_interrupt_and_resume(tmp_path):
         assert kinds[0] == "run" and kinds[-1] == "end"
         assert "tool_call" in kinds and "interrupt" in kinds
         end = events[-1][1]
-        assert end["status"] == "interrupted" and end["interrupts"] == ["launch to mars?"]
+        assert end["status"] == "interrupted"
+        assert [i["value"] for i in end["interrupts"]] == ["launch to mars?"]
         pending = (await http.get(f"/v1/threads/{thread}")).json()
-        assert pending["interrupts"] == ["launch to mars?"] and pending["next"] == ["tools"]
+        assert pending["interrupts"] == end["interrupts"] and pending["next"] == ["tools"]
         async with http.stream("POST", f"/v1/threads/{thread}/runs",
                                json={"resume": "yes", "stream": True}) as response:
             events = await events_of(response)
@@ -146,3 +147,65 @@ async def test_a_run_needs_input_or_resume(tmp_path, body):
         thread = (await http.post("/v1/threads", json={"agent": "mission"})).json()["id"]
         response = await http.post(f"/v1/threads/{thread}/runs", json=body)
     assert response.status_code == 400 and "needs 'input'" in response.json()["error"]["message"]
+
+
+async def test_several_interrupts_at_once_are_listed_with_ids_and_answered_by_id(tmp_path):
+    sent: list[str] = []
+
+    @tool
+    def send_email(to: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    @tool
+    async def approve(action: str) -> str:
+        """Do an action once a human approves it."""
+        answer = interrupt(f"{action}?")
+        return f"{action}: done" if answer == "yes" else f"{action}: held ({answer})"
+
+    step = tool_calls(("approve", {"action": "delete acme"}), ("send_email", {"to": "ann"}),
+                      ("approve", {"action": "refund 500"}))
+    db = f"sqlite:///{tmp_path}/threads.db"
+    agent = Agent("office", ScriptedChatModel(replies=[step, "Done."]),
+                  tools=[send_email, approve], checkpointer=db)
+    app = create_app([agent], database_url=db)
+    async with BackgroundServer(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        thread = (await http.post("/v1/threads", json={"agent": "office"})).json()["id"]
+        paused = (await http.post(f"/v1/threads/{thread}/runs",
+                                  json={"input": "clean up"})).json()
+        # Every pending interrupt, in the order of the calls, each with its own id.
+        assert paused["status"] == "interrupted"
+        assert [i["value"] for i in paused["interrupts"]] == ["delete acme?", "refund 500?"]
+        ids = {i["value"]: i["id"] for i in paused["interrupts"]}
+        assert len(set(ids.values())) == 2
+        state = (await http.get(f"/v1/threads/{thread}")).json()
+        assert state["interrupts"] == paused["interrupts"]
+
+        # One answer for two questions, or an id that is not pending: 400, nothing runs.
+        ambiguous = await http.post(f"/v1/threads/{thread}/runs", json={"resume": "yes"})
+        error = ambiguous.json()["error"]
+        assert ambiguous.status_code == 400 and error["code"] == "ambiguous_resume"
+        assert error["param"] == "resume" and all(id in error["message"] for id in ids.values())
+        stale = "0123456789abcdef0123456789abcdef"
+        unknown = await http.post(f"/v1/threads/{thread}/runs",
+                                  json={"resume": {stale: "yes", ids["delete acme?"]: "yes"}})
+        assert unknown.status_code == 400
+        assert unknown.json()["error"]["code"] == "interrupt_not_pending"
+        assert stale in unknown.json()["error"]["message"]
+
+        # Answers in the opposite order of the calls, streamed: each reaches its own call.
+        async with http.stream("POST", f"/v1/threads/{thread}/runs", json={
+                "resume": {ids["refund 500?"]: "no", ids["delete acme?"]: "yes"},
+                "stream": True}) as response:
+            events = await events_of(response)
+        # (The email was reported by the first run; this one only replays its saved result.)
+        results = sorted(d["content"] for k, d in events if k == "tool_result")
+        assert results == ["delete acme: done", "refund 500: held (no)"]
+        assert events[-1][1]["status"] == "success" and events[-1][1]["output"] == "Done."
+        messages = (await http.get(f"/v1/threads/{thread}")).json()["messages"]
+    assert [m["content"] for m in messages if m["role"] == "tool"] == [
+        "delete acme: done", "sent to ann", "refund 500: held (no)"]
+    assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == [
+        c["id"] for c in step.tool_calls]
+    assert sent == ["ann"]  # ran once, in the first run; not again on resume
