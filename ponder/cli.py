@@ -20,6 +20,7 @@ from rich.markup import escape
 import ponder
 from ponder.agents.agent import Agent, final_text, resume_command, turn_usage
 from ponder.config import ConfigurationError, Settings, missing_extra
+from ponder.db.url import parse_url
 from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import load_target
 from ponder.models import chat_model, track_usage
@@ -41,12 +42,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Commands whose data must outlive the command (threads, run records, schedules, keys, the
+# knowledge base, memories), so PONDER_DATABASE_URL cannot be memory:// for them.
+_DATABASE_COMMANDS = frozenset({"run", "chat", "serve", "worker", "runs", "schedule", "keys",
+                                "kb", "memory"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
-    pass
+    if ctx.invoked_subcommand in _DATABASE_COMMANDS:
+        parse_url().require(("sqlite", "postgres"), f"ponder {ctx.invoked_subcommand}")
 
 
 TARGET_HELP = "An agent or graph: module:attr, path/to/file.py:attr, or agent.yaml."
@@ -688,7 +697,7 @@ KB_EMBEDDINGS = typer.Option(None, "--embeddings", help="provider:model or local
 def _knowledge_base(name: str, embeddings: str | None, **options: Any):
     """The knowledge base ``name``, embedding with the model it was built with by default."""
     from ponder.memory.knowledge import KnowledgeBase
-    from ponder.memory.knowledge.store import open_store
+    from ponder.memory.knowledge.base import open_store
 
     spec = embeddings or Settings.from_env().embeddings
     if spec is None:

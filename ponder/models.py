@@ -741,6 +741,16 @@ def _load_sentence_transformer(path: str) -> Any:
     return SentenceTransformer(path, device="cpu")
 
 
+def embedding_model_id(embeddings: Embeddings) -> str:
+    """A stable name for the model behind ``embeddings`` ("provider:model"): stored with the
+    vectors it made, so vectors of two models are never mixed."""
+    provider = getattr(embeddings, "provider", None)
+    name = getattr(embeddings, "model_name", None) or getattr(embeddings, "model", None)
+    if provider and name:
+        return f"{provider}:{name}"
+    return str(name or type(embeddings).__name__)
+
+
 def embeddings(
     spec: str | None = None,
     *,

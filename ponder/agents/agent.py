@@ -29,10 +29,11 @@ from langgraph.types import Command, Interrupt, Send
 from ponder.agents.action import ActionModule
 from ponder.agents.planning.base import Planner
 from ponder.agents.profile import Profile
+from ponder.agents.spec import SpecError, agent_arguments
 from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
+from ponder.db.persistence import Persistence, open_persistence, prune_checkpoints
 from ponder.errors import PonderError
-from ponder.graphs.persistence import Persistence, open_persistence, prune_checkpoints
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
 from ponder.models import chat_model
@@ -442,10 +443,16 @@ class Agent:
     @classmethod
     def from_spec(cls, path: str | Path, *, model: BaseChatModel | str | None = None,
                   **options: Any) -> Agent:
-        """An agent from a YAML spec (name, model, profile, tools, knowledge, planner)."""
-        from ponder.agents.spec import agent_from_spec
+        """An agent from a YAML spec (name, model, profile, tools, knowledge, planner).
 
-        return agent_from_spec(path, model=model, **options)
+        ``model`` and ``options`` override the spec's. Raises SpecError naming the file."""
+        arguments = agent_arguments(path)
+        if model is not None:
+            arguments["model"] = model
+        try:
+            return cls(**{**arguments, **options})
+        except ConfigurationError as exc:
+            raise SpecError(f"{path}: {exc}") from None
 
     def __repr__(self) -> str:
         modules = [m for m, on in (("memory", self.memory), ("planner", self.planner)) if on]

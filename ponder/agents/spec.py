@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ponder.agents.profile import Profile
@@ -84,22 +83,18 @@ def _problem(error: dict) -> str:
     return f"{field}: {error['msg']}"
 
 
-def agent_from_spec(path: str | Path, *, model: BaseChatModel | str | None = None,
-                    **options: Any):
-    from ponder.agents.agent import Agent
-
+def agent_arguments(path: str | Path) -> dict[str, Any]:
+    """The keyword arguments of ``Agent`` that the spec at ``path`` declares, with its tools,
+    knowledge base and planner made (``Agent.from_spec`` uses them). Raises SpecError."""
     path = Path(path)
     spec = load_spec(path)
     base = path.parent
-    tools = [_tool(ref, base, path) for ref in spec.tools]
-    memory = _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge else None
-    planner = _planner(spec.planner, base, path) if spec.planner else None
-    try:
-        return Agent(spec.name, model or spec.model, spec.profile, memory=memory, planner=planner,
-                     tools=tools, max_steps=spec.max_steps, tool_timeout_s=spec.tool_timeout_s,
-                     **options)
-    except ConfigurationError as exc:
-        raise SpecError(f"{path}: {exc}") from None
+    return {"name": spec.name, "model": spec.model, "profile": spec.profile,
+            "tools": [_tool(ref, base, path) for ref in spec.tools],
+            "memory": _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge
+            else None,
+            "planner": _planner(spec.planner, base, path) if spec.planner else None,
+            "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s}
 
 
 def _tool(ref: str, base: Path, path: Path):

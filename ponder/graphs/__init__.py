@@ -1,13 +1,12 @@
-"""Graphs: composition, prebuilt graphs, persistence, run records, schedules and workers.
+"""Graphs: composition, prebuilt graphs, run records, schedules and workers.
 
-``ponder.graphs.submit`` starts a background run (``ponder.graphs.workers.submit``).
+Composition (``sequence``, ``parallel``, ``router``, ``delegate``, ``supervisor``) combines
+agents and compiled graphs into one graph; ``submit`` starts a background run, ``wait`` and
+``cancel`` follow it. The prebuilt graphs are in ``ponder.graphs.prebuilt``.
 """
 
+from ponder.graphs.compose import delegate, parallel, router, sequence, supervisor
+from ponder.graphs.workers import cancel, submit, wait
 
-def __getattr__(name: str):
-    # Lazy: ponder.agents imports ponder.graphs.persistence, and the workers import the agents.
-    if name == "submit":
-        from ponder.graphs.workers import submit
-
-        return submit
-    raise AttributeError(f"module 'ponder.graphs' has no attribute {name!r}")
+__all__ = ["cancel", "delegate", "parallel", "router", "sequence", "submit", "supervisor",
+           "wait"]

@@ -42,8 +42,8 @@ from sqlalchemy import (
 )
 
 from ponder.agents.agent import Agent, final_text
+from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
-from ponder.graphs.tables import Tables
 
 metadata = MetaData()
 runs_table = Table(
@@ -424,28 +424,3 @@ def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
     if run["error"]:
         root.set_status(Status(StatusCode.ERROR, run["error"]))
     root.end(end_time=ns(run["ended_at"]))
-
-
-async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:
-    """Wait for a run (from ``ponder.graphs.submit``) to finish; its record. Bound the wait
-    with ``asyncio.timeout``."""
-    from ponder.graphs.workers import local_task
-
-    recorder = RunRecorder(url)
-    try:
-        record = await recorder.wait(run_id)
-    finally:
-        await recorder.aclose()
-    task = local_task(run_id)
-    if task is not None:  # running here: let it finish closing what it opened
-        await asyncio.wait([task])
-    return record
-
-
-async def cancel(run_id: str, *, url: str | None = None) -> str:
-    """Cancel a run; the status it had (a finished run stays as it was)."""
-    recorder = RunRecorder(url)
-    try:
-        return await recorder.cancel(run_id)
-    finally:
-        await recorder.aclose()

@@ -17,7 +17,7 @@ from langgraph.pregel import Pregel
 
 from ponder.agents.agent import _as_input
 from ponder.config import ConfigurationError
-from ponder.graphs.persistence import Persistence, open_persistence
+from ponder.db.persistence import Persistence, open_persistence
 
 
 def _input_keys(graph: Pregel) -> set[str]:

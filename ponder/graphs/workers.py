@@ -29,7 +29,8 @@ from typing import Any
 from langgraph.pregel import Pregel
 
 from ponder.agents.agent import Agent, final_text
-from ponder.config import ConfigurationError, Settings
+from ponder.config import ConfigurationError
+from ponder.db.url import parse_url
 from ponder.errors import PonderError
 from ponder.graphs.runs import RunRecorder, Trace
 from ponder.graphs.scheduler import Scheduler
@@ -56,10 +57,11 @@ class Worker:
                  poll_s: float = 0.1, heartbeat_s: float = 1.0, stale_s: float = 10.0,
                  retries: int = 2, backoff_s: float = 1.0, shutdown_grace_s: float = 30.0,
                  schedules: bool = True) -> None:
-        self.url = url or Settings.from_env().database_url
-        if queue and not self.url.startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError("queue workers need a postgresql:// database (procrastinate "
-                                     "runs on Postgres); on SQLite run embedded workers")
+        db = parse_url(url).require(("sqlite", "postgres"), "a worker")
+        if queue:
+            db.require("postgres", "a queue worker (procrastinate runs on Postgres; on SQLite "
+                                   "run embedded workers)")
+        self.url = db.url
         self.queue, self.concurrency, self.poll_s = queue, concurrency, poll_s
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
         self.retries, self.backoff_s = retries, backoff_s
@@ -345,7 +347,8 @@ def open_queue(url: str, worker: Worker | None = None):
     except ImportError:
         raise ConfigurationError("queue workers need procrastinate: pip install "
                                  "'ponder[postgres]'") from None
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=parse_url(url).conninfo))
     if worker is not None:
         @app.task(name=TASK, retry=procrastinate.RetryStrategy(
             # A busy run is tried again 1, 2, 3... s later: its holder's heartbeat goes stale
@@ -389,14 +392,14 @@ _local: dict[tuple[int, str], Worker] = {}  # per event loop and database
 async def submit(target: str | Agent | Pregel, input: Any = None, *,
                  thread_id: str | None = None, user_id: str | None = None,
                  url: str | None = None, queue: bool | None = None) -> str:
-    """Start a run in the background; its id (``runs.wait(id)``, ``runs.cancel(id)``).
+    """Start a run in the background; its id (``wait(id)``, ``cancel(id)``).
 
     ``target`` is a TARGET string or an agent or graph object. It runs in this process,
     unless ``queue`` (default: a ``postgresql://`` database and a TARGET string), where a
     ``ponder worker --queue`` takes it.
     """
-    url = url or Settings.from_env().database_url
-    postgres = url.startswith(("postgresql://", "postgres://"))
+    db = parse_url(url)
+    url, postgres = db.url, db.kind == "postgres"
     if queue is None:
         queue = postgres and isinstance(target, str)
     if queue:
@@ -424,6 +427,29 @@ async def submit(target: str | Agent | Pregel, input: Any = None, *,
     worker._running[run_id] = asyncio.create_task(worker.run_local(run_id, runnable))
     worker.ensure_heartbeats()
     return run_id
+
+
+async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:
+    """Wait for a run (from ``ponder.graphs.submit``) to finish; its record. Bound the wait
+    with ``asyncio.timeout``."""
+    recorder = RunRecorder(url)
+    try:
+        record = await recorder.wait(run_id)
+    finally:
+        await recorder.aclose()
+    task = local_task(run_id)
+    if task is not None:  # running here: let it finish closing what it opened
+        await asyncio.wait([task])
+    return record
+
+
+async def cancel(run_id: str, *, url: str | None = None) -> str:
+    """Cancel a run; the status it had (a finished run stays as it was)."""
+    recorder = RunRecorder(url)
+    try:
+        return await recorder.cancel(run_id)
+    finally:
+        await recorder.aclose()
 
 
 def _local_worker(url: str) -> Worker:

@@ -33,6 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.store.base import BaseStore, Item
 
 from ponder.config import ConfigurationError, Settings
+from ponder.db.persistence import open_store, stop_batching
 from ponder.errors import NotFoundError
 from ponder.models import chat_model, json_list
 from ponder.models import embeddings as make_embeddings
@@ -120,39 +121,8 @@ class LongTermMemory:
                 # Embed the text only ("text_fields" is the SQLite store's name for "fields").
                 index = {"dims": dims, "embed": embeddings, "fields": ["text"],
                          "text_fields": ["text"]}
-                self._store = await self._open(self.url or Settings.from_env().database_url,
-                                               index)
+                self._store, self._closers = await open_store(self.url, index=index)
         return self._store
-
-    async def _open(self, url: str, index: dict) -> BaseStore:
-        if url.startswith("sqlite:"):
-            from langgraph.store.sqlite.aio import AsyncSqliteStore
-
-            from ponder.sqlite import connect_async, sqlite_file
-
-            # ponder's one SQLite library, which can load sqlite-vec for the vector index.
-            conn = await connect_async(sqlite_file(url), isolation_level=None)
-            store = AsyncSqliteStore(conn, index=index)
-            self._closers.append(conn.close)
-        elif url.startswith(("postgresql://", "postgres://")):
-            from langgraph.store.postgres.aio import AsyncPostgresStore
-            from psycopg.rows import dict_row
-            from psycopg_pool import AsyncConnectionPool
-
-            pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={
-                "autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-            await pool.open()
-            store = AsyncPostgresStore(pool, index=index)
-            self._closers.append(pool.close)
-        elif url in ("memory://", "memory"):
-            from langgraph.store.memory import InMemoryStore
-
-            return InMemoryStore(index=index)
-        else:
-            raise ConfigurationError(f"long-term memory needs a sqlite:///, postgresql:// or "
-                                     f"memory:// URL, not {url!r}")
-        await store.setup()
-        return store
 
     def _namespace(self, user_id: str) -> tuple[str, ...]:
         return ("memories", self.name, user_id)
@@ -333,9 +303,7 @@ class LongTermMemory:
 
     async def aclose(self) -> None:
         if self._closers:  # a store of our own: stop its batching task with its connection
-            task = getattr(self._store, "_task", None)
-            if task is not None:
-                task.cancel()
+            stop_batching(self._store)
         for close in reversed(self._closers):
             await close()
         self._closers.clear()

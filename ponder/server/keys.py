@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
 
 from ponder.config import ConfigurationError
+from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
-from ponder.graphs.tables import Tables
 
 metadata = MetaData()
 api_keys = Table(

@@ -32,7 +32,7 @@ from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import Agent, ResumeError, final_text, turn_usage
-from ponder.graphs.tables import Tables
+from ponder.db.tables import Tables
 from ponder.server.errors import APIError
 from ponder.server.openai_api import is_reply
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ponder import Agent
-from ponder.graphs import runs, submit
+from ponder.graphs import cancel, submit, wait
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler, Trigger
 from ponder.graphs.workers import Worker
@@ -68,7 +68,7 @@ async def test_submit_wait_and_cancel(database_url):
                   checkpointer=database_url)
     run_id = await submit(agent, "hello", thread_id="t1", url=database_url, queue=False)
     async with asyncio.timeout(20):
-        done = await runs.wait(run_id, url=database_url)
+        done = await wait(run_id, url=database_url)
     assert (done["status"], done["output"], done["thread_id"]) == ("success", "echo: hello", "t1")
     assert (await agent.aget_state("t1")).values["messages"][-1].content == "echo: hello"
 
@@ -83,8 +83,8 @@ async def test_submit_wait_and_cancel(database_url):
 
         await eventually(running)
         started = time.monotonic()
-        assert await runs.cancel(run_id, url=database_url) == "running"
-        cancelled = await runs.wait(run_id, url=database_url)
+        assert await cancel(run_id, url=database_url) == "running"
+        cancelled = await wait(run_id, url=database_url)
     assert cancelled["status"] == "cancelled" and time.monotonic() - started < 5
     await recorder.aclose()
     await agent.aclose()
@@ -98,7 +98,7 @@ async def test_runs_of_one_thread_go_one_at_a_time(tmp_path):
     agent = Agent("counter", model, checkpointer=url)
     ids = [await submit(agent, f"message {i}", thread_id="shared", url=url) for i in range(3)]
     async with asyncio.timeout(30):
-        done = [await runs.wait(i, url=url) for i in ids]
+        done = [await wait(i, url=url) for i in ids]
     assert [d["output"] for d in done] == ["seen 1", "seen 2", "seen 3"]
     spans = sorted((d["started_at"], d["ended_at"]) for d in done)
     assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))  # no overlap
@@ -160,7 +160,7 @@ async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
     await run_workers(postgres_url, 1, 1.0, queue=True, schedules=False)
     assert_each_fire_ran_once(await fired_runs(postgres_url), 6 * 4)
     async with asyncio.timeout(5):
-        assert (await runs.wait(queued, url=postgres_url))["output"] == "echo: queued hello"
+        assert (await wait(queued, url=postgres_url))["output"] == "echo: queued hello"
 
 
 async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(

@@ -21,9 +21,11 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 
 from ponder.config import ConfigurationError, Settings
+from ponder.db.url import parse_url
 from ponder.memory.knowledge.chunking import Chunker, tokenizer_for
 from ponder.memory.knowledge.documents import Document, DocumentError, clean, files, load
 from ponder.memory.knowledge.enrichment import Enricher
+from ponder.memory.knowledge.interop import KnowledgeBaseRetriever, KnowledgeBaseVectorStore
 from ponder.memory.knowledge.rerank import Reranker
 from ponder.memory.knowledge.retrieval import (
     Fusion,
@@ -33,7 +35,8 @@ from ponder.memory.knowledge.retrieval import (
     fuse,
     fuse_hits,
 )
-from ponder.memory.knowledge.store import Chunk, Hit, SourceRecord, open_store
+from ponder.memory.knowledge.store import Chunk, Hit, KnowledgeStore, SourceRecord
+from ponder.models import embedding_model_id
 from ponder.models import embeddings as make_embeddings
 
 # Sparse and dense weights of the hybrid fusion, chosen on SciFact's train split
@@ -52,15 +55,6 @@ class IngestReport:
     seconds: float = 0.0
     embedding_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
-
-
-def embedding_model_id(embeddings: Embeddings) -> str:
-    """A stable name for the model behind ``embeddings``: stored with the vectors it made."""
-    provider = getattr(embeddings, "provider", None)
-    name = getattr(embeddings, "model_name", None) or getattr(embeddings, "model", None)
-    if provider and name:
-        return f"{provider}:{name}"
-    return str(name or type(embeddings).__name__)
 
 
 class KnowledgeBase:
@@ -286,18 +280,29 @@ class KnowledgeBase:
 
     # -- LangChain -----------------------------------------------------------------------
 
-    def as_vectorstore(self):
-        from ponder.memory.knowledge.interop import KnowledgeBaseVectorStore
-
+    def as_vectorstore(self) -> KnowledgeBaseVectorStore:
+        """This knowledge base as a LangChain vector store (it needs embeddings)."""
         return KnowledgeBaseVectorStore(self)
 
-    def as_retriever(self, **kwargs: Any):
-        from ponder.memory.knowledge.interop import KnowledgeBaseRetriever
-
+    def as_retriever(self, **kwargs: Any) -> KnowledgeBaseRetriever:
+        """This knowledge base as a LangChain retriever (``k``, ``mode``, ``filter``)."""
         return KnowledgeBaseRetriever(knowledge_base=self, **kwargs)
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+def open_store(url: str, name: str = "default") -> KnowledgeStore:
+    """The store for a ``sqlite:///`` or ``postgresql://`` database URL (memory:// is an
+    in-memory SQLite database of this process)."""
+    db = parse_url(url)
+    if db.kind == "postgres":
+        from ponder.memory.knowledge.postgres_store import PostgresKnowledgeStore
+
+        return PostgresKnowledgeStore(db.conninfo, name)
+    from ponder.memory.knowledge.sqlite_store import SqliteKnowledgeStore
+
+    return SqliteKnowledgeStore("sqlite:///:memory:" if db.kind == "memory" else db.url, name)
 
 
 def _expand(items: Iterable[str | Path | Document]) -> list[Path | Document]:
@@ -327,3 +332,9 @@ def _embedded_text(chunk: Chunk) -> str:
 def _label(chunk: Chunk) -> str:
     name = chunk.title or Path(chunk.source).name or chunk.source
     return f"{name} ({chunk.source})" if chunk.title else name
+
+
+# The LangChain adapters make and hold knowledge bases, but this module imports them (for
+# ``as_vectorstore`` and ``as_retriever``), so it tells them the class.
+KnowledgeBaseVectorStore.knowledge_base_class = KnowledgeBase
+KnowledgeBaseRetriever.model_rebuild(_types_namespace={"KnowledgeBase": KnowledgeBase})

@@ -375,9 +375,10 @@ async def run_beir(folder: str | Path, split: str, mode: str, *, embeddings: Any
     Real corpora hold documents without text (two of Cranfield's 1,400): those, and rows that
     are not a document (no ``_id``, text or title not a string), are skipped, not fatal; the
     report counts them (``documents_skipped``) and names the first few (``skipped``)."""
-    from ponder.memory.knowledge.base import KnowledgeBase, embedding_model_id
+    from ponder.memory.knowledge.base import KnowledgeBase
     from ponder.memory.knowledge.chunking import Chunker
     from ponder.memory.knowledge.documents import Document
+    from ponder.models import embedding_model_id
 
     dataset = load_beir(folder, split)
     documents, skipped = [], []

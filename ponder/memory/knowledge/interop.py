@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -23,10 +23,13 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict
 
-from ponder.memory.knowledge.base import KnowledgeBase, embedding_model_id
 from ponder.memory.knowledge.retrieval import Mode
 from ponder.memory.knowledge.store import Chunk, Hit, SourceRecord
+from ponder.models import embedding_model_id
 from ponder.sync import run_sync
+
+if TYPE_CHECKING:
+    from ponder.memory.knowledge.base import KnowledgeBase
 
 
 def _document(chunk: Chunk, id_: str | None = None) -> LangChainDocument:
@@ -34,6 +37,12 @@ def _document(chunk: Chunk, id_: str | None = None) -> LangChainDocument:
 
 
 class KnowledgeBaseVectorStore(VectorStore):
+    """A knowledge base as a LangChain vector store: ``kb.as_vectorstore()``. Each document
+    is one chunk (its id the source); needs the knowledge base's embeddings."""
+
+    # What ``from_texts`` makes: KnowledgeBase, set by its module (which imports this one).
+    knowledge_base_class: ClassVar[type[KnowledgeBase]]
+
     def __init__(self, knowledge_base: KnowledgeBase) -> None:
         if knowledge_base.embeddings is None:
             raise ValueError("a vector store needs embeddings: create the KnowledgeBase with "
@@ -119,7 +128,7 @@ class KnowledgeBaseVectorStore(VectorStore):
                    metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                    url: str | None = None, name: str = "default", **kwargs: Any
                    ) -> KnowledgeBaseVectorStore:
-        store = cls(KnowledgeBase(url, name=name, embeddings=embedding))
+        store = cls(cls.knowledge_base_class(url, name=name, embeddings=embedding))
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
@@ -128,7 +137,7 @@ class KnowledgeBaseVectorStore(VectorStore):
                           metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                           url: str | None = None, name: str = "default", **kwargs: Any
                           ) -> KnowledgeBaseVectorStore:
-        store = cls(KnowledgeBase(url, name=name, embeddings=embedding))
+        store = cls(cls.knowledge_base_class(url, name=name, embeddings=embedding))
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store
 

@@ -12,9 +12,10 @@ import threading
 from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
+from ponder.db.sqlite import connect as connect_sqlite
+from ponder.db.url import parse_url
 from ponder.memory.knowledge.analysis import ANALYZER, index_text, query_terms
 from ponder.memory.knowledge.store import (
     CHUNK_COLUMNS,
@@ -24,8 +25,6 @@ from ponder.memory.knowledge.store import (
     SourceRecord,
     chunk_from_row,
 )
-from ponder.sqlite import connect as connect_sqlite
-from ponder.sqlite import sqlite_file
 
 T = TypeVar("T")
 
@@ -58,7 +57,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
-        self.path = sqlite_file(url)
+        self.path = parse_url(url).path
         self._conn: Any = None  # the one writer
         self._lock = threading.Lock()
         self._readers = threading.local()  # a reader per worker thread: searches run in parallel
@@ -101,8 +100,6 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return await asyncio.to_thread(on_reader)
 
     def _open(self) -> Any:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path)
         p = self.prefix
         conn.execute("BEGIN IMMEDIATE")

@@ -171,17 +171,3 @@ class KnowledgeStore(ABC):
                 f"knowledge base {self.name!r} holds vectors from {stored_model}, not {model}: "
                 f"vectors of two models are not comparable; use {stored_model}, or a new "
                 f"knowledge base name")
-
-
-def open_store(url: str, name: str = "default") -> KnowledgeStore:
-    """The store for a ``sqlite:///`` or ``postgresql://`` database URL."""
-    if url.startswith("sqlite:///") or url == "sqlite://":
-        from ponder.memory.knowledge.sqlite_store import SqliteKnowledgeStore
-
-        return SqliteKnowledgeStore(url, name)
-    if url.startswith(("postgresql://", "postgres://")):
-        from ponder.memory.knowledge.postgres_store import PostgresKnowledgeStore
-
-        return PostgresKnowledgeStore(url, name)
-    raise ConfigurationError(f"the knowledge base needs a sqlite:/// or postgresql:// database "
-                             f"URL, not {url!r}")

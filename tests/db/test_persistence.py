@@ -12,7 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from ponder import Agent
 from ponder.config import ConfigurationError
-from ponder.graphs.persistence import open_persistence
+from ponder.db.persistence import open_persistence
 from ponder.testing import ScriptedChatModel, tool_calls
 
 # A process that runs one turn and dies (os._exit, no cleanup) inside the tool the first time.

@@ -4,10 +4,10 @@ two copies of SQLite on one file in one process drop each other's locks and corr
 import asyncio
 
 from ponder import Agent
-from ponder.graphs.persistence import open_persistence
+from ponder.db.persistence import open_persistence
+from ponder.db.sqlite import sqlite_module
 from ponder.graphs.runs import RunRecorder
 from ponder.memory.knowledge import Document, KnowledgeBase
-from ponder.sqlite import sqlite_module
 from ponder.testing import ScriptedChatModel
 
 

@@ -1,4 +1,5 @@
-"""Tables of ponder's own (API keys, threads, run records), made on first use."""
+"""Tables of ponder's own (API keys, threads, run records, schedules), on SQLAlchemy's async
+engine: aiosqlite on ponder's one SQLite library, or psycopg."""
 
 from __future__ import annotations
 
@@ -8,39 +9,32 @@ from sqlalchemy import MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
 
-from ponder.config import ConfigurationError, Settings
-
-
-def async_url(url: str) -> str:
-    """The async driver's URL for a ``PONDER_DATABASE_URL``."""
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    raise ConfigurationError(f"the server's tables need a sqlite:/// or postgresql:// "
-                             f"database, not {url!r}")
+from ponder.db.sqlite import connect_async
+from ponder.db.url import parse_url
 
 
 class Tables:
-    """A store of some tables (``metadata``) in the database at ``url``."""
+    """A store of some tables (``metadata``) in the database at ``url`` (default
+    ``PONDER_DATABASE_URL``; SQLite or Postgres: ConfigurationError for memory://, whose tables
+    no other process could see). An async context manager; ``engine()`` makes the tables on
+    first use."""
 
     metadata: ClassVar[MetaData]
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or Settings.from_env().database_url
+        self.db = parse_url(url).require(("sqlite", "postgres"), "ponder's own tables")
+        self.url = self.db.url
         self._engine: AsyncEngine | None = None
 
     async def engine(self) -> AsyncEngine:
+        """The engine, with the tables made (and columns a newer ponder added)."""
         if self._engine is None:
-            url = async_url(self.url)
             options = {}
-            if url.startswith("sqlite"):
-                from ponder.sqlite import connect_async, sqlite_file
-
-                # ponder's one SQLite library (see ponder/sqlite.py), not aiosqlite's default.
-                path = sqlite_file(self.url)
+            if self.db.kind == "sqlite":
+                # ponder's one SQLite library (see ponder/db/sqlite.py), not aiosqlite's own.
+                path = self.db.path
                 options["async_creator"] = lambda: connect_async(path)
-            self._engine = create_async_engine(url, **options)
+            self._engine = create_async_engine(self.db.sqlalchemy, **options)
             async with self._engine.begin() as conn:
                 await conn.run_sync(self.metadata.create_all)
                 await conn.run_sync(_add_missing_columns, self.metadata)
@@ -50,6 +44,12 @@ class Tables:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    async def __aenter__(self) -> Tables:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def _add_missing_columns(conn, metadata: MetaData) -> None:

@@ -1,40 +1,43 @@
 """Checkpointer and store from one database URL, and checkpoint retention.
 
 ``sqlite:///path.db`` (the default, ``PONDER_DATABASE_URL``) opens AsyncSqliteSaver and
-AsyncSqliteStore in WAL mode with a busy timeout; ``postgresql://...`` opens AsyncPostgresSaver and
-AsyncPostgresStore on one connection pool. ``memory://`` keeps everything in the process.
+AsyncSqliteStore in WAL mode with a busy timeout; ``postgresql://...`` opens AsyncPostgresSaver
+and AsyncPostgresStore on one connection pool; ``memory://`` keeps both in the process.
+``open_store`` opens LangGraph's store alone (long-term memory has one of its own, with a vector
+index).
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from ponder.config import ConfigurationError, Settings
-from ponder.sqlite import connect_async
+from ponder.db.sqlite import connect_async
+from ponder.db.url import DatabaseURL, parse_url
+from ponder.errors import ConfigurationError
 
-__all__ = ["Persistence", "open_persistence", "prune_checkpoints"]
+__all__ = ["Persistence", "open_persistence", "open_store", "prune_checkpoints",
+           "stop_batching"]
 
-_SQLITE = re.compile(r"^sqlite(\+aiosqlite)?://")
-_POSTGRES = re.compile(r"^postgres(ql)?(\+\w+)?://")
+Closer = Callable[[], Awaitable[Any]]
 
 
 class Persistence:
-    """The open checkpointer and store of one database; close it with ``aclose()``."""
+    """The open checkpointer and store of one database; close it with ``aclose()`` (or use it
+    as an async context manager)."""
 
     def __init__(self, url: str, checkpointer: BaseCheckpointSaver, store: BaseStore,
-                 closers: list[Any]) -> None:
+                 closers: list[Closer]) -> None:
         self.url = url
         self.checkpointer = checkpointer
         self.store = store
         self._closers = closers
 
     async def aclose(self) -> None:
-        _stop_batching(self.store)
+        stop_batching(self.store)
         for close in reversed(self._closers):
             await close()
         self._closers.clear()
@@ -47,102 +50,92 @@ class Persistence:
 
 
 async def open_persistence(url: str | None = None) -> Persistence:
-    """Open the checkpointer and store for ``url`` (default: ``PONDER_DATABASE_URL``)."""
-    url = url or Settings.from_env().database_url
-    if _SQLITE.match(url):
-        return await _open_sqlite(url)
-    if _POSTGRES.match(url):
-        return await _open_postgres(url)
-    if url in ("memory://", "memory"):
+    """Open the checkpointer and store for ``url`` (default: ``PONDER_DATABASE_URL``).
+
+    Raises ConfigurationError for an unknown URL, a missing folder or a Postgres server that
+    cannot be reached."""
+    db = parse_url(url)
+    if db.kind == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
+
+        store, closers = await open_store(db)
+        return Persistence(db.url, InMemorySaver(), store, closers)
+    if db.kind == "sqlite":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        saver_conn = await connect_async(db.path)  # WAL, with a busy timeout
+        saver = AsyncSqliteSaver(saver_conn)
+        try:
+            await saver.setup()
+        except Exception as exc:
+            # Its migration expects the standard library's sqlite3 error when the column it
+            # adds exists already; pysqlite3 (ponder/db/sqlite.py) raises its own, meaning the
+            # same.
+            if "duplicate column name: task_path" not in str(exc):
+                await saver_conn.close()
+                raise
+            saver.is_setup = True
+        store, closers = await open_store(db)
+        return Persistence(db.url, saver, store, [saver_conn.close, *closers])
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    pool = await _postgres_pool(db, max_size=10)
+    saver = AsyncPostgresSaver(pool)
+    await saver.setup()
+    return Persistence(db.url, saver, await _postgres_store(pool, None), [pool.close])
+
+
+async def open_store(url: str | DatabaseURL | None = None, *, index: dict | None = None
+                     ) -> tuple[BaseStore, list[Closer]]:
+    """LangGraph's store on ``url`` (default: ``PONDER_DATABASE_URL``), set up, with ``index``
+    (LangGraph's vector index settings) when given; and what closes it, last first."""
+    db = url if isinstance(url, DatabaseURL) else parse_url(url)
+    if db.kind == "memory":
         from langgraph.store.memory import InMemoryStore
 
-        return Persistence("memory://", InMemorySaver(), InMemoryStore(), [])
-    raise ConfigurationError(
-        f"PONDER_DATABASE_URL={_redact(url)!r} is not a supported database URL: use "
-        "sqlite:///ponder.db (the default), postgresql://user:password@host:5432/db, or memory://"
-    )
+        return InMemoryStore(index=index), []
+    if db.kind == "sqlite":
+        from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+        # ponder's one SQLite library, which can load sqlite-vec for the vector index; the
+        # store expects autocommit.
+        conn = await connect_async(db.path, isolation_level=None)
+        store = AsyncSqliteStore(conn, index=index)
+        await store.setup()
+        return store, [conn.close]
+    pool = await _postgres_pool(db, max_size=4)
+    return await _postgres_store(pool, index), [pool.close]
 
 
-def sqlite_path(url: str) -> str:
-    """The file of a sqlite URL: three slashes for a relative path, four for an absolute one."""
-    path = _SQLITE.sub("", url)
-    if not path.startswith("/"):
-        raise ConfigurationError(f"{url!r} is not a sqlite URL: write sqlite:///relative/path.db "
-                                 "or sqlite:////absolute/path.db")
-    path = path[1:].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return ":memory:"
-    path = str(Path(path).expanduser())
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise ConfigurationError(f"the folder of the database {path!r} does not exist: "
-                                 f"create {parent} or choose another PONDER_DATABASE_URL")
-    return path
+async def _postgres_pool(db: DatabaseURL, max_size: int) -> Any:
+    """An open psycopg pool with the connection settings LangGraph's savers and stores need."""
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(db.conninfo, min_size=1, max_size=max_size, open=False, kwargs={
+        "autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+    try:
+        await pool.open(wait=True, timeout=10)
+    except Exception as exc:
+        await pool.close()
+        raise ConfigurationError(f"cannot connect to {db.redacted}: {exc}") from None
+    return pool
 
 
-def _stop_batching(store: BaseStore) -> None:
+async def _postgres_store(pool: Any, index: dict | None) -> BaseStore:
+    from langgraph.store.postgres.aio import AsyncPostgresStore
+
+    store = AsyncPostgresStore(pool, index=index)
+    await store.setup()
+    return store
+
+
+def stop_batching(store: BaseStore) -> None:
     """Stop the task in which LangGraph's async stores batch their operations: it outlives the
     connection otherwise, and the event loop ends with a pending task."""
     task = getattr(store, "_task", None)
     if task is not None:
         task.cancel()
-
-
-async def _open_sqlite(url: str) -> Persistence:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
-
-    path = sqlite_path(url)
-    saver_conn = await connect_async(path)  # WAL, with a busy timeout
-    store_conn = await connect_async(path, isolation_level=None)  # the store expects autocommit
-    saver = AsyncSqliteSaver(saver_conn)
-    store = AsyncSqliteStore(store_conn)
-    try:
-        await saver.setup()
-    except Exception as exc:
-        # Its migration expects the standard library's sqlite3 error when the column it adds
-        # exists already; pysqlite3 (ponder/sqlite.py) raises its own, meaning the same.
-        if "duplicate column name: task_path" not in str(exc):
-            raise
-        saver.is_setup = True
-    await store.setup()
-    return Persistence(url, saver, store, [saver_conn.close, store_conn.close])
-
-
-async def _open_postgres(url: str) -> Persistence:
-    try:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from langgraph.store.postgres.aio import AsyncPostgresStore
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
-    except ImportError:
-        raise ConfigurationError(
-            "a postgresql:// database needs the postgres extra: pip install 'ponder[postgres]'"
-        ) from None
-    conninfo = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-    pool = AsyncConnectionPool(
-        conninfo,
-        min_size=1,
-        max_size=10,
-        open=False,
-        # What the LangGraph savers require of their connections.
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-    )
-    try:
-        await pool.open(wait=True, timeout=10)
-    except Exception as exc:
-        await pool.close()
-        raise ConfigurationError(f"cannot connect to {_redact(url)}: {exc}") from None
-    saver = AsyncPostgresSaver(pool)
-    store = AsyncPostgresStore(pool)
-    await saver.setup()
-    await store.setup()
-    return Persistence(url, saver, store, [pool.close])
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 # --------------------------------------------------------------------------- retention

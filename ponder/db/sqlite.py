@@ -13,12 +13,6 @@ from functools import cache
 from typing import Any
 
 
-def sqlite_file(url: str) -> str:
-    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
-    path = url.removeprefix("sqlite://").removeprefix("/").split("?", 1)[0]
-    return ":memory:" if path in ("", ":memory:") else path
-
-
 @cache
 def sqlite_module() -> Any:
     """The standard library's ``sqlite3`` when it can load extensions, else pysqlite3's."""
