@@ -3,22 +3,31 @@
 ``check(sql, dialect="sqlite")`` parses with sqlglot and requires exactly one statement whose root
 is a query (SELECT, set operations, WITH ... SELECT). It walks the whole tree, CTEs and subqueries
 included, and rejects any node that writes, changes schema or settings, or reaches outside the
-database; and calls of functions that read files, load code or touch the server. An optional
-allowlist restricts the tables and columns. It returns the statement as sqlglot writes it back
-(comments dropped), so the database runs exactly the tree that was checked.
+database. Functions are an allowlist: a call passes only if it is known to have no side effects
+(see ``PURE_FUNCTION_NAMES``), however its name is quoted, cased or schema-qualified.
 
-The guard is one layer: the executor also opens the database read-only (see ``database.py``).
+Optional allowlists restrict the tables and columns. Every reference is resolved by its scope
+with sqlglot's optimizer (``qualify`` and ``traverse_scope``), so that an alias, a CTE or a
+derived table never stands in for a real table or column: ``SELECT ssn AS name FROM employee``
+reads ``employee.ssn``, and that is what is checked.
+
+It returns the statement as sqlglot writes it back (comments dropped), so the database runs
+exactly the tree that was checked. The guard is one layer: the executor also opens the database
+read-only (see ``database.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError, TokenError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
-__all__ = ["UnsafeSQLError", "check"]
+__all__ = ["PURE_FUNCTION_NAMES", "UnsafeSQLError", "check"]
 
 
 class UnsafeSQLError(ValueError):
@@ -35,31 +44,143 @@ _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     ) if hasattr(exp, name)
 )
 
-# Functions that read or write files, load code, sleep, or act on the server or other sessions.
-FORBIDDEN_FUNCTIONS = frozenset({
-    # SQLite
-    "load_extension", "readfile", "writefile", "edit", "fts3_tokenizer", "zipfile",
-    "sqlar_compress", "sqlar_uncompress", "randomblob", "zeroblob",
-    # Postgres
-    "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_sleep",
-    "pg_sleep_for", "pg_sleep_until", "lo_import", "lo_export", "lo_get", "lo_put", "lo_unlink",
-    "dblink", "dblink_exec", "set_config", "pg_terminate_backend", "pg_cancel_backend",
-    "pg_reload_conf", "pg_rotate_logfile", "pg_logical_emit_message", "pg_advisory_lock",
-    "pg_advisory_xact_lock", "pg_try_advisory_lock", "txid_current", "nextval", "setval",
-    "currval", "query_to_xml", "query_to_xmlschema", "table_to_xml", "cursor_to_xml",
-    "database_to_xml", "pg_file_write", "pg_file_rename", "pg_file_unlink", "copy_to",
-    # MySQL and others
-    "load_file", "sleep", "benchmark", "sys_exec", "sys_eval",
-})
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Functions sqlglot parses into typed nodes, and that compute a value from their arguments and
+# nothing else: aggregates and window functions, conditionals and casts, math, strings, dates,
+# JSON and arrays. Anything sqlglot does not type is judged by name (PURE_FUNCTION_NAMES). A class
+# missing from the installed sqlglot is skipped: its function is then refused, never let through.
+_PURE_FUNCTION_CLASSES: frozenset[type[exp.Func]] = frozenset(
+    cls for cls in (getattr(exp, name, None) for name in _names("""
+        AnyValue ApproxDistinct ArgMax ArgMin ArrayAgg ArrayConcatAgg Avg BitwiseAndAgg
+        BitwiseOrAgg BitwiseXorAgg Corr Count CountIf CovarPop CovarSamp CumeDist DenseRank
+        First FirstValue GroupConcat Grouping JSONArrayAgg JSONBObjectAgg JSONObjectAgg Lag Last
+        LastValue Lead LogicalAnd LogicalOr Max Median Min Mode NthValue Ntile PercentRank
+        PercentileCont PercentileDisc Rank RegrAvgx RegrAvgy RegrCount RegrIntercept RegrR2
+        RegrSlope RegrSxx RegrSxy RegrSyy RowNumber Stddev StddevPop StddevSamp Sum Variance
+        VariancePop
+
+        And Case Cast Coalesce Collate Exists Greatest If Least Nullif Nvl2 Or TryCast Typeof Xor
+
+        Abs Acos Acosh Asin Asinh Atan Atan2 Atanh Cbrt Ceil Cos Cosh Cot Degrees Exp Factorial
+        Floor IsInf IsNan Ln Log Pi Pow Radians Rand Round SafeDivide Sign Sin Sinh Sqrt Tan Tanh
+        Trunc WidthBucket
+
+        Ascii BitLength ByteLength Chr Concat ConcatWs Contains Decode Encode EndsWith Format
+        FromBase64 Hex Initcap Left Length Lower MD5 Overlay Pad RegexpCount RegexpExtract
+        RegexpExtractAll RegexpILike RegexpInstr RegexpLike RegexpReplace RegexpSplit
+        RegexpSubstr Repeat Replace Reverse Right SHA SHA2 SHA2Digest Space Split SplitPart
+        StartsWith StrPosition Substring ToBase64 ToChar ToNumber Translate Trim Unhex Unicode
+        Upper
+
+        AddMonths CurrentDate CurrentTime CurrentTimestamp Date DateAdd DateBin DateDiff
+        DateFromParts DateStrToDate DateSub DateToDateStr DateTrunc Datetime DatetimeAdd
+        DatetimeDiff DatetimeSub DatetimeTrunc Day DayOfMonth DayOfWeek DayOfWeekIso DayOfYear
+        Extract Hour JustifyDays JustifyHours JustifyInterval LastDay Localtime Localtimestamp
+        MakeInterval Minute Month Quarter Second StrToDate StrToTime StrToUnix Time TimeAdd
+        TimeDiff TimeStrToDate TimeStrToTime TimeStrToUnix TimeSub TimeToStr TimeToTimeStr
+        TimeToUnix TimeTrunc Timestamp TimestampAdd TimestampDiff TimestampFromParts
+        TimestampSub TimestampTrunc TsOrDsAdd TsOrDsDiff TsOrDsToDate TsOrDsToDateStr
+        TsOrDsToDatetime TsOrDsToTime TsOrDsToTimestamp UnixDate UnixSeconds UnixToStr
+        UnixToTime UnixToTimeStr Week WeekOfYear Year
+
+        JSONArray JSONArrayContains JSONBContains JSONBContainsAllTopKeys
+        JSONBContainsAnyTopKeys JSONBContainsTopKey JSONBExists JSONBExtract JSONBExtractScalar
+        JSONExtract JSONExtractArray JSONExtractScalar JSONFormat JSONKeys JSONObject
+        JSONStripNulls JSONType ParseJSON
+
+        Array ArrayAppend ArrayConcat ArrayContainedBy ArrayContains ArrayOverlaps ArrayPosition
+        ArrayPrepend ArrayRemove ArraySize ArraySlice ArrayToString Explode
+        ExplodingGenerateSeries GenerateSeries StringToArray ToArray Unnest
+    """)) if cls is not None and issubclass(cls, exp.Func)
+)
+
+# Per dialect, the built-in functions known to have no side effects, by name (lower case). The
+# guard uses them for calls sqlglot leaves untyped (``exp.Anonymous``); on SQLite the executor's
+# authorizer also allows exactly these, so the names include the typed ones as SQLite spells them.
+# Left out on purpose, among others: SQLite's load_extension, readfile, writefile, edit,
+# fts3_tokenizer, randomblob and zeroblob (a gigabyte in one step); Postgres's advisory locks,
+# sequences (nextval, setval), set_config, pg_sleep, pg_notify, large objects, file access,
+# dblink, txid_current (assigns a transaction id), setseed and query_to_xml (runs any SQL).
+PURE_FUNCTION_NAMES: dict[str, frozenset[str]] = {
+    "sqlite": _names("""
+        abs char coalesce concat concat_ws format glob hex if ifnull iif instr length like
+        likelihood likely lower ltrim max min nullif octet_length printf quote random replace
+        round rtrim sign soundex substr substring trim typeof unhex unicode unlikely upper
+        date time datetime julianday unixepoch strftime timediff
+        avg count group_concat string_agg sum total median
+        row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+        nth_value
+        acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log
+        log10 log2 mod pi pow power radians sin sinh sqrt tan tanh trunc
+        json jsonb json_array jsonb_array json_array_length json_error_position json_extract
+        jsonb_extract json_insert jsonb_insert json_object jsonb_object json_patch jsonb_patch
+        json_pretty json_remove jsonb_remove json_replace jsonb_replace json_set jsonb_set
+        json_type json_valid json_quote json_group_array jsonb_group_array json_group_object
+        jsonb_group_object json_each jsonb_each json_tree jsonb_tree -> ->>
+        generate_series
+    """),
+    "postgres": _names("""
+        abs cbrt ceil ceiling degrees div exp factorial floor gcd lcm ln log log10 min_scale mod
+        pi power radians round scale sign sqrt trim_scale trunc width_bucket random
+        acos acosd acosh asin asind asinh atan atan2 atan2d atand atanh cos cosd cosh cot cotd
+        sin sind sinh tan tand tanh
+        ascii bit_length btrim char_length character_length chr concat concat_ws convert_from
+        convert_to decode encode format initcap left length lower lpad ltrim md5 normalize
+        octet_length overlay position quote_ident quote_literal quote_nullable regexp_count
+        regexp_instr regexp_like regexp_match regexp_matches regexp_replace
+        regexp_split_to_array regexp_split_to_table regexp_substr repeat replace reverse right
+        rpad rtrim sha224 sha256 sha384 sha512 split_part starts_with string_to_array
+        string_to_table strpos substr substring to_ascii to_hex translate unistr upper
+        to_char to_date to_number to_timestamp
+        age clock_timestamp current_date current_time current_timestamp date_add date_bin
+        date_part date_subtract date_trunc extract isfinite justify_days justify_hours
+        justify_interval localtime localtimestamp make_date make_interval make_time
+        make_timestamp make_timestamptz now statement_timestamp timeofday transaction_timestamp
+        array_agg avg bit_and bit_or bit_xor bool_and bool_or count every json_agg
+        json_object_agg jsonb_agg jsonb_object_agg max min string_agg sum
+        corr covar_pop covar_samp regr_avgx regr_avgy regr_count regr_intercept regr_r2
+        regr_slope regr_sxx regr_sxy regr_syy stddev stddev_pop stddev_samp variance var_pop
+        var_samp mode percentile_cont percentile_disc grouping
+        row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+        nth_value
+        coalesce nullif greatest least num_nonnulls num_nulls
+        to_json to_jsonb array_to_json row_to_json json_build_array jsonb_build_array
+        json_build_object jsonb_build_object json_object jsonb_object json_array_elements
+        jsonb_array_elements json_array_elements_text jsonb_array_elements_text
+        json_array_length jsonb_array_length json_each jsonb_each json_each_text jsonb_each_text
+        json_extract_path jsonb_extract_path json_extract_path_text jsonb_extract_path_text
+        json_object_keys jsonb_object_keys json_typeof jsonb_typeof json_strip_nulls
+        jsonb_strip_nulls jsonb_pretty jsonb_set jsonb_insert jsonb_path_exists jsonb_path_match
+        jsonb_path_query jsonb_path_query_array jsonb_path_query_first
+        array_append array_cat array_dims array_length array_lower array_ndims array_position
+        array_positions array_prepend array_remove array_replace array_to_string array_upper
+        cardinality generate_series generate_subscripts unnest
+    """),
+}
+
+# The schema a dialect puts unqualified tables in: ``main.artist`` is ``artist`` on SQLite.
+_DEFAULT_SCHEMAS = {"sqlite": "main", "postgres": "public"}
+# Where a dialect's built-in functions live, when a call names its schema.
+_FUNCTION_SCHEMAS = {"postgres": "pg_catalog"}
 
 _QUERY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 
 
 def check(sql: str, dialect: str = "sqlite", *, tables: Iterable[str] | None = None,
-          columns: Iterable[str] | None = None) -> str:
+          columns: Iterable[str] | None = None,
+          schema: Mapping[str, Iterable[str]] | None = None) -> str:
     """The validated query, as sqlglot writes it for ``dialect``; or UnsafeSQLError with why.
 
-    ``tables`` and ``columns`` (bare names or ``table.column``), when given, are allowlists.
+    ``tables`` (``table`` or ``schema.table``) and ``columns`` (``table.column``, or a bare
+    ``column`` allowed in every table), when given, are allowlists; names compare case-blind.
+    ``schema`` maps each real table to its columns: with it, unqualified columns resolve exactly
+    as the database resolves them and ``SELECT *`` passes when every column it covers is allowed.
+    Without it, a table is assumed to have every column the query names, so a name that could
+    belong to two tables must be qualified, and ``*`` over a table is refused.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise UnsafeSQLError("the query is empty")
@@ -77,11 +198,9 @@ def check(sql: str, dialect: str = "sqlite", *, tables: Iterable[str] | None = N
         if isinstance(node, _FORBIDDEN_NODES):
             raise UnsafeSQLError(f"{_name(node)} is not allowed in a read-only query")
         if isinstance(node, exp.Func):
-            name = _function_name(node)
-            if name in FORBIDDEN_FUNCTIONS:
-                raise UnsafeSQLError(f"the function {name}() is not allowed")
+            _check_function(node, dialect)
     if tables is not None or columns is not None:
-        _check_allowlists(statement, tables, columns)
+        _Allowlists(dialect, tables, columns, schema).check(statement)
     return statement.sql(dialect=dialect, comments=False)
 
 
@@ -91,34 +210,195 @@ def _name(node: exp.Expression) -> str:
     return type(node).__name__.upper()
 
 
-def _function_name(node: exp.Func) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.this).lower()
-    return node.sql_name().lower()
+def _check_function(node: exp.Func, dialect: str) -> None:
+    """Raise unless the call is to a function known to have no side effects on ``dialect``."""
+    allowed_names = PURE_FUNCTION_NAMES.get(dialect, frozenset())
+    qualifier = node.parent.this if isinstance(node.parent, exp.Dot) and \
+        node.arg_key == "expression" else None
+    by_name = qualifier is not None or isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc))
+    if not by_name and type(node) in _PURE_FUNCTION_CLASSES:
+        return
+    if by_name:
+        # The name as the database resolves it: Postgres folds unquoted names to lower case and
+        # keeps quoted ones, so "PG_SLEEP" is not pg_sleep (and not allowed either).
+        name = _normalized(node.this if isinstance(node.this, exp.Identifier) else
+                           exp.to_identifier(node.name), dialect)
+        schema_ok = qualifier is None or (
+            isinstance(qualifier, exp.Identifier)
+            and _normalized(qualifier, dialect) == _FUNCTION_SCHEMAS.get(dialect))
+        if schema_ok and name in allowed_names:
+            return
+        if qualifier is not None:
+            name = f"{qualifier.sql(dialect=dialect)}.{name}"
+    else:
+        name = node.sql_name().lower()
+    raise UnsafeSQLError(
+        f"the function {name}() is not allowed: only {dialect} built-in functions known to have "
+        "no side effects may be called (aggregates, window, math, string, date and time, JSON, "
+        "array and conditional functions)")
 
 
-def _check_allowlists(statement: exp.Expression, tables: Iterable[str] | None,
-                      columns: Iterable[str] | None) -> None:
-    ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
-    if tables is not None:
-        allowed = {t.lower() for t in tables}
-        for table in statement.find_all(exp.Table):
-            name = table.name.lower()
-            if name not in allowed and name not in ctes:
-                raise UnsafeSQLError(f"the table {table.name!r} is not allowed "
-                                     f"(allowed: {', '.join(sorted(allowed))})")
-    if columns is not None:
-        allowed_columns = {c.lower() for c in columns}
-        aliases = {a.alias.lower() for a in statement.find_all(exp.Alias)}
-        for star in statement.find_all(exp.Star):
-            if not isinstance(star.parent, exp.Count):
-                raise UnsafeSQLError("* is not allowed when columns are restricted: "
-                                     "name the columns")
-        for column in statement.find_all(exp.Column):
-            name = column.name.lower()
-            qualified = f"{column.table.lower()}.{name}" if column.table else None
-            if name in aliases or (column.table and column.table.lower() in ctes):
+def _normalized(identifier: exp.Identifier, dialect: str) -> str:
+    return Dialect.get_or_raise(dialect).normalize_identifier(identifier.copy()).name
+
+
+class _Allowlists:
+    """The table and column allowlists, checked against a query resolved scope by scope."""
+
+    def __init__(self, dialect: str, tables: Iterable[str] | None,
+                 columns: Iterable[str] | None,
+                 schema: Mapping[str, Iterable[str]] | None) -> None:
+        self.dialect = dialect
+        self.tables = None if tables is None else {t.lower() for t in tables}
+        self.columns = None if columns is None else {c.lower() for c in columns}
+        self.default_schema = _DEFAULT_SCHEMAS.get(dialect)
+        # Keys as the database matches them (case-blind on SQLite, exact for quoted Postgres).
+        self.schema = {
+            _normalized(exp.to_identifier(table, quoted=True), dialect):
+                [_normalized(exp.to_identifier(c, quoted=True), dialect) for c in cols]
+            for table, cols in (schema or {}).items()}
+
+    def check(self, statement: exp.Expression) -> None:
+        """Raise UnsafeSQLError at the first table or column the allowlists do not allow."""
+        tree = self._resolved(statement)
+        checked: set[int] = set()
+        for scope in traverse_scope(tree):
+            for table in scope.tables:
+                checked.add(id(table))
+                # A CTE's name refers to the CTE only when unqualified, as in the database.
+                if not (table.db or table.catalog) and table.name in scope.cte_sources:
+                    continue
+                self._check_table(table)
+            if self.columns is None:
                 continue
-            if name not in allowed_columns and qualified not in allowed_columns and not any(
-                    c.endswith(f".{name}") for c in allowed_columns):
-                raise UnsafeSQLError(f"the column {column.sql()!r} is not allowed")
+            for node in scope.walk():
+                if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
+                    checked.add(id(node))
+                    self._check_star(node, scope)
+                elif isinstance(node, exp.Column):
+                    checked.add(id(node))
+                    self._check_column(node, scope)
+                elif isinstance(node, (exp.Star, exp.TableColumn)):
+                    checked.add(id(node))
+                    self._check_star(node, scope)
+        # Whatever no scope accounted for is refused rather than trusted.
+        for node in tree.find_all(exp.Table, exp.Column, exp.TableColumn):
+            if id(node) not in checked and (isinstance(node, exp.Table)
+                                            or self.columns is not None):
+                raise UnsafeSQLError(f"{node.sql(dialect=self.dialect)!r} could not be resolved "
+                                     "to a table or column: simplify the query")
+
+    def _resolved(self, statement: exp.Expression) -> exp.Expression:
+        """A copy with every table and column qualified by the source it reads."""
+        tree = statement.copy()
+        if self.columns is None:  # tables only: scopes suffice, and columns need no schema
+            return qualify(tree, dialect=self.dialect, qualify_columns=False,
+                           validate_qualify_columns=False, quote_identifiers=False)
+        if self.default_schema:  # main.artist is artist: one name, one entry in the schema
+            for table in tree.find_all(exp.Table):
+                if table.db.lower() == self.default_schema and not table.catalog:
+                    table.set("db", None)
+        # A table whose columns are unknown is assumed to have every column the query names:
+        # then a name that two tables could hold is ambiguous, and a column that a subquery's own
+        # table could hold is never taken for an outer one the database might not pick.
+        names = sorted({c.name for c in tree.find_all(exp.Column) if c.name}) or ["_"]
+        schema = dict(self.schema)
+        for table in tree.find_all(exp.Table):
+            if not isinstance(table.this, exp.Func) and table.name not in schema:
+                schema[table.name] = names
+        # A NATURAL JOIN compares every column the two sides share: only a known schema says which.
+        ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        if any(join.method == "NATURAL" for join in tree.find_all(exp.Join)) and any(
+                t.name not in self.schema and t.name not in ctes
+                for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Func)):
+            raise UnsafeSQLError("NATURAL JOIN is not allowed when columns are restricted and "
+                                 "the tables' columns are not known: join with ON or USING")
+        try:
+            return qualify(tree, dialect=self.dialect, expand_stars=False,
+                           schema={t: dict.fromkeys(cols, "unknown") for t, cols in schema.items()},
+                           quote_identifiers=False)
+        except OptimizeError as exc:
+            raise UnsafeSQLError(f"the query's columns could not all be resolved to tables "
+                                 f"({exc}): qualify each column with its table") from None
+        except SqlglotError as exc:
+            raise UnsafeSQLError(f"the query could not be resolved: {exc}") from None
+
+    def _check_table(self, table: exp.Table) -> None:
+        if isinstance(table.this, exp.Func) or self.tables is None:
+            return  # a table-valued function: its call was checked as a function
+        parts = [p.name.lower() for p in table.parts]
+        name = ".".join(parts)
+        if name in self.tables or (len(parts) == 2 and parts[0] == self.default_schema
+                                   and parts[1] in self.tables):
+            return
+        raise UnsafeSQLError(f"the table {name!r} is not allowed "
+                             f"(allowed: {', '.join(sorted(self.tables))})")
+
+    def _source(self, name: str, scope: Scope) -> exp.Table | Scope | None:
+        """What ``name`` refers to from ``scope``: its own FROM first, then enclosing queries."""
+        while scope is not None:
+            if name in scope.selected_sources:
+                return scope.selected_sources[name][1]
+            if name in scope.sources:
+                return scope.sources[name]
+            scope = scope.parent
+        return None
+
+    def _check_column(self, column: exp.Column, scope: Scope) -> None:
+        if not column.table:
+            if _is_output_reference(column, scope):
+                return  # ORDER BY alias: a column the query already outputs, checked there
+            raise UnsafeSQLError(
+                f"the column {column.name!r} could not be resolved to one table's column: "
+                "qualify it with its table (a table's name alone, or a name inside an ORDER BY "
+                "expression, is read from the tables, not from the output's aliases)")
+        source = self._source(column.table, scope)
+        if source is None:
+            raise UnsafeSQLError(f"the column {column.sql(dialect=self.dialect)!r} could not be "
+                                 "resolved to a table in the query")
+        if isinstance(source, exp.Table) and not isinstance(source.this, exp.Func):
+            self._check_table_column(source, column.name)
+        # A CTE, derived table or subquery: its own select list was checked in its own scope.
+
+    def _check_table_column(self, table: exp.Table, name: str) -> None:
+        qualified = f"{table.name.lower()}.{name.lower()}"
+        if name.lower() in self.columns or qualified in self.columns:
+            return
+        raise UnsafeSQLError(f"the column {name!r} is not allowed: it reads {qualified}, and "
+                             f"the allowed columns are {', '.join(sorted(self.columns))}")
+
+    def _check_star(self, star: exp.Expression, scope: Scope) -> None:
+        """``*``, ``t.*`` and Postgres's whole-row ``t`` pass only when every column they cover
+        is allowed."""
+        if isinstance(star.parent, exp.Count) or isinstance(scope.expression.parent, exp.Exists):
+            return  # count(*) and EXISTS (SELECT * ...) read no column
+        if isinstance(star, (exp.Column, exp.TableColumn)):
+            source = self._source(star.table if isinstance(star, exp.Column) else star.name, scope)
+            if source is None:
+                raise UnsafeSQLError(f"{star.sql(dialect=self.dialect)!r} could not be resolved "
+                                     "to a table in the query")
+            sources = [source]
+        elif star.parent is scope.expression:
+            sources = [source for _, source in scope.selected_sources.values()]
+        else:
+            raise UnsafeSQLError("* is only allowed in count(*) and the select list when "
+                                 "columns are restricted: name the columns")
+        for source in sources:
+            if not isinstance(source, exp.Table) or isinstance(source.this, exp.Func):
+                continue
+            known = self.schema.get(source.name)
+            if known is None or source.db:
+                raise UnsafeSQLError("* is not allowed when columns are restricted and the "
+                                     f"columns of {source.name!r} are not known: name the "
+                                     "columns")
+            for name in known:
+                self._check_table_column(source, name)
+
+
+def _is_output_reference(column: exp.Column, scope: Scope) -> bool:
+    """A bare name in ORDER BY that names an output column (which the database prefers there)."""
+    ordered = column.parent
+    if not (isinstance(ordered, exp.Ordered) and isinstance(ordered.parent, exp.Order)
+            and ordered.parent.parent is scope.expression):
+        return False
+    return column.name in scope.expression.named_selects
