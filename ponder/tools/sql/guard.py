@@ -23,9 +23,11 @@ from collections.abc import Iterable, Mapping
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import OptimizeError, ParseError, SqlglotError, TokenError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
+from sqlglot.schema import MappingSchema
 
 __all__ = ["PURE_FUNCTION_NAMES", "UnsafeSQLError", "check"]
 
@@ -230,8 +232,8 @@ def _check_function(node: exp.Func, dialect: str) -> None:
             return
         if qualifier is not None:
             name = f"{qualifier.sql(dialect=dialect)}.{name}"
-    else:
-        name = node.sql_name().lower()
+    else:  # the name the database would see, as sqlglot writes the call for this dialect
+        name = node.sql(dialect=dialect).split("(", 1)[0].strip().lower() or node.sql_name()
     raise UnsafeSQLError(
         f"the function {name}() is not allowed: only {dialect} built-in functions known to have "
         "no side effects may be called (aggregates, window, math, string, date and time, JSON, "
@@ -260,43 +262,51 @@ class _Allowlists:
 
     def check(self, statement: exp.Expression) -> None:
         """Raise UnsafeSQLError at the first table or column the allowlists do not allow."""
-        tree = self._resolved(statement)
-        checked: set[int] = set()
-        for scope in traverse_scope(tree):
-            for table in scope.tables:
-                checked.add(id(table))
-                # A CTE's name refers to the CTE only when unqualified, as in the database.
-                if not (table.db or table.catalog) and table.name in scope.cte_sources:
-                    continue
-                self._check_table(table)
-            if self.columns is None:
-                continue
-            for node in scope.walk():
-                if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
-                    checked.add(id(node))
-                    self._check_star(node, scope)
-                elif isinstance(node, exp.Column):
-                    checked.add(id(node))
-                    self._check_column(node, scope)
-                elif isinstance(node, (exp.Star, exp.TableColumn)):
-                    checked.add(id(node))
-                    self._check_star(node, scope)
+        try:
+            tree = self._resolved(statement)
+            scopes = traverse_scope(tree)
+            checked = {id(node) for scope in scopes for node in self._check_scope(scope)}
+        except SqlglotError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UnsafeSQLError(f"the query's tables and columns could not all be resolved "
+                                 f"({first}): qualify each column with its table") from None
         # Whatever no scope accounted for is refused rather than trusted.
-        for node in tree.find_all(exp.Table, exp.Column, exp.TableColumn):
-            if id(node) not in checked and (isinstance(node, exp.Table)
-                                            or self.columns is not None):
+        kinds = (exp.Table,) if self.columns is None else (exp.Table, exp.Column, exp.TableColumn)
+        for node in tree.find_all(*kinds):
+            if id(node) not in checked:
                 raise UnsafeSQLError(f"{node.sql(dialect=self.dialect)!r} could not be resolved "
-                                     "to a table or column: simplify the query")
+                                     "to a table or column of the query: simplify the query")
+
+    def _check_scope(self, scope: Scope) -> list[exp.Expression]:
+        """Check the tables and columns of one scope (not its subqueries); return them."""
+        seen: list[exp.Expression] = []
+        for table in scope.tables:
+            seen.append(table)
+            # A CTE's name refers to the CTE only when unqualified, as in the database.
+            if table.db or table.catalog or table.name not in scope.cte_sources:
+                self._check_table(table)
+        if self.columns is None:
+            return seen
+        for node in scope.walk():
+            if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
+                seen.append(node)
+                self._check_column(node, scope)
+            elif isinstance(node, exp.Star) and isinstance(node.parent, exp.Column):
+                seen.append(node)  # the star of t.*, checked with its column
+            elif isinstance(node, (exp.Column, exp.Star, exp.TableColumn)):
+                seen.append(node)
+                self._check_star(node, scope)
+        return seen
 
     def _resolved(self, statement: exp.Expression) -> exp.Expression:
         """A copy with every table and column qualified by the source it reads."""
-        tree = statement.copy()
+        tree = normalize_identifiers(statement.copy(), dialect=self.dialect)
         if self.columns is None:  # tables only: scopes suffice, and columns need no schema
             return qualify(tree, dialect=self.dialect, qualify_columns=False,
                            validate_qualify_columns=False, quote_identifiers=False)
         if self.default_schema:  # main.artist is artist: one name, one entry in the schema
             for table in tree.find_all(exp.Table):
-                if table.db.lower() == self.default_schema and not table.catalog:
+                if table.db == self.default_schema and not table.catalog:
                     table.set("db", None)
         # A table whose columns are unknown is assumed to have every column the query names:
         # then a name that two tables could hold is ambiguous, and a column that a subquery's own
@@ -313,15 +323,10 @@ class _Allowlists:
                 for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Func)):
             raise UnsafeSQLError("NATURAL JOIN is not allowed when columns are restricted and "
                                  "the tables' columns are not known: join with ON or USING")
-        try:
-            return qualify(tree, dialect=self.dialect, expand_stars=False,
-                           schema={t: dict.fromkeys(cols, "unknown") for t, cols in schema.items()},
-                           quote_identifiers=False)
-        except OptimizeError as exc:
-            raise UnsafeSQLError(f"the query's columns could not all be resolved to tables "
-                                 f"({exc}): qualify each column with its table") from None
-        except SqlglotError as exc:
-            raise UnsafeSQLError(f"the query could not be resolved: {exc}") from None
+        mapping = MappingSchema({t: dict.fromkeys(cols, "unknown") for t, cols in schema.items()},
+                                dialect=self.dialect, normalize=False)
+        return qualify(tree, dialect=self.dialect, schema=mapping, expand_stars=False,
+                       quote_identifiers=False)
 
     def _check_table(self, table: exp.Table) -> None:
         if isinstance(table.this, exp.Func) or self.tables is None:
@@ -360,12 +365,12 @@ class _Allowlists:
             self._check_table_column(source, column.name)
         # A CTE, derived table or subquery: its own select list was checked in its own scope.
 
-    def _check_table_column(self, table: exp.Table, name: str) -> None:
+    def _check_table_column(self, table: exp.Table, name: str, reader: str = "it") -> None:
         qualified = f"{table.name.lower()}.{name.lower()}"
         if name.lower() in self.columns or qualified in self.columns:
             return
-        raise UnsafeSQLError(f"the column {name!r} is not allowed: it reads {qualified}, and "
-                             f"the allowed columns are {', '.join(sorted(self.columns))}")
+        raise UnsafeSQLError(f"the column {name!r} is not allowed: {reader} reads {qualified}, "
+                             f"and the allowed columns are {', '.join(sorted(self.columns))}")
 
     def _check_star(self, star: exp.Expression, scope: Scope) -> None:
         """``*``, ``t.*`` and Postgres's whole-row ``t`` pass only when every column they cover
@@ -392,7 +397,7 @@ class _Allowlists:
                                      f"columns of {source.name!r} are not known: name the "
                                      "columns")
             for name in known:
-                self._check_table_column(source, name)
+                self._check_table_column(source, name, star.sql(dialect=self.dialect))
 
 
 def _is_output_reference(column: exp.Column, scope: Scope) -> bool:
