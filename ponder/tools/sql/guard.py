@@ -65,7 +65,8 @@ _PURE_FUNCTION_CLASSES: frozenset[type[exp.Func]] = frozenset(
         RegrSlope RegrSxx RegrSxy RegrSyy RowNumber Stddev StddevPop StddevSamp Sum Variance
         VariancePop
 
-        And Case Cast Coalesce Collate Exists Greatest If Least Nullif Nvl2 Or TryCast Typeof Xor
+        And Case Cast Coalesce Collate Exists Greatest If JSONCast Least Nullif Nvl2 Or TryCast
+        Typeof Xor
 
         Abs Acos Acosh Asin Asinh Atan Atan2 Atanh Cbrt Ceil Cos Cosh Cot Degrees Exp Factorial
         Floor IsInf IsNan Ln Log Pi Pow Radians Rand Round SafeDivide Sign Sin Sinh Sqrt Tan Tanh
@@ -91,10 +92,11 @@ _PURE_FUNCTION_CLASSES: frozenset[type[exp.Func]] = frozenset(
 
         JSONArray JSONArrayContains JSONBContains JSONBContainsAllTopKeys
         JSONBContainsAnyTopKeys JSONBContainsTopKey JSONBExists JSONBExtract JSONBExtractScalar
-        JSONExtract JSONExtractArray JSONExtractScalar JSONFormat JSONKeys JSONObject
-        JSONStripNulls JSONType ParseJSON
+        JSONBPathExists JSONExtract JSONExtractArray JSONExtractScalar JSONFormat JSONKeys
+        JSONObject JSONStripNulls JSONType MatchAgainst ParseJSON
 
-        Array ArrayAppend ArrayConcat ArrayContainedBy ArrayContains ArrayOverlaps ArrayPosition
+        Array ArrayAppend ArrayConcat ArrayContainedBy ArrayContains ArrayContainsAll
+        ArrayOverlaps ArrayPosition
         ArrayPrepend ArrayRemove ArraySize ArraySlice ArrayToString Explode
         ExplodingGenerateSeries GenerateSeries StringToArray ToArray Unnest
     """)) if cls is not None and issubclass(cls, exp.Func)
@@ -161,6 +163,8 @@ PURE_FUNCTION_NAMES: dict[str, frozenset[str]] = {
         array_append array_cat array_dims array_length array_lower array_ndims array_position
         array_positions array_prepend array_remove array_replace array_to_string array_upper
         cardinality generate_series generate_subscripts unnest
+        to_tsvector to_tsquery plainto_tsquery phraseto_tsquery websearch_to_tsquery ts_rank
+        ts_rank_cd ts_headline
     """),
 }
 
@@ -233,7 +237,9 @@ def _check_function(node: exp.Func, dialect: str) -> None:
         if qualifier is not None:
             name = f"{qualifier.sql(dialect=dialect)}.{name}"
     else:  # the name the database would see, as sqlglot writes the call for this dialect
-        name = node.sql(dialect=dialect).split("(", 1)[0].strip().lower() or node.sql_name()
+        written = node.sql(dialect=dialect).partition("(")[0].strip()
+        operator = isinstance(node, exp.Binary) or not written.isidentifier()
+        name = node.sql_name().lower() if operator else written.lower()
     raise UnsafeSQLError(
         f"the function {name}() is not allowed: only {dialect} built-in functions known to have "
         "no side effects may be called (aggregates, window, math, string, date and time, JSON, "
@@ -340,12 +346,19 @@ class _Allowlists:
                              f"(allowed: {', '.join(sorted(self.tables))})")
 
     def _source(self, name: str, scope: Scope) -> exp.Table | Scope | None:
-        """What ``name`` refers to from ``scope``: its own FROM first, then enclosing queries."""
+        """The FROM item ``name`` refers to from ``scope``, as the database binds it: the
+        innermost query that has it, out through enclosing queries."""
+        visible = True
         while scope is not None:
             if name in scope.selected_sources:
+                if not visible:
+                    # sqlglot binds it here, but the database skips the FROM items around a
+                    # derived table or CTE and looks further out: the two would disagree.
+                    raise UnsafeSQLError(
+                        f"{name!r} names a FROM item that this subquery cannot see (a derived "
+                        "table or CTE cannot refer to its siblings): use LATERAL or rename it")
                 return scope.selected_sources[name][1]
-            if name in scope.sources:
-                return scope.sources[name]
+            visible = not (scope.is_derived_table or scope.is_cte)
             scope = scope.parent
         return None
 
