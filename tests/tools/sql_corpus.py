@@ -255,6 +255,13 @@ HOSTILE_RESTRICTED = [
     "SELECT e.firstname, x.phone FROM employee e, LATERAL (SELECT c.phone FROM customer c "
     "WHERE c.supportrepid = e.employeeid LIMIT 1) AS x",
     "SELECT firstname FROM employee ORDER BY (SELECT max(email) FROM customer)",
+    # a derived table or CTE cannot see its siblings: the database binds the name further out
+    "SELECT (SELECT z.v FROM (SELECT 'x' AS email) AS d, (SELECT email AS v) AS z) "
+    "FROM employee",
+    "SELECT (SELECT z.v FROM (SELECT 'x' AS email) AS e, (SELECT e.email AS v) AS z) "
+    "FROM employee AS e",
+    "SELECT (WITH e AS (SELECT 1 AS email) SELECT e.email FROM invoice LIMIT 1) "
+    "FROM employee AS e",
     # stars, whole rows, USING and NATURAL joins, ambiguous names
     "SELECT * FROM employee",
     "SELECT e.* FROM employee e",

@@ -119,6 +119,11 @@ def test_allowlists_resolve_every_reference_by_its_scope():
     assert check("SELECT name FROM public.employee", "postgres", tables=tables, columns=columns)
     with pytest.raises(UnsafeSQLError, match="the table 'hr.employee' is not allowed"):
         check("SELECT name FROM hr.employee", "postgres", tables=tables, columns=columns)
+    # A derived table cannot see its siblings: the database would read the outer employee.ssn.
+    with pytest.raises(UnsafeSQLError, match="'e.ssn' refers to 'e', a FROM item this "
+                                             "subquery cannot see"):
+        check("SELECT (SELECT z.v FROM (SELECT 'x' AS ssn) AS e, (SELECT e.ssn AS v) AS z) "
+              "FROM employee AS e", "postgres", tables=tables, columns=columns, schema=schema)
 
 
 @pytest.fixture

@@ -181,12 +181,14 @@ def check(sql: str, dialect: str = "sqlite", *, tables: Iterable[str] | None = N
           schema: Mapping[str, Iterable[str]] | None = None) -> str:
     """The validated query, as sqlglot writes it for ``dialect``; or UnsafeSQLError with why.
 
+    Every function called must be a built-in known to have no side effects on ``dialect``.
     ``tables`` (``table`` or ``schema.table``) and ``columns`` (``table.column``, or a bare
     ``column`` allowed in every table), when given, are allowlists; names compare case-blind.
-    ``schema`` maps each real table to its columns: with it, unqualified columns resolve exactly
-    as the database resolves them and ``SELECT *`` passes when every column it covers is allowed.
-    Without it, a table is assumed to have every column the query names, so a name that could
-    belong to two tables must be qualified, and ``*`` over a table is refused.
+    ``schema`` maps each real table to its columns (``Database`` passes the database's own):
+    with it, unqualified columns resolve as the database resolves them, and ``*`` passes when
+    every column it covers is allowed. Without it, a table is assumed to have every column the
+    query names, so a name two tables could hold must be qualified, and ``*`` over a table is
+    refused.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise UnsafeSQLError("the query is empty")
@@ -310,23 +312,24 @@ class _Allowlists:
         if self.columns is None:  # tables only: scopes suffice, and columns need no schema
             return qualify(tree, dialect=self.dialect, qualify_columns=False,
                            validate_qualify_columns=False, quote_identifiers=False)
-        if self.default_schema:  # main.artist is artist: one name, one entry in the schema
-            for table in tree.find_all(exp.Table):
-                if table.db == self.default_schema and not table.catalog:
-                    table.set("db", None)
+        tables = [t for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Func)]
+        for table in tables:
+            if table.db == self.default_schema and not table.catalog:
+                table.set("db", None)  # main.artist is artist: one table, one set of columns
+            elif table.db or table.catalog:  # never a CTE: check it as a table first
+                self._check_table(table)
+                raise UnsafeSQLError(
+                    f"the table {table.sql(dialect=self.dialect)!r} is outside the default "
+                    "schema: its columns cannot be checked against the allowlist")
         # A table whose columns are unknown is assumed to have every column the query names:
         # then a name that two tables could hold is ambiguous, and a column that a subquery's own
         # table could hold is never taken for an outer one the database might not pick.
         names = sorted({c.name for c in tree.find_all(exp.Column) if c.name}) or ["_"]
-        schema = dict(self.schema)
-        for table in tree.find_all(exp.Table):
-            if not isinstance(table.this, exp.Func) and table.name not in schema:
-                schema[table.name] = names
+        unknown = {t.name for t in tables} - set(self.schema)
+        schema = {**self.schema, **dict.fromkeys(unknown, names)}
         # A NATURAL JOIN compares every column the two sides share: only a known schema says which.
-        ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-        if any(join.method == "NATURAL" for join in tree.find_all(exp.Join)) and any(
-                t.name not in self.schema and t.name not in ctes
-                for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Func)):
+        if unknown - {cte.alias_or_name for cte in tree.find_all(exp.CTE)} and any(
+                join.method == "NATURAL" for join in tree.find_all(exp.Join)):
             raise UnsafeSQLError("NATURAL JOIN is not allowed when columns are restricted and "
                                  "the tables' columns are not known: join with ON or USING")
         mapping = MappingSchema({t: dict.fromkeys(cols, "unknown") for t, cols in schema.items()},
@@ -345,18 +348,20 @@ class _Allowlists:
         raise UnsafeSQLError(f"the table {name!r} is not allowed "
                              f"(allowed: {', '.join(sorted(self.tables))})")
 
-    def _source(self, name: str, scope: Scope) -> exp.Table | Scope | None:
+    def _source(self, reference: exp.Expression, name: str,
+                scope: Scope) -> exp.Table | Scope | None:
         """The FROM item ``name`` refers to from ``scope``, as the database binds it: the
         innermost query that has it, out through enclosing queries."""
         visible = True
         while scope is not None:
             if name in scope.selected_sources:
                 if not visible:
-                    # sqlglot binds it here, but the database skips the FROM items around a
+                    # sqlglot binds it here, but the database skips the FROM items beside a
                     # derived table or CTE and looks further out: the two would disagree.
                     raise UnsafeSQLError(
-                        f"{name!r} names a FROM item that this subquery cannot see (a derived "
-                        "table or CTE cannot refer to its siblings): use LATERAL or rename it")
+                        f"{reference.sql(dialect=self.dialect)!r} refers to {name!r}, a FROM item "
+                        "this subquery cannot see (a derived table or CTE cannot refer to the "
+                        "FROM items beside it): use LATERAL or rename it")
                 return scope.selected_sources[name][1]
             visible = not (scope.is_derived_table or scope.is_cte)
             scope = scope.parent
@@ -370,7 +375,7 @@ class _Allowlists:
                 f"the column {column.name!r} could not be resolved to one table's column: "
                 "qualify it with its table (a table's name alone, or a name inside an ORDER BY "
                 "expression, is read from the tables, not from the output's aliases)")
-        source = self._source(column.table, scope)
+        source = self._source(column, column.table, scope)
         if source is None:
             raise UnsafeSQLError(f"the column {column.sql(dialect=self.dialect)!r} could not be "
                                  "resolved to a table in the query")
@@ -391,7 +396,8 @@ class _Allowlists:
         if isinstance(star.parent, exp.Count) or isinstance(scope.expression.parent, exp.Exists):
             return  # count(*) and EXISTS (SELECT * ...) read no column
         if isinstance(star, (exp.Column, exp.TableColumn)):
-            source = self._source(star.table if isinstance(star, exp.Column) else star.name, scope)
+            name = star.table if isinstance(star, exp.Column) else star.name
+            source = self._source(star, name, scope)
             if source is None:
                 raise UnsafeSQLError(f"{star.sql(dialect=self.dialect)!r} could not be resolved "
                                      "to a table in the query")
@@ -405,7 +411,7 @@ class _Allowlists:
             if not isinstance(source, exp.Table) or isinstance(source.this, exp.Func):
                 continue
             known = self.schema.get(source.name)
-            if known is None or source.db:
+            if known is None:
                 raise UnsafeSQLError("* is not allowed when columns are restricted and the "
                                      f"columns of {source.name!r} are not known: name the "
                                      "columns")
