@@ -243,6 +243,11 @@ HOSTILE_RESTRICTED = [
     "SELECT firstname FROM (SELECT email AS firstname FROM customer) AS customer",
     "SELECT employee.firstname FROM (SELECT birthdate AS firstname FROM employee) AS employee",
     "SELECT c.firstname FROM (SELECT * FROM employee) AS c",
+    # a schema-qualified name is the table even when a CTE has its name
+    "WITH employee AS (SELECT firstname AS email FROM employee) "
+    "SELECT e.email FROM main.employee AS e",
+    "WITH employee AS (SELECT firstname AS email FROM employee) "
+    "SELECT e.email FROM public.employee AS e",
     # a table alias named like another table
     "SELECT customer.email FROM employee AS customer",
     "SELECT invoice.billingaddress FROM invoice AS employee, invoice",

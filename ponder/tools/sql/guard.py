@@ -314,9 +314,9 @@ class _Allowlists:
                            validate_qualify_columns=False, quote_identifiers=False)
         tables = [t for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Func)]
         for table in tables:
-            if table.db == self.default_schema and not table.catalog:
-                table.set("db", None)  # main.artist is artist: one table, one set of columns
-            elif table.db or table.catalog:  # never a CTE: check it as a table first
+            # main.artist is artist (and never a CTE: the database reads the table, and so does
+            # sqlglot's scope); a table in another schema has columns the guard does not know.
+            if (table.db and table.db != self.default_schema) or table.catalog:
                 self._check_table(table)
                 raise UnsafeSQLError(
                     f"the table {table.sql(dialect=self.dialect)!r} is outside the default "
