@@ -214,6 +214,9 @@ async def test_a_function_with_side_effects_never_runs_on_postgres(postgres_url)
         conn.execute("CREATE TABLE calls (n integer)")
         conn.execute("CREATE FUNCTION bump() RETURNS integer LANGUAGE sql AS "
                      "'INSERT INTO calls VALUES (1) RETURNING n'")
+        # Named like a function sqlglot knows from another dialect (it parses it as typed).
+        conn.execute("CREATE FUNCTION contains(text, text) RETURNS boolean LANGUAGE sql AS "
+                     "'INSERT INTO calls VALUES (1) RETURNING true'")
     db = Database(postgres_url)
     try:
         for sql in ("SELECT pg_advisory_lock_shared(42)", "SELECT PG_ADVISORY_LOCK_SHARED(42)",
@@ -221,7 +224,8 @@ async def test_a_function_with_side_effects_never_runs_on_postgres(postgres_url)
                     "SELECT pg_catalog.pg_advisory_lock_shared(42)",
                     'SELECT "pg_catalog"."pg_advisory_lock_shared"(42)',
                     "SELECT pg_try_advisory_lock(42)", "SELECT bump()", "SELECT public.bump()",
-                    'SELECT "bump"()', "SELECT n FROM calls WHERE bump() > 0"):
+                    'SELECT "bump"()', "SELECT n FROM calls WHERE bump() > 0",
+                    "SELECT contains('a', 'b')"):
             with pytest.raises(UnsafeSQLError, match=r"\(\) is not allowed: only postgres "
                                                      "built-in functions known to have no side "
                                                      "effects"):

@@ -111,6 +111,7 @@ _PURE_FUNCTION_CLASSES: frozenset[type[exp.Func]] = frozenset(
 # dblink, txid_current (assigns a transaction id), setseed and query_to_xml (runs any SQL).
 PURE_FUNCTION_NAMES: dict[str, frozenset[str]] = {
     "sqlite": _names("""
+        cast exists
         abs char coalesce concat concat_ws format glob hex if ifnull iif instr length like
         likelihood likely lower ltrim max min nullif octet_length printf quote random replace
         round rtrim sign soundex substr substring trim typeof unhex unicode unlikely upper
@@ -128,6 +129,7 @@ PURE_FUNCTION_NAMES: dict[str, frozenset[str]] = {
         generate_series
     """),
     "postgres": _names("""
+        cast exists array date time
         abs cbrt ceil ceiling degrees div exp factorial floor gcd lcm ln log log10 min_scale mod
         pi power radians round scale sign sqrt trim_scale trunc width_bucket random
         acos acosd acosh asin asind asinh atan atan2 atan2d atand atanh cos cosd cosh cot cotd
@@ -138,13 +140,13 @@ PURE_FUNCTION_NAMES: dict[str, frozenset[str]] = {
         regexp_instr regexp_like regexp_match regexp_matches regexp_replace
         regexp_split_to_array regexp_split_to_table regexp_substr repeat replace reverse right
         rpad rtrim sha224 sha256 sha384 sha512 split_part starts_with string_to_array
-        string_to_table strpos substr substring to_ascii to_hex translate unistr upper
+        string_to_table strpos substr substring to_ascii to_hex translate trim unistr upper
         to_char to_date to_number to_timestamp
         age clock_timestamp current_date current_time current_timestamp date_add date_bin
         date_part date_subtract date_trunc extract isfinite justify_days justify_hours
         justify_interval localtime localtimestamp make_date make_interval make_time
         make_timestamp make_timestamptz now statement_timestamp timeofday transaction_timestamp
-        array_agg avg bit_and bit_or bit_xor bool_and bool_or count every json_agg
+        any_value array_agg avg bit_and bit_or bit_xor bool_and bool_or count every json_agg
         json_object_agg jsonb_agg jsonb_object_agg max min string_agg sum
         corr covar_pop covar_samp regr_avgx regr_avgy regr_count regr_intercept regr_r2
         regr_slope regr_sxx regr_sxy regr_syy stddev stddev_pop stddev_samp variance var_pop
@@ -209,7 +211,16 @@ def check(sql: str, dialect: str = "sqlite", *, tables: Iterable[str] | None = N
             _check_function(node, dialect)
     if tables is not None or columns is not None:
         _Allowlists(dialect, tables, columns, schema).check(statement)
-    return statement.sql(dialect=dialect, comments=False)
+    safe = statement.sql(dialect=dialect, comments=False)
+    # sqlglot may write a function under another name, or as several calls (GREATEST is MAX and
+    # COALESCE on SQLite): the calls the database will make are those of the text it receives.
+    try:
+        written = sqlglot.parse_one(safe, read=dialect)
+    except (ParseError, TokenError):
+        raise UnsafeSQLError(f"the query could not be written back as {dialect} SQL") from None
+    for node in written.find_all(exp.Func):
+        _check_function(node, dialect)
+    return safe
 
 
 def _name(node: exp.Expression) -> str:
@@ -225,8 +236,12 @@ def _check_function(node: exp.Func, dialect: str) -> None:
         node.arg_key == "expression" else None
     by_name = qualifier is not None or isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc))
     if not by_name and type(node) in _PURE_FUNCTION_CLASSES:
-        return
-    if by_name:
+        # Called by the name sqlglot writes for this dialect: where the dialect has a list of its
+        # built-ins, that name must be one of them, or a user's function of that name would run.
+        name, call = _written_call(node, dialect)
+        if not call or dialect not in PURE_FUNCTION_NAMES or name in allowed_names:
+            return
+    elif by_name:
         # The name as the database resolves it: Postgres folds unquoted names to lower case and
         # keeps quoted ones, so "PG_SLEEP" is not pg_sleep (and not allowed either).
         name = _normalized(node.this if isinstance(node.this, exp.Identifier) else
@@ -238,14 +253,21 @@ def _check_function(node: exp.Func, dialect: str) -> None:
             return
         if qualifier is not None:
             name = f"{qualifier.sql(dialect=dialect)}.{name}"
-    else:  # the name the database would see, as sqlglot writes the call for this dialect
-        written = node.sql(dialect=dialect).partition("(")[0].strip()
-        operator = isinstance(node, exp.Binary) or not written.isidentifier()
-        name = node.sql_name().lower() if operator else written.lower()
+    else:
+        name, call = _written_call(node, dialect)
+        name = name if call else node.sql_name().lower()
     raise UnsafeSQLError(
         f"the function {name}() is not allowed: only {dialect} built-in functions known to have "
         "no side effects may be called (aggregates, window, math, string, date and time, JSON, "
         "array and conditional functions)")
+
+
+def _written_call(node: exp.Func, dialect: str) -> tuple[str, bool]:
+    """The name sqlglot writes ``node`` with on ``dialect``, and whether it is a call by name
+    (``lower(x)``) rather than an operator or keyword (``a @> b``, ``CASE``, ``CURRENT_DATE``)."""
+    head, paren, _ = node.sql(dialect=dialect).partition("(")
+    head = head.strip()
+    return head.lower(), bool(paren) and head.isidentifier() and not isinstance(node, exp.Binary)
 
 
 def _normalized(identifier: exp.Identifier, dialect: str) -> str:
