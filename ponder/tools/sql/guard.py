@@ -346,7 +346,9 @@ class _Allowlists:
         # A table whose columns are unknown is assumed to have every column the query names:
         # then a name that two tables could hold is ambiguous, and a column that a subquery's own
         # table could hold is never taken for an outer one the database might not pick.
-        names = sorted({c.name for c in tree.find_all(exp.Column) if c.name}) or ["_"]
+        names = {c.name for c in tree.find_all(exp.Column) if c.name} | {
+            key.name for join in tree.find_all(exp.Join) for key in join.args.get("using") or ()}
+        names = sorted(names) or ["_"]
         unknown = {t.name for t in tables} - set(self.schema)
         schema = {**self.schema, **dict.fromkeys(unknown, names)}
         # A NATURAL JOIN compares every column the two sides share: only a known schema says which.
