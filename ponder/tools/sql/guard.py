@@ -3,8 +3,10 @@
 ``check(sql, dialect="sqlite")`` parses with sqlglot and requires exactly one statement whose root
 is a query (SELECT, set operations, WITH ... SELECT). It walks the whole tree, CTEs and subqueries
 included, and rejects any node that writes, changes schema or settings, or reaches outside the
-database. Functions are an allowlist: a call passes only if it is known to have no side effects
-(see ``PURE_FUNCTION_NAMES``), however its name is quoted, cased or schema-qualified.
+database. Functions are an allowlist: a call passes only if it is a built-in known to have no
+side effects, however its name is quoted, cased or schema-qualified; functions sqlglot types are
+checked by class and, on SQLite and Postgres, by the name the database will see (see
+``PURE_FUNCTION_NAMES``).
 
 Optional allowlists restrict the tables and columns. Every reference is resolved by its scope
 with sqlglot's optimizer (``qualify`` and ``traverse_scope``), so that an alias, a CTE or a
@@ -231,31 +233,28 @@ def _name(node: exp.Expression) -> str:
 
 def _check_function(node: exp.Func, dialect: str) -> None:
     """Raise unless the call is to a function known to have no side effects on ``dialect``."""
-    allowed_names = PURE_FUNCTION_NAMES.get(dialect, frozenset())
-    qualifier = node.parent.this if isinstance(node.parent, exp.Dot) and \
-        node.arg_key == "expression" else None
-    by_name = qualifier is not None or isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc))
-    if not by_name and type(node) in _PURE_FUNCTION_CLASSES:
-        # Called by the name sqlglot writes for this dialect: where the dialect has a list of its
-        # built-ins, that name must be one of them, or a user's function of that name would run.
+    names = PURE_FUNCTION_NAMES.get(dialect)
+    in_schema = isinstance(node.parent, exp.Dot) and node.arg_key == "expression"
+    if not in_schema and not isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)):
+        # A function sqlglot knows, called by the name sqlglot writes for this dialect: where the
+        # dialect has a list of its built-ins, that name must be one of them, or a user's
+        # function of that name would run.
         name, call = _written_call(node, dialect)
-        if not call or dialect not in PURE_FUNCTION_NAMES or name in allowed_names:
+        if type(node) in _PURE_FUNCTION_CLASSES and (not call or names is None or name in names):
             return
-    elif by_name:
+        name = name if call else node.sql_name().lower()
+    else:
         # The name as the database resolves it: Postgres folds unquoted names to lower case and
         # keeps quoted ones, so "PG_SLEEP" is not pg_sleep (and not allowed either).
         name = _normalized(node.this if isinstance(node.this, exp.Identifier) else
                            exp.to_identifier(node.name), dialect)
-        schema_ok = qualifier is None or (
-            isinstance(qualifier, exp.Identifier)
-            and _normalized(qualifier, dialect) == _FUNCTION_SCHEMAS.get(dialect))
-        if schema_ok and name in allowed_names:
+        schema = node.parent.this if in_schema else None
+        if name in (names or ()) and (schema is None or (
+                isinstance(schema, exp.Identifier)
+                and _normalized(schema, dialect) == _FUNCTION_SCHEMAS.get(dialect))):
             return
-        if qualifier is not None:
-            name = f"{qualifier.sql(dialect=dialect)}.{name}"
-    else:
-        name, call = _written_call(node, dialect)
-        name = name if call else node.sql_name().lower()
+        if schema is not None:
+            name = f"{schema.sql(dialect=dialect)}.{name}"
     raise UnsafeSQLError(
         f"the function {name}() is not allowed: only {dialect} built-in functions known to have "
         "no side effects may be called (aggregates, window, math, string, date and time, JSON, "
