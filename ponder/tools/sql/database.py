@@ -144,7 +144,8 @@ class Database:
 
     async def run(self, sql: str) -> QueryResult:
         """Check ``sql`` with the guard, then run it read-only. Raises UnsafeSQLError,
-        QueryError (the database's own message) or TimeoutError."""
+        QueryError (the database's own message) or TimeoutError. With a column allowlist, the
+        guard resolves each reference against this database's own tables and columns."""
         schema = None
         if self.columns is not None:  # columns resolve against the real tables, all of them
             if self._columns_by_table is None:
