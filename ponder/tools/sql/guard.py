@@ -295,8 +295,8 @@ class _Allowlists:
             tree = self._resolved(statement)
             scopes = traverse_scope(tree)
             checked = {id(node) for scope in scopes for node in self._check_scope(scope)}
-        except SqlglotError as exc:
-            first = str(exc).strip().splitlines()[0]
+        except (SqlglotError, AssertionError) as exc:  # sqlglot asserts on shapes it can't type
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnsafeSQLError(f"the query's tables and columns could not all be resolved "
                                  f"({first}): qualify each column with its table") from None
         # Whatever no scope accounted for is refused rather than trusted.
