@@ -90,6 +90,25 @@ HOSTILE = [
     "SELECT count(*) FROM track a, track b, track c, track d",
     "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
     "SELECT randomblob(1000000000)",
+    "SELECT zeroblob(1000000000)",
+    # functions with side effects, however the name is cased, quoted or qualified: only
+    # functions known to be free of side effects may run (a lock would outlive the query)
+    "SELECT pg_advisory_lock_shared(42)",
+    "SELECT PG_ADVISORY_LOCK_SHARED(42)",
+    'SELECT "pg_advisory_lock_shared"(42)',
+    "SELECT pg_catalog.pg_advisory_lock(1)",
+    'SELECT "pg_catalog"."pg_try_advisory_xact_lock"(1)',
+    "SELECT name FROM artist WHERE pg_try_advisory_lock(artistid) ORDER BY name",
+    "SELECT a.name FROM artist a, LATERAL pg_advisory_lock(a.artistid) AS l",
+    "SELECT pg_notify('channel', 'payload')",
+    "SELECT nextval('artist_artistid_seq')",
+    "SELECT txid_current()",
+    "SELECT setseed(0.5)",
+    "SELECT current_setting('data_directory')",
+    "SELECT count(*) FROM (SELECT pg_sleep(0.01) FROM track) AS t",
+    # user-defined functions, and one that shadows a built-in from another schema
+    "SELECT my_function(1)",
+    "SELECT public.lower(name) FROM artist",
 ]
 
 VALID = [
@@ -188,4 +207,104 @@ VALID = [
     # an injection attempt that stays inside a string literal is just data: safe to run
     "SELECT name FROM artist WHERE name = 'Robert''); DROP TABLE artist; --'",
     "SELECT max(length(name)) FROM track",
+]
+
+
+# An allowlist on Chinook: who sells to whom, without birth dates, addresses, e-mails or phones.
+RESTRICTED_TABLES = ["employee", "customer", "invoice"]
+RESTRICTED_COLUMNS = [
+    "employee.employeeid", "employee.firstname", "employee.lastname", "employee.title",
+    "employee.reportsto", "customer.customerid", "customer.firstname", "customer.lastname",
+    "customer.country", "customer.supportrepid", "invoice.invoiceid", "invoice.customerid",
+    "invoice.total", "invoice.billingcountry",
+]
+
+# Under the allowlist above: reads of a forbidden table or column, however it is disguised.
+HOSTILE_RESTRICTED = [
+    # an alias named like the column, or like an allowed one
+    "SELECT birthdate AS birthdate FROM employee",
+    "SELECT birthdate AS firstname FROM employee",
+    "SELECT firstname AS birthdate FROM employee WHERE birthdate < '1960-01-01'",
+    "SELECT firstname AS email, email AS firstname FROM employee",
+    "SELECT firstname AS email FROM employee GROUP BY firstname HAVING max(email) > 'm'",
+    "SELECT firstname AS email FROM employee ORDER BY lower(email)",
+    # a forbidden column only in WHERE, ORDER BY, GROUP BY, a window or a join
+    "SELECT firstname FROM employee WHERE email LIKE 'a%'",
+    "SELECT e.firstname FROM employee e WHERE e.email LIKE '%@%'",
+    "SELECT count(*) FROM employee GROUP BY birthdate",
+    "SELECT firstname, rank() OVER (ORDER BY birthdate) FROM employee",
+    "SELECT e.firstname FROM employee e JOIN customer c ON c.email = e.email",
+    "SELECT firstname FROM employee WHERE (firstname, email) IN "
+    "(SELECT firstname, email FROM customer)",
+    # a CTE or derived table named like an allowed table, wrapping a forbidden one
+    "WITH employee AS (SELECT email AS firstname FROM customer) SELECT firstname FROM employee",
+    "WITH employee AS (SELECT * FROM track) SELECT * FROM employee",
+    "WITH invoice AS (SELECT name AS total FROM track) SELECT total FROM invoice",
+    "SELECT firstname FROM (SELECT email AS firstname FROM customer) AS customer",
+    "SELECT employee.firstname FROM (SELECT birthdate AS firstname FROM employee) AS employee",
+    "SELECT c.firstname FROM (SELECT * FROM employee) AS c",
+    # a schema-qualified name is the table even when a CTE has its name
+    "WITH employee AS (SELECT firstname AS email FROM employee) "
+    "SELECT e.email FROM main.employee AS e",
+    "WITH employee AS (SELECT firstname AS email FROM employee) "
+    "SELECT e.email FROM public.employee AS e",
+    # a table alias named like another table
+    "SELECT customer.email FROM employee AS customer",
+    "SELECT invoice.billingaddress FROM invoice AS employee, invoice",
+    # set operations, correlated and lateral subqueries
+    "SELECT firstname FROM employee UNION SELECT email FROM customer",
+    "SELECT firstname FROM employee e WHERE EXISTS (SELECT 1 FROM customer c "
+    "WHERE c.supportrepid = e.employeeid AND e.birthdate > '1970-01-01')",
+    "SELECT (SELECT max(c.email) FROM customer c WHERE c.supportrepid = e.employeeid) "
+    "FROM employee e",
+    "SELECT e.firstname, x.phone FROM employee e, LATERAL (SELECT c.phone FROM customer c "
+    "WHERE c.supportrepid = e.employeeid LIMIT 1) AS x",
+    "SELECT firstname FROM employee ORDER BY (SELECT max(email) FROM customer)",
+    # a derived table or CTE cannot see its siblings: the database binds the name further out
+    "SELECT (SELECT z.v FROM (SELECT 'x' AS email) AS d, (SELECT email AS v) AS z) "
+    "FROM employee",
+    "SELECT (SELECT z.v FROM (SELECT 'x' AS email) AS e, (SELECT e.email AS v) AS z) "
+    "FROM employee AS e",
+    "SELECT (WITH e AS (SELECT 1 AS email) SELECT e.email FROM invoice LIMIT 1) "
+    "FROM employee AS e",
+    # stars, whole rows, USING and NATURAL joins, ambiguous names
+    "SELECT * FROM employee",
+    "SELECT e.* FROM employee e",
+    "SELECT to_json(e) FROM employee e",
+    "SELECT (e).email FROM employee e",
+    "SELECT e.firstname FROM employee e JOIN customer c USING (email)",
+    "SELECT firstname FROM employee NATURAL JOIN customer",
+    "SELECT firstname FROM employee, customer",
+    # tables outside the allowlist
+    "SELECT name FROM artist",
+    "SELECT e.firstname FROM employee e JOIN track t ON t.trackid = e.employeeid",
+]
+
+# Under the same allowlist: queries that must run and return what they return unrestricted.
+VALID_RESTRICTED = [
+    "SELECT firstname, lastname FROM employee ORDER BY employeeid",
+    "SELECT e.firstname AS name, count(c.customerid) AS customers FROM employee e "
+    "LEFT JOIN customer c ON c.supportrepid = e.employeeid GROUP BY e.employeeid, e.firstname "
+    "ORDER BY customers DESC, name",
+    "WITH spent AS (SELECT customerid, sum(total) AS amount FROM invoice GROUP BY customerid) "
+    "SELECT c.firstname, s.amount FROM spent s JOIN customer c ON c.customerid = s.customerid "
+    "ORDER BY s.amount DESC, c.firstname LIMIT 5",
+    "SELECT country, count(*) AS n FROM customer GROUP BY country ORDER BY n DESC, country "
+    "LIMIT 5",
+    # an alias named like a forbidden column: ORDER BY a bare name means the output column
+    "SELECT lastname AS email FROM employee ORDER BY email",
+    "SELECT firstname FROM employee UNION SELECT firstname FROM customer ORDER BY firstname "
+    "LIMIT 5",
+    "SELECT e.firstname, m.firstname AS manager FROM employee e LEFT JOIN employee m "
+    "ON m.employeeid = e.reportsto ORDER BY e.employeeid",
+    "SELECT c.firstname FROM customer c WHERE EXISTS (SELECT * FROM invoice i "
+    "WHERE i.customerid = c.customerid AND i.total > 20) ORDER BY c.firstname",
+    "SELECT * FROM (SELECT firstname, lastname FROM employee) AS t ORDER BY lastname",
+    "SELECT billingcountry, sum(total) AS revenue FROM invoice GROUP BY billingcountry "
+    "ORDER BY revenue DESC LIMIT 3",
+    "SELECT title, count(*) FROM employee GROUP BY title ORDER BY 2 DESC, 1",
+    "SELECT customerid, count(*) FROM customer JOIN invoice USING (customerid) "
+    "GROUP BY customerid ORDER BY customerid LIMIT 3",
+    "SELECT c.country, (SELECT count(*) FROM invoice i WHERE i.customerid = c.customerid) AS n "
+    "FROM customer c ORDER BY n DESC, c.country LIMIT 3",
 ]

@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine, Inspector, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from ponder.config import ConfigurationError
 from ponder.errors import PonderError
-from ponder.tools.sql.guard import FORBIDDEN_FUNCTIONS, check
+from ponder.tools.sql.guard import PURE_FUNCTION_NAMES, check
 
 __all__ = ["Database", "QueryError", "QueryResult"]
+
+T = TypeVar("T")
 
 _SQLGLOT_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql",
                      "mariadb": "mysql", "mssql": "tsql", "oracle": "oracle"}
@@ -83,10 +86,16 @@ def _cell(value: Any) -> str:
 def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
     if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
         return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_FUNCTION:
+    if action == sqlite3.SQLITE_FUNCTION:  # the same allowlist as the guard's, by SQLite's name
         name = (arg2 or "").lower()
-        return sqlite3.SQLITE_DENY if name in FORBIDDEN_FUNCTIONS else sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_OK if name in PURE_FUNCTION_NAMES["sqlite"] else sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_DENY
+
+
+def _columns_by_table(inspector: Inspector) -> dict[str, list[str]]:
+    """Every table and view with its columns: the guard resolves column references with it."""
+    return {name: [c["name"] for c in inspector.get_columns(name)]
+            for name in inspector.get_table_names() + inspector.get_view_names()}
 
 
 class Database:
@@ -106,6 +115,7 @@ class Database:
         self.tables, self.columns = tables, columns
         self._engine: Engine | None = None
         self._schema: dict[str, Table] | None = None
+        self._columns_by_table: dict[str, list[str]] | None = None
 
     def _open(self) -> Engine:
         if self._engine is not None:
@@ -135,8 +145,14 @@ class Database:
 
     async def run(self, sql: str) -> QueryResult:
         """Check ``sql`` with the guard, then run it read-only. Raises UnsafeSQLError,
-        QueryError (the database's own message) or TimeoutError."""
-        safe = check(sql, self.dialect, tables=self.tables, columns=self.columns)
+        QueryError (the database's own message) or TimeoutError. With a column allowlist, the
+        guard resolves each reference against this database's own tables and columns."""
+        schema = None
+        if self.columns is not None:  # columns resolve against the real tables, all of them
+            if self._columns_by_table is None:
+                self._columns_by_table = await asyncio.to_thread(self._inspect, _columns_by_table)
+            schema = self._columns_by_table
+        safe = check(sql, self.dialect, tables=self.tables, columns=self.columns, schema=schema)
         # The database enforces the timeout; this outer one only catches a hung connection.
         return await asyncio.wait_for(asyncio.to_thread(self._run, safe), self.timeout_s + 5)
 
@@ -179,32 +195,38 @@ class Database:
         return self._schema
 
     def _introspect(self) -> dict[str, Table]:
+        return self._inspect(self._tables)
+
+    def _inspect(self, read: Callable[[Inspector], T]) -> T:
+        """``read(inspector)`` on this database, with a clear error if it cannot be read."""
         if self.backend == "sqlite":  # the query engine's authorizer refuses PRAGMA
             path = self.url.database
             engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
         else:
             engine = self._open()
         try:
-            inspector = inspect(engine)
-            allowed = {t.lower() for t in self.tables} if self.tables is not None else None
-            schema = {}
-            for name in inspector.get_table_names():
-                if allowed is not None and name.lower() not in allowed:
-                    continue
-                schema[name] = Table(
-                    name,
-                    [(c["name"], str(c["type"])) for c in inspector.get_columns(name)],
-                    inspector.get_pk_constraint(name).get("constrained_columns") or [],
-                    [(column, fk["referred_table"], referred)
-                     for fk in inspector.get_foreign_keys(name)
-                     for column, referred in zip(fk["constrained_columns"],
-                                                 fk["referred_columns"], strict=False)],
-                )
+            return read(inspect(engine))
         except OperationalError as exc:
             raise ConfigurationError(f"cannot read the schema: {exc.orig}") from None
         finally:
             if engine is not self._engine:
                 engine.dispose()
+
+    def _tables(self, inspector: Inspector) -> dict[str, Table]:
+        allowed = {t.lower() for t in self.tables} if self.tables is not None else None
+        schema = {}
+        for name in inspector.get_table_names():
+            if allowed is not None and name.lower() not in allowed:
+                continue
+            schema[name] = Table(
+                name,
+                [(c["name"], str(c["type"])) for c in inspector.get_columns(name)],
+                inspector.get_pk_constraint(name).get("constrained_columns") or [],
+                [(column, fk["referred_table"], referred)
+                 for fk in inspector.get_foreign_keys(name)
+                 for column, referred in zip(fk["constrained_columns"],
+                                             fk["referred_columns"], strict=False)],
+            )
         return schema
 
     async def add_samples(self, tables: list[Table], per_column: int = 3) -> None:
