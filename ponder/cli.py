@@ -10,13 +10,14 @@ import uuid
 from typing import Any
 
 import typer
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 from langgraph.pregel import Pregel
 from rich.console import Console
 from rich.markup import escape
 
 import ponder
 from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.reply import STREAM_MODES, reply_stream
 from ponder.config import ConfigurationError, Settings
 from ponder.graphs.targets import load_target
 from ponder.memory.knowledge import DocumentError, EmbeddingMismatchError, FilterError
@@ -156,27 +157,35 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
 
 async def _stream_turn(runnable: Agent | Pregel, text: str, thread_id: str, user: str | None,
                        trace: Any) -> str:
-    """Print tokens as they come, and each tool call and result on a line of its own; the
-    text of the reply."""
+    """Print the reply as it streams, and each tool call and result on a line of its own; the
+    text of the reply (text a model wrote before calling a tool is not part of it)."""
     if isinstance(runnable, Agent):
         events = runnable.astream(text, thread_id=thread_id, user_id=user,
-                                  stream_mode="messages", config={"callbacks": [trace]})
+                                  stream_mode=STREAM_MODES, config={"callbacks": [trace]})
     else:
         config = {"configurable": {"thread_id": thread_id, "user_id": user},
                   "callbacks": [trace]}
-        events = runnable.astream({"messages": [("user", text)]}, config, stream_mode="messages")
-    reply = []
-    async for chunk, _meta in events:
-        if isinstance(chunk, ToolMessage):
-            console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
-                          f"{escape(str(chunk.content)[:200])}[/]")
-        elif isinstance(chunk, AIMessage):
-            for call in chunk.tool_call_chunks:
-                if call.get("name"):
-                    console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
-            if isinstance(chunk.content, str) and chunk.content:
-                console.print(escape(chunk.content), end="", soft_wrap=True)
-                reply.append(chunk.content)
+        events = runnable.astream({"messages": [("user", text)]}, config,
+                                  stream_mode=STREAM_MODES)
+    reply, stream = [], reply_stream(runnable)
+
+    def show(pieces) -> None:
+        for piece in pieces:
+            console.print(escape(piece.text), end="", soft_wrap=True)
+            reply.append(piece.text)
+
+    async for mode, data in events:
+        if mode == "messages":
+            chunk = data[0]
+            if isinstance(chunk, ToolMessage):
+                console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
+                              f"{escape(str(chunk.content)[:200])}[/]")
+            elif isinstance(chunk, AIMessageChunk):
+                for call in chunk.tool_call_chunks:
+                    if call.get("name"):
+                        console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
+        show(stream.feed(mode, data))
+    show(stream.end())
     return "".join(reply)
 
 

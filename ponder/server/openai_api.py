@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.reply import STREAM_MODES, reply_stream
 from ponder.server.errors import APIError
 
 
@@ -115,12 +116,6 @@ def router(agents: dict[str, Agent]) -> APIRouter:
     return api
 
 
-def is_reply(agent: Any, meta: dict[str, Any]) -> bool:
-    """Whether streamed text is part of the reply: an agent's answering nodes, or, for a plain
-    graph, any node."""
-    return not isinstance(agent, Agent) or meta.get("langgraph_node") in ("act", "plan", "tools")
-
-
 def _completion(model: str, text: str, usage) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
@@ -148,22 +143,18 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
 
     yield chunk({"role": "assistant", "content": ""})
     usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    sent = False
+    reply = reply_stream(agent)
     try:
-        async for message, meta in agent.astream(messages, thread_id=thread_id,
-                                                 stream_mode="messages"):
-            if not isinstance(message, (AIMessage, AIMessageChunk)):
-                continue
-            for key, value in (message.usage_metadata or {}).items():
-                if key in usage:
-                    usage[key] += value
-            if message.text and is_reply(agent, meta):
-                sent = True
-                yield chunk({"content": message.text})
-        if not sent:  # a graph whose nodes return messages without streaming them
-            state = await agent.aget_state(thread_id)
-            if text := final_text(state.values or {}):
-                yield chunk({"content": text})
+        async for mode, data in agent.astream(messages, thread_id=thread_id,
+                                              stream_mode=STREAM_MODES):
+            if mode == "messages" and isinstance(data[0], (AIMessage, AIMessageChunk)):
+                for key, value in (data[0].usage_metadata or {}).items():
+                    if key in usage:
+                        usage[key] += value
+            for piece in reply.feed(mode, data):
+                yield chunk({"content": piece.text})
+        for piece in reply.end():
+            yield chunk({"content": piece.text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
         yield json.dumps({"error": {"message": _safe(exc), "type": "server_error",
                                     "param": None, "code": None}})

@@ -17,21 +17,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    ToolMessage,
-    convert_to_openai_messages,
-)
+from langchain_core.messages import AIMessage, ToolMessage, convert_to_openai_messages
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.reply import Piece, reply_stream
 from ponder.graphs.tables import Tables
 from ponder.server.errors import APIError
-from ponder.server.openai_api import is_reply
 
 metadata = MetaData()
 threads_table = Table(
@@ -196,15 +191,12 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
             run.status = "running"
             await events.put(("run", {"id": run.id, "status": "running"}))
             final: dict[str, Any] | None = None
+            reply = reply_stream(agent)
             async for mode, data in agent.astream(payload, thread_id=run.thread_id,
                                                   stream_mode=["messages", "updates", "values"]):
-                if mode == "messages":
-                    message, meta = data
-                    if isinstance(message, (AIMessage, AIMessageChunk)) and message.text:
-                        await events.put(("token", {"text": message.text,
-                                                    "node": meta.get("langgraph_node"),
-                                                    "reply": is_reply(agent, meta)}))
-                elif mode == "updates":
+                for piece in reply.feed(mode, data):
+                    await events.put(("token", _token(piece)))
+                if mode == "updates":
                     for node, change in data.items():
                         if node == "__interrupt__":
                             run.interrupts = [i.value for i in change]
@@ -217,8 +209,10 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                                 await events.put(("tool_result", {
                                     "name": message.name, "content": str(message.content)}))
                         await events.put(("update", {"node": node}))
-                else:
+                elif mode == "values":
                     final = data
+            for piece in reply.end():
+                await events.put(("token", _token(piece)))
             run.output = final_text(final or {})
             run.status = "interrupted" if run.interrupts else "success"
             usage = turn_usage((final or {}).get("messages", []))
@@ -234,6 +228,12 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
     finally:
         run.ended_at = time.time()
         await events.put(None)
+
+
+def _token(piece: Piece) -> dict[str, Any]:
+    # Every token is the reply's; "reply" stays for clients that filtered on it when tokens
+    # of other model calls were sent too.
+    return {"text": piece.text, "node": piece.node, "reply": True}
 
 
 async def _touch(store: ThreadStore, thread_id: str) -> None:
