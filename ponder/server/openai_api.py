@@ -5,6 +5,9 @@ conversation maps to one persistent thread: the ``X-Thread-Id`` header, ``metada
 ``user`` when given, else a stable hash of the conversation's first messages (and the caller's
 key). Only the messages after the thread's last reply are applied to it; the agent's profile is
 its system message, so a client's system messages only help name the thread.
+
+A request is answered as asked or refused with a 400 naming what cannot be honoured (``n > 1``,
+client tools, JSON modes, stop sequences, images ...): never silently answered differently.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
@@ -30,8 +39,13 @@ from ponder.server.errors import APIError
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # "function" is the legacy shape of a tool result (it answers an assistant function_call).
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -39,7 +53,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # sampling options are the agent's business
+    # Sampling options (temperature, top_p, seed, penalties) are the agent's business: they are
+    # accepted and left to it. Options that would change what the answer is are refused, see
+    # refuse_unsupported.
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
@@ -47,10 +64,59 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+    n: int | None = None
+
+
+# Options an agent cannot honour, with why. Answering anyway would hand the client something
+# other than what it asked for (an ignored stop sequence, plain text for a JSON schema, no tool
+# calls for its own tools) without a word; so each is refused, unless its value asks for nothing
+# beyond the default.
+_UNSUPPORTED = {
+    "tools": "an agent runs its own tools; tools defined by the client are not supported",
+    "functions": "an agent runs its own tools; functions defined by the client are not "
+                 "supported",
+    "tool_choice": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
+    "function_call": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
+    "response_format": "an agent answers in text; JSON modes and schemas are not supported",
+    "stop": "an agent decides where its reply ends; stop sequences are not supported",
+    "max_tokens": "an agent's reply is not cut to a token budget (it may make several model "
+                  "calls); remove the limit",
+    "max_completion_tokens": "an agent's reply is not cut to a token budget (it may make "
+                             "several model calls); remove the limit",
+    "logprobs": "an agent's reply has no token log probabilities",
+    "top_logprobs": "an agent's reply has no token log probabilities",
+    "logit_bias": "an agent's model calls cannot be biased per request",
+    "modalities": "an agent answers in text only",
+    "audio": "an agent answers in text only",
+    "web_search_options": "an agent searches only with its own tools",
+}
+_DEFAULTS = {"tool_choice": ("auto", "none"), "function_call": ("auto", "none"),
+             "modalities": (["text"],), "response_format": ({"type": "text"},)}
+
+
+def refuse_unsupported(request: ChatRequest) -> None:
+    """A 400 naming the first option, or message part, the agent cannot honour."""
+    if request.n is not None and request.n != 1:
+        raise APIError(400, f"n={request.n} is not supported: an agent gives one reply per "
+                            "request (send the request again for another)", param="n")
+    for name, value in (request.model_extra or {}).items():
+        if name in _UNSUPPORTED and value not in (None, False, 0, "", [], {}) \
+                and value not in _DEFAULTS.get(name, ()):
+            raise APIError(400, f"{name} is not supported: {_UNSUPPORTED[name]}", param=name)
+    for i, message in enumerate(request.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            kind = part.get("type")
+            if kind != "text" and not (kind == "refusal" and message.role == "assistant"):
+                raise APIError(400, f"{kind or 'untyped'} content is not supported: the agent "
+                                    f"{request.model!r} reads text only (send the "
+                                    f"{kind or 'part'} as text, or leave it out)",
+                               param=f"messages[{i}].content[{j}]")
 
 
 def _text(message: ChatMessage) -> str:
-    if isinstance(message.content, list):  # content parts: keep the text ones
+    if isinstance(message.content, list):  # content parts: text only (see refuse_unsupported)
         return "".join(p.get("text", "") for p in message.content if p.get("type") == "text")
     return message.content or ""
 
@@ -71,16 +137,85 @@ def thread_for(request: ChatRequest, header: str | None, key: str | None) -> str
 
 
 def new_messages(request: ChatRequest) -> list[BaseMessage]:
-    """The user's messages after the last assistant reply: what this turn adds."""
-    tail: list[BaseMessage] = []
-    for message in reversed(request.messages):
-        if message.role == "assistant":
-            break
+    """What this turn adds to the thread: the messages after the last assistant reply (the
+    thread holds the rest). User messages are applied; tool results (``tool``, or the legacy
+    ``function``) come with the assistant message whose calls they answer, so the thread reads
+    call, then result."""
+    messages = request.messages
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    results = [i for i in range(last + 1, len(messages))
+               if messages[i].role in ("tool", "function")]
+    calls = _calls(messages[last], last) if last >= 0 else []
+    if results and not calls:
+        raise APIError(400, f"messages[{results[0]}] is a tool result, but no assistant "
+                            "message before it calls a tool", param=f"messages[{results[0]}]")
+    turn: list[BaseMessage] = []
+    if results:
+        turn.append(AIMessage(_text(messages[last]), tool_calls=calls))
+    unanswered = [call["id"] for call in calls]
+    for i in range(last + 1, len(messages)):
+        message = messages[i]
         if message.role == "user":
-            tail.insert(0, HumanMessage(_text(message)))
-    if not tail:
-        raise APIError(400, "the conversation must end with a user message", param="messages")
-    return tail
+            turn.append(HumanMessage(_text(message)))
+        elif message.role in ("tool", "function"):
+            if isinstance(turn[-1], HumanMessage):  # models need a call's results right after it
+                raise APIError(400, f"messages[{i}] is a tool result after a user message: "
+                                    "results follow the assistant message that made the calls",
+                               param=f"messages[{i}]")
+            call_id = _answered(message, i, calls, unanswered)
+            turn.append(ToolMessage(_text(message), tool_call_id=call_id,
+                                    name=message.name or _name_of(calls, call_id)))
+    if results and unanswered:
+        raise APIError(400, f"messages[{last}] calls {', '.join(unanswered)}, but no tool "
+                            "result answers it", param=f"messages[{last}]")
+    if not any(isinstance(m, (HumanMessage, ToolMessage)) for m in turn):
+        raise APIError(400, "the conversation must end with a user message (or tool results)",
+                       param="messages")
+    return turn
+
+
+def _calls(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+    """The tool calls of an assistant message, from ``tool_calls`` or a legacy
+    ``function_call`` (which has no id: it gets one from its position)."""
+    wire = [c.get("function") or {} for c in message.tool_calls or []]
+    ids = [c.get("id") for c in message.tool_calls or []]
+    if message.function_call:
+        wire, ids = [message.function_call], [f"function_call_{index}"]
+    calls = []
+    for j, (function, call_id) in enumerate(zip(wire, ids, strict=True)):
+        where = (f"messages[{index}].function_call" if message.function_call
+                 else f"messages[{index}].tool_calls[{j}]")
+        try:
+            args = json.loads(function.get("arguments") or "{}")
+        except (TypeError, json.JSONDecodeError):
+            args = None
+        if not function.get("name") or not call_id or not isinstance(args, dict):
+            raise APIError(400, f"{where} needs a name, an id and arguments that are a JSON "
+                                "object", param=where)
+        calls.append({"name": function["name"], "args": args, "id": call_id,
+                      "type": "tool_call"})
+    return calls
+
+
+def _answered(message: ChatMessage, index: int, calls: list[dict[str, Any]],
+              unanswered: list[str]) -> str:
+    """The id of the call a tool result answers: its ``tool_call_id``, or for a legacy
+    ``function`` message, the first unanswered call of its name."""
+    if message.role == "tool":
+        call_id = message.tool_call_id
+    else:
+        call_id = next((c["id"] for c in calls
+                        if c["id"] in unanswered and c["name"] == message.name), None)
+    if call_id not in unanswered:
+        raise APIError(400, f"messages[{index}] answers no open tool call of the assistant "
+                            f"message before it (tool_call_id or name)",
+                       param=f"messages[{index}]")
+    unanswered.remove(call_id)
+    return call_id
+
+
+def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
+    return next(c["name"] for c in calls if c["id"] == call_id)
 
 
 def router(agents: dict[str, Agent]) -> APIRouter:
@@ -98,6 +233,7 @@ def router(agents: dict[str, Agent]) -> APIRouter:
         if agent is None:
             raise APIError(404, f"The model {body.model!r} does not exist: use one of "
                                 f"{', '.join(agents)}", param="model", code="model_not_found")
+        refuse_unsupported(body)
         key = getattr(request.state, "api_key_id", None)
         thread_id = thread_for(body, request.headers.get("x-thread-id"), key)
         messages = new_messages(body)
