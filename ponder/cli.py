@@ -77,9 +77,10 @@ def run(
         finally:  # a failed turn too: an open database would keep the process alive
             if isinstance(runnable, Agent):
                 await runnable.aclose()
-        if usage.calls:  # models behind ponder's policy: every call, planners' included
+        if usage.calls:  # every LangChain model call of the turn, planners' included
             return state, usage.as_dict()
-        return state, turn_usage(state.get("messages", []))  # any other LangChain model
+        # A graph whose nodes write messages without LangChain model calls: their metadata.
+        return state, turn_usage(state.get("messages", []))
 
     state, usage = asyncio.run(turn())
     interrupts = [getattr(i, "value", i) for i in state.get("__interrupt__", [])]

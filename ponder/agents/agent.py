@@ -35,7 +35,7 @@ from ponder.config import ConfigurationError, Settings
 from ponder.graphs.persistence import Persistence, open_persistence, prune_checkpoints
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
-from ponder.models import chat_model
+from ponder.models import chat_model, follow_background
 from ponder.sync import run_sync
 
 log = logging.getLogger("ponder.agents")
@@ -358,6 +358,7 @@ class Agent:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._finished)
+        follow_background(task)  # its model calls are the turn's: a usage scope can wait
 
     def _finished(self, task: asyncio.Task) -> None:
         self._background.discard(task)

@@ -12,18 +12,18 @@ client tools, JSON modes, stop sequences, images ...): never silently answered d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     ToolMessage,
@@ -31,8 +31,9 @@ from langchain_core.messages import (
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.agent import Agent, final_text
 from ponder.agents.reply import STREAM_MODES, reply_stream
+from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.errors import APIError
 
 
@@ -242,17 +243,15 @@ def router(agents: dict[str, Agent]) -> APIRouter:
             return EventSourceResponse(_stream(agent, body.model, messages, thread_id,
                                                include_usage, request),
                                        ping=15, headers={"x-thread-id": thread_id})
-        state = await agent.ainvoke(messages, thread_id=thread_id)
-        usage = turn_usage(state["messages"])
-        request.app.state.guard.charge_tokens(request, usage["total_tokens"])
-        request.app.state.metrics.add_tokens(body.model, usage["total_tokens"])
+        with track_usage(UsageLog(on_call=charging(request, body.model))) as usage:
+            state = await agent.ainvoke(messages, thread_id=thread_id)
         return JSONResponse(_completion(body.model, final_text(state), usage),
                             headers={"x-thread-id": thread_id})
 
     return api
 
 
-def _completion(model: str, text: str, usage) -> dict[str, Any]:
+def _completion(model: str, text: str, usage: UsageLog) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
@@ -262,9 +261,10 @@ def _completion(model: str, text: str, usage) -> dict[str, Any]:
     }
 
 
-def _usage(usage: dict[str, int]) -> dict[str, int]:
-    return {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"],
-            "total_tokens": usage["total_tokens"]}
+def _usage(log: UsageLog) -> dict[str, int]:
+    """A turn's usage, OpenAI style: every model call it made up to its reply."""
+    return {"prompt_tokens": log.input_tokens, "completion_tokens": log.output_tokens,
+            "total_tokens": log.total_tokens}
 
 
 async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_id: str,
@@ -278,17 +278,27 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
                                                  "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     reply = reply_stream(agent)
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def turn() -> UsageLog:
+        # The turn runs in a task of its own: its usage scope is set and reset in one context,
+        # whichever task consumes (or abandons) this generator.
+        try:
+            with track_usage(UsageLog(on_call=charging(request, model))) as log:
+                async for item in agent.astream(messages, thread_id=thread_id,
+                                                stream_mode=STREAM_MODES):
+                    events.put_nowait(item)
+            return log
+        finally:
+            events.put_nowait(None)
+
+    running = asyncio.create_task(turn())
     try:
-        async for mode, data in agent.astream(messages, thread_id=thread_id,
-                                              stream_mode=STREAM_MODES):
-            if mode == "messages" and isinstance(data[0], (AIMessage, AIMessageChunk)):
-                for key, value in (data[0].usage_metadata or {}).items():
-                    if key in usage:
-                        usage[key] += value
-            for piece in reply.feed(mode, data):
+        while (item := await events.get()) is not None:
+            for piece in reply.feed(*item):
                 yield chunk({"content": piece.text})
+        log = await running
         for piece in reply.end():
             yield chunk({"content": piece.text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
@@ -296,17 +306,27 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
                                     "param": None, "code": None}})
         yield "[DONE]"
         return
-    request.app.state.guard.charge_tokens(request, usage["total_tokens"])
-    request.app.state.metrics.add_tokens(model, usage["total_tokens"])
+    finally:
+        running.cancel()  # the client left: stop the turn (a no-op once it has ended)
     yield chunk({}, "stop")
     if include_usage:
-        yield json.dumps({**head, "choices": [], "usage": _usage(usage)})
+        yield json.dumps({**head, "choices": [], "usage": _usage(log)})
     yield "[DONE]"
 
 
-def _safe(exc: Exception) -> str:
-    from ponder.models import ModelCallError
+def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
+    """Charges each model call of a request's turn, as it is made (background work after the
+    reply included), to the caller's key and to the agent's token count in /metrics."""
+    guard, metrics = request.app.state.guard, request.app.state.metrics
 
+    def charge(call: ModelCall) -> None:
+        guard.charge_tokens(request, call.total_tokens)
+        metrics.add_tokens(agent, call.total_tokens)
+
+    return charge
+
+
+def _safe(exc: Exception) -> str:
     if isinstance(exc, ModelCallError):
         return str(exc)
     return "the agent failed while answering; the server log has the details"

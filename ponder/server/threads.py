@@ -23,10 +23,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.agent import Agent, final_text
 from ponder.agents.reply import Piece, reply_stream
 from ponder.graphs.tables import Tables
+from ponder.models import UsageLog, track_usage
 from ponder.server.errors import APIError
+from ponder.server.openai_api import charging
 
 metadata = MetaData()
 threads_table = Table(
@@ -171,7 +173,11 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
         runs[run.id] = run
         payload = Command(resume=body.resume) if body.resume is not None else body.input
         events: asyncio.Queue = asyncio.Queue()
-        run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
+        # The task starts with a copy of this context: every model call of the turn, its
+        # background work included, is counted in the run's usage and charged as it is made.
+        with track_usage(UsageLog(on_call=charging(request, thread["agent"]))) as usage:
+            run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store,
+                                                    usage))
         if body.stream:
             return EventSourceResponse(_relay(run, events), ping=15)
         try:
@@ -184,8 +190,9 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
 
 
 async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
-                   events: asyncio.Queue, store: ThreadStore) -> None:
-    """Run one turn, posting events; the run record says how it ended."""
+                   events: asyncio.Queue, store: ThreadStore, usage: UsageLog) -> None:
+    """Run one turn, posting events; the run record says how it ended, ``usage`` what its
+    model calls spent."""
     try:
         async with lock:
             run.status = "running"
@@ -215,9 +222,8 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                 await events.put(("token", _token(piece)))
             run.output = final_text(final or {})
             run.status = "interrupted" if run.interrupts else "success"
-            usage = turn_usage((final or {}).get("messages", []))
             await _touch(store, run.thread_id)
-            await events.put(("end", {**run.public(), "usage": usage}))
+            await events.put(("end", {**run.public(), "usage": usage.as_dict()}))
     except asyncio.CancelledError:
         run.status = "cancelled"
         await events.put(("end", run.public()))
