@@ -77,6 +77,17 @@ def plain_agent(checkpointer=False, tokens_per_second=2000.0) -> Agent:
                  checkpointer=checkpointer)
 
 
+def chatty_agent(checkpointer=False) -> Agent:
+    """No tools, so its replies stream live; its second turn starts with a summary call."""
+    def reply(messages):
+        if messages[0].content.startswith("Summarise the conversation"):
+            return "The user talks about tea a lot."
+        return "Green tea keeps well in a dark tin."
+
+    return Agent("chatty", ScriptedChatModel(replies=reply, tokens_per_second=2000),
+                 conversation=ConversationMemory(max_tokens=100), checkpointer=checkpointer)
+
+
 def drafting_graph(checkpointer=None):
     """A plain graph whose model writes a draft message, then a second node the answer."""
     model = ScriptedChatModel(replies=lambda messages: "A rough first draft.",

@@ -20,6 +20,7 @@ from ponder.testing import BackgroundServer, FakeOpenAIServer, tool_calls
 from tests.shop import (
     ANSWER,
     NARRATION,
+    chatty_agent,
     drafting_graph,
     plain_agent,
     shop_agent,
@@ -51,6 +52,12 @@ async def test_astream_text_is_the_reply_in_every_kind_of_turn():
     # The second turns folded the first into a summary; each turn's tool asked for SQL.
     assert summarised(shop)
     assert sum(c[0].content.startswith("Write one SQL") for c in shop.model.calls) == 4
+
+    chatty = chatty_agent(checkpointer=InMemorySaver())  # streamed live, summary and all
+    for question in QUESTIONS:
+        whole = await chatty.aask(question, thread_id="whole")
+        assert await streamed(chatty, question, "streamed") == whole
+    assert whole == "Green tea keeps well in a dark tin." and summarised(chatty)
 
     for agent in (thinker_agent(), stubborn_agent()):
         whole = await agent.aask("What is 3 times 6?")
@@ -90,12 +97,12 @@ async def test_without_tools_the_reply_streams_as_it_is_written():
 def served_app(tmp_path):
     db = f"sqlite:///{tmp_path}/served.db"
     agents = [shop_agent(db), thinker_agent(db), stubborn_agent(db), plain_agent(db),
-              drafting_graph()]
+              chatty_agent(db), drafting_graph()]
     return create_app(agents, database_url=db), agents[0]
 
 
 TURNS = {"shop": QUESTIONS, "thinker": ["What is 3 times 6?"], "stubborn": ["Find it."],
-         "plain": ["Course?"], "drafter": ["Write it."]}
+         "plain": ["Course?"], "chatty": QUESTIONS, "drafter": ["Write it."]}
 
 
 async def test_openai_stream_is_the_non_streamed_reply(tmp_path):

@@ -5,6 +5,7 @@ model call. They count in the turn's usage (OpenAI responses, the threads API), 
 pass the run's config on."""
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -20,6 +21,7 @@ from ponder.memory.conversation import ConversationMemory
 from ponder.server import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
+from tests.test_cli import ponder
 
 # Every call costs the same, so a turn's cost is 7 times the calls its model received.
 PRICE = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
@@ -218,3 +220,23 @@ async def test_the_threads_api_counts_and_charges_a_run(tmp_path):
         assert again.status_code == 429
         metrics = await http.get("/metrics", headers={"Authorization": f"Bearer {ops}"})
         assert 'ponder_tokens_total{agent="thinker"} 70' in metrics.text
+
+
+async def test_ponder_run_reports_and_records_a_planners_calls(tmp_path):
+    (tmp_path / "planner_target.py").write_text(
+        "from tests.test_turn_usage import thinker\nthinker = thinker()\n")
+    db = f"sqlite:///{tmp_path}/runs.db"
+    done = ponder("run", f"{tmp_path}/planner_target.py:thinker", "What is 3 times 6?",
+                  "--json", env={"PONDER_DATABASE_URL": db})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["output"] == "18"
+    assert (result["usage"]["calls"], result["usage"]["total_tokens"]) == (10, 70)
+    recorder = RunRecorder(db)
+    try:
+        [run] = await recorder.list()
+    finally:
+        await recorder.aclose()
+    assert json.loads(run["usage"])["scripted"]["total_tokens"] == 70
+    shown = ponder("runs", "show", run["id"], env={"PONDER_DATABASE_URL": db})
+    assert "scripted: 10 calls, 30 in, 40 out" in shown.stdout, shown.stdout
