@@ -180,6 +180,15 @@ def test_served_usage_metrics_and_a_planner(tmp_path):
             time.sleep(0.05)
         assert tokens_in_metrics(url, "shop") == 7 * len(store.model.calls) == 7 * 5
 
+        thread = httpx.post(f"{url}/v1/threads", json={"agent": "thinker"}).json()["id"]
+        run = httpx.post(f"{url}/v1/threads/{thread}/runs", json={"input": "3 times 6?"},
+                         timeout=60).json()
+        assert (run["output"], run["usage"]["calls"], run["usage"]["total_tokens"]) == \
+            ("18", 10, 70)
+        listed = httpx.get(f"{url}/v1/threads/{thread}/runs").json()["data"]
+        assert [r["usage"]["total_tokens"] for r in listed] == [70]
+        assert tokens_in_metrics(url, "thinker") == 210
+
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_small_token_limit_throttles_a_planner(tmp_path, stream):

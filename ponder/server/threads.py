@@ -64,9 +64,13 @@ class Run:
     interrupts: list[Any] = field(default_factory=list)
     error: str | None = None
     task: asyncio.Task | None = field(default=None, repr=False)
+    # Every model call of the run so far: memory writes after the reply show up once made.
+    usage: UsageLog = field(default_factory=UsageLog, repr=False)
 
     def public(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
+        shown = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name not in ("task", "usage")}
+        return {**shown, "usage": self.usage.as_dict()}
 
 
 class ThreadStore(Tables):
@@ -169,15 +173,15 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
         if policy == "reject" and lock.locked():
             raise APIError(409, "a run is already in progress on this thread: wait for it, "
                                 "or cancel it", code="thread_busy")
-        run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending")
+        run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending",
+                  usage=UsageLog(on_call=charging(request, thread["agent"])))
         runs[run.id] = run
         payload = Command(resume=body.resume) if body.resume is not None else body.input
         events: asyncio.Queue = asyncio.Queue()
         # The task starts with a copy of this context: every model call of the turn, its
         # background work included, is counted in the run's usage and charged as it is made.
-        with track_usage(UsageLog(on_call=charging(request, thread["agent"]))) as usage:
-            run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store,
-                                                    usage))
+        with track_usage(run.usage):
+            run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
         if body.stream:
             return EventSourceResponse(_relay(run, events), ping=15)
         try:
@@ -190,9 +194,8 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
 
 
 async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
-                   events: asyncio.Queue, store: ThreadStore, usage: UsageLog) -> None:
-    """Run one turn, posting events; the run record says how it ended, ``usage`` what its
-    model calls spent."""
+                   events: asyncio.Queue, store: ThreadStore) -> None:
+    """Run one turn, posting events; the run record says how it ended."""
     try:
         async with lock:
             run.status = "running"
@@ -223,7 +226,7 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
             run.output = final_text(final or {})
             run.status = "interrupted" if run.interrupts else "success"
             await _touch(store, run.thread_id)
-            await events.put(("end", {**run.public(), "usage": usage.as_dict()}))
+            await events.put(("end", run.public()))
     except asyncio.CancelledError:
         run.status = "cancelled"
         await events.put(("end", run.public()))
