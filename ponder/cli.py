@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import typer
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt
@@ -19,6 +19,7 @@ from rich.markup import escape
 
 import ponder
 from ponder.agents.agent import Agent, final_text, resume_command, turn_usage
+from ponder.agents.reply import STREAM_MODES, reply_stream
 from ponder.config import ConfigurationError, Settings, missing_extra
 from ponder.db.url import parse_url
 from ponder.errors import NotFoundError, PonderError
@@ -108,9 +109,10 @@ def run(
         finally:  # a failed turn too: an open database would keep the process alive
             if isinstance(runnable, Agent):
                 await runnable.aclose()
-        if usage.calls:  # models behind ponder's policy: every call, planners' included
+        if usage.calls:  # every LangChain model call of the turn, planners' included
             return state, usage.as_dict(), pending
-        return state, turn_usage(state.get("messages", [])), pending  # any other LangChain model
+        # A graph whose nodes write messages without LangChain model calls: their metadata.
+        return state, turn_usage(state.get("messages", [])), pending
 
     state, usage, pending = asyncio.run(turn())
     interrupts = [{"id": i.id, "value": i.value} for i in pending]
@@ -248,27 +250,35 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
 
 async def _stream_turn(runnable: Agent | Pregel, input: str | Command, thread_id: str,
                        user: str | None, trace: Any) -> str:
-    """Print tokens as they come, and each tool call and result on a line of its own; the
-    text of the reply. ``input`` is a message, or answers to interrupts."""
+    """Print the reply as it streams, and each tool call and result on a line of its own; the
+    text of the reply (text a model wrote before calling a tool is not part of it). ``input``
+    is a message, or answers to interrupts."""
     if isinstance(runnable, Agent):
         events = runnable.astream(input, thread_id=thread_id, user_id=user,
-                                  stream_mode="messages", config={"callbacks": [trace]})
+                                  stream_mode=STREAM_MODES, config={"callbacks": [trace]})
     else:
         config = {"configurable": {"thread_id": thread_id, "user_id": user},
                   "callbacks": [trace]}
-        events = runnable.astream(_graph_input(input), config, stream_mode="messages")
-    reply = []
-    async for chunk, _meta in events:
-        if isinstance(chunk, ToolMessage):
-            console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
-                          f"{escape(str(chunk.content)[:200])}[/]")
-        elif isinstance(chunk, AIMessage):
-            for call in chunk.tool_call_chunks:
-                if call.get("name"):
-                    console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
-            if isinstance(chunk.content, str) and chunk.content:
-                console.print(escape(chunk.content), end="", soft_wrap=True)
-                reply.append(chunk.content)
+        events = runnable.astream(_graph_input(input), config, stream_mode=STREAM_MODES)
+    reply, stream = [], reply_stream(runnable)
+
+    def show(pieces) -> None:
+        for piece in pieces:
+            console.print(escape(piece.text), end="", soft_wrap=True)
+            reply.append(piece.text)
+
+    async for mode, data in events:
+        if mode == "messages":
+            chunk = data[0]
+            if isinstance(chunk, ToolMessage):
+                console.print(f"\n  [dim]↳ {escape(chunk.name or 'tool')}: "
+                              f"{escape(str(chunk.content)[:200])}[/]")
+            elif isinstance(chunk, AIMessageChunk):
+                for call in chunk.tool_call_chunks:
+                    if call.get("name"):
+                        console.print(f"\n  [dim]→ calling {escape(call['name'])}[/]", end="")
+        show(stream.feed(mode, data))
+    show(stream.end())
     return "".join(reply)
 
 

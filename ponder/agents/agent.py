@@ -29,6 +29,7 @@ from langgraph.types import Command, Interrupt, Send
 from ponder.agents.action import ActionModule
 from ponder.agents.planning.base import Planner
 from ponder.agents.profile import Profile
+from ponder.agents.reply import STREAM_MODES, ReplyStream, final_text
 from ponder.agents.spec import SpecError, agent_arguments
 from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
@@ -36,7 +37,7 @@ from ponder.db.persistence import Persistence, open_persistence, prune_checkpoin
 from ponder.errors import PonderError
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
-from ponder.models import chat_model
+from ponder.models import chat_model, follow_background
 from ponder.sync import run_sync
 
 log = logging.getLogger("ponder.agents")
@@ -307,14 +308,26 @@ class Agent:
         finally:
             self._after_turn(cfg)
 
+    @property
+    def live_reply_node(self) -> str | None:
+        """The node whose model tokens are the reply as they stream, or None when a reply is
+        known only once its message is complete. Without tools, the ``act`` call always ends
+        the turn; with tools, text may be followed by a tool call that makes it a step."""
+        return None if self.action.tools else "act"
+
+    def reply_stream(self) -> ReplyStream:
+        """A ReplyStream for this agent's turns (see ``ponder.agents.reply``)."""
+        return ReplyStream(self.live_reply_node)
+
     async def astream_text(self, input: Any, **options: Any) -> AsyncIterator[str]:
-        """Run one turn, yielding the reply's text as it streams (tool steps included)."""
-        async for chunk, meta in self.astream(input, stream_mode="messages", **options):
-            if meta.get("langgraph_node") in ("act", "plan") and isinstance(chunk, AIMessage):
-                if isinstance(chunk.content, str) and chunk.content:
-                    yield chunk.content
-            elif meta.get("langgraph_node") == "tools" and isinstance(chunk, AIMessage):
-                yield chunk.text  # the step limit's closing message
+        """Run one turn, yielding the reply's text as it streams: joined, the pieces are
+        exactly what ``aask`` returns (text written before a tool call is not the reply)."""
+        reply = self.reply_stream()
+        async for mode, data in self.astream(input, stream_mode=STREAM_MODES, **options):
+            for piece in reply.feed(mode, data):
+                yield piece.text
+        for piece in reply.end():
+            yield piece.text
 
     async def aask(self, input: Any, **options: Any) -> str:
         """Run one turn and return the text of the final reply."""
@@ -406,6 +419,7 @@ class Agent:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._finished)
+        follow_background(task)  # its model calls are the turn's: a usage scope can wait
 
     def _finished(self, task: asyncio.Task) -> None:
         self._background.discard(task)
@@ -550,11 +564,3 @@ def turn_usage(messages: Sequence[BaseMessage]) -> dict[str, int]:
         for key in totals:
             totals[key] += usage.get(key, 0)
     return totals
-
-
-def final_text(state: dict[str, Any]) -> str:
-    """The text of the last AI message of a state."""
-    for message in reversed(state.get("messages", [])):
-        if isinstance(message, AIMessage):
-            return message.text
-    return ""

@@ -44,6 +44,7 @@ from sqlalchemy import (
 from ponder.agents.agent import Agent, final_text
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
+from ponder.models import UsageLog, track_usage
 
 metadata = MetaData()
 runs_table = Table(
@@ -55,7 +56,8 @@ runs_table = Table(
     Column("status", String(20), nullable=False, index=True),
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
-    Column("usage", Text, nullable=True),   # JSON: {model: {input_tokens, output_tokens, calls}}
+    # JSON: {model: {calls, input_tokens, output_tokens, total_tokens}}
+    Column("usage", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("user_id", String(200), nullable=True),
     Column("output", Text, nullable=True),  # the final reply's text
@@ -100,10 +102,13 @@ class Span:
 
 
 class Trace(AsyncCallbackHandler):
-    """A LangChain callback handler that turns a run's events into a tree of spans."""
+    """A LangChain callback handler that turns a run's events into a tree of spans; and the
+    run's usage, of every model call made while it is ``collecting()`` (also calls that do not
+    pass the run's callbacks on: they make no span, but they are paid for)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.usage = UsageLog()
         self.spans: list[Span] = []
         self._open: dict[UUID, Span] = {}
         self._parents: dict[UUID, UUID | None] = {}  # every run, spans or plumbing
@@ -170,15 +175,15 @@ class Trace(AsyncCallbackHandler):
         self._end(run_id, error)
 
     def usage_by_model(self) -> dict[str, dict[str, int]]:
-        usage: dict[str, dict[str, int]] = {}
-        for span in self.spans:
-            if span.kind == "model":
-                entry = usage.setdefault(span.name, {"calls": 0, "input_tokens": 0,
-                                                     "output_tokens": 0})
-                entry["calls"] += 1
-                entry["input_tokens"] += span.input_tokens or 0
-                entry["output_tokens"] += span.output_tokens or 0
-        return usage
+        return {model: dict(entry) for model, entry in self.usage.by_model.items()}
+
+    @asynccontextmanager
+    async def collecting(self):
+        """Count the usage of every model call made in the block, and, when it ends without an
+        error, wait for the background work it started (memory writes) so theirs counts too."""
+        with track_usage(self.usage):
+            yield
+        await self.usage.settled()
 
 
 class RunRecorder(Tables):
@@ -210,7 +215,8 @@ class RunRecorder(Tables):
 
         error = None
         try:
-            yield run_id, trace, finish
+            async with trace.collecting():
+                yield run_id, trace, finish
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             outcome["status"] = "cancelled" if cancelled else "error"

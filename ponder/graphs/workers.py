@@ -299,11 +299,12 @@ class Worker:
             state = head[2]
         else:
             value = None if started else _input(runnable, json.loads(record["input"]))
-            if isinstance(runnable, Agent):
-                state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
-                                               config={"callbacks": [trace]})
-            else:
-                state = await runnable.ainvoke(value, config)
+            async with trace.collecting():
+                if isinstance(runnable, Agent):
+                    state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
+                                                   config={"callbacks": [trace]})
+                else:
+                    state = await runnable.ainvoke(value, config)
         return ("interrupted" if state.get("__interrupt__") else "success"), state
 
     def _load(self, target: str) -> Agent | Pregel:

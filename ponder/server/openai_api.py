@@ -5,32 +5,43 @@ conversation maps to one persistent thread: the ``X-Thread-Id`` header, ``metada
 ``user`` when given, else a stable hash of the conversation's first messages (and the caller's
 key). Only the messages after the thread's last reply are applied to it; the agent's profile is
 its system message, so a client's system messages only help name the thread.
+
+A request is answered as asked or refused with a 400 naming what cannot be honoured (``n > 1``,
+client tools, JSON modes, stop sequences, images ...): never silently answered differently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, final_text, turn_usage
+from ponder.agents.agent import Agent, final_text
+from ponder.agents.reply import STREAM_MODES, reply_stream
+from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.errors import APIError
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # "function" is the legacy shape of a tool result (it answers an assistant function_call).
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -38,7 +49,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # sampling options are the agent's business
+    # Sampling options (temperature, top_p, seed, penalties) are the agent's business: they are
+    # accepted and left to it. Options that would change what the answer is are refused, see
+    # refuse_unsupported.
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
@@ -46,10 +60,59 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+    n: int | None = None
+
+
+# Options an agent cannot honour, with why. Answering anyway would hand the client something
+# other than what it asked for (an ignored stop sequence, plain text for a JSON schema, no tool
+# calls for its own tools) without a word; so each is refused, unless its value asks for nothing
+# beyond the default.
+_UNSUPPORTED = {
+    "tools": "an agent runs its own tools; tools defined by the client are not supported",
+    "functions": "an agent runs its own tools; functions defined by the client are not "
+                 "supported",
+    "tool_choice": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
+    "function_call": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
+    "response_format": "an agent answers in text; JSON modes and schemas are not supported",
+    "stop": "an agent decides where its reply ends; stop sequences are not supported",
+    "max_tokens": "an agent's reply is not cut to a token budget (it may make several model "
+                  "calls); remove the limit",
+    "max_completion_tokens": "an agent's reply is not cut to a token budget (it may make "
+                             "several model calls); remove the limit",
+    "logprobs": "an agent's reply has no token log probabilities",
+    "top_logprobs": "an agent's reply has no token log probabilities",
+    "logit_bias": "an agent's model calls cannot be biased per request",
+    "modalities": "an agent answers in text only",
+    "audio": "an agent answers in text only",
+    "web_search_options": "an agent searches only with its own tools",
+}
+_DEFAULTS = {"tool_choice": ("auto", "none"), "function_call": ("auto", "none"),
+             "modalities": (["text"],), "response_format": ({"type": "text"},)}
+
+
+def refuse_unsupported(request: ChatRequest) -> None:
+    """A 400 naming the first option, or message part, the agent cannot honour."""
+    if request.n is not None and request.n != 1:
+        raise APIError(400, f"n={request.n} is not supported: an agent gives one reply per "
+                            "request (send the request again for another)", param="n")
+    for name, value in (request.model_extra or {}).items():
+        if name in _UNSUPPORTED and value not in (None, False, 0, "", [], {}) \
+                and value not in _DEFAULTS.get(name, ()):
+            raise APIError(400, f"{name} is not supported: {_UNSUPPORTED[name]}", param=name)
+    for i, message in enumerate(request.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            kind = part.get("type")
+            if kind != "text" and not (kind == "refusal" and message.role == "assistant"):
+                raise APIError(400, f"{kind or 'untyped'} content is not supported: the agent "
+                                    f"{request.model!r} reads text only (send the "
+                                    f"{kind or 'part'} as text, or leave it out)",
+                               param=f"messages[{i}].content[{j}]")
 
 
 def _text(message: ChatMessage) -> str:
-    if isinstance(message.content, list):  # content parts: keep the text ones
+    if isinstance(message.content, list):  # content parts: text only (see refuse_unsupported)
         return "".join(p.get("text", "") for p in message.content if p.get("type") == "text")
     return message.content or ""
 
@@ -70,16 +133,85 @@ def thread_for(request: ChatRequest, header: str | None, key: str | None) -> str
 
 
 def new_messages(request: ChatRequest) -> list[BaseMessage]:
-    """The user's messages after the last assistant reply: what this turn adds."""
-    tail: list[BaseMessage] = []
-    for message in reversed(request.messages):
-        if message.role == "assistant":
-            break
+    """What this turn adds to the thread: the messages after the last assistant reply (the
+    thread holds the rest). User messages are applied; tool results (``tool``, or the legacy
+    ``function``) come with the assistant message whose calls they answer, so the thread reads
+    call, then result."""
+    messages = request.messages
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    results = [i for i in range(last + 1, len(messages))
+               if messages[i].role in ("tool", "function")]
+    calls = _calls(messages[last], last) if last >= 0 else []
+    if results and not calls:
+        raise APIError(400, f"messages[{results[0]}] is a tool result, but no assistant "
+                            "message before it calls a tool", param=f"messages[{results[0]}]")
+    turn: list[BaseMessage] = []
+    if results:
+        turn.append(AIMessage(_text(messages[last]), tool_calls=calls))
+    unanswered = [call["id"] for call in calls]
+    for i in range(last + 1, len(messages)):
+        message = messages[i]
         if message.role == "user":
-            tail.insert(0, HumanMessage(_text(message)))
-    if not tail:
-        raise APIError(400, "the conversation must end with a user message", param="messages")
-    return tail
+            turn.append(HumanMessage(_text(message)))
+        elif message.role in ("tool", "function"):
+            if isinstance(turn[-1], HumanMessage):  # models need a call's results right after it
+                raise APIError(400, f"messages[{i}] is a tool result after a user message: "
+                                    "results follow the assistant message that made the calls",
+                               param=f"messages[{i}]")
+            call_id = _answered(message, i, calls, unanswered)
+            turn.append(ToolMessage(_text(message), tool_call_id=call_id,
+                                    name=message.name or _name_of(calls, call_id)))
+    if results and unanswered:
+        raise APIError(400, f"messages[{last}] calls {', '.join(unanswered)}, but no tool "
+                            "result answers it", param=f"messages[{last}]")
+    if not any(isinstance(m, (HumanMessage, ToolMessage)) for m in turn):
+        raise APIError(400, "the conversation must end with a user message (or tool results)",
+                       param="messages")
+    return turn
+
+
+def _calls(message: ChatMessage, index: int) -> list[dict[str, Any]]:
+    """The tool calls of an assistant message, from ``tool_calls`` or a legacy
+    ``function_call`` (which has no id: it gets one from its position)."""
+    wire = [c.get("function") or {} for c in message.tool_calls or []]
+    ids = [c.get("id") for c in message.tool_calls or []]
+    if message.function_call:
+        wire, ids = [message.function_call], [f"function_call_{index}"]
+    calls = []
+    for j, (function, call_id) in enumerate(zip(wire, ids, strict=True)):
+        where = (f"messages[{index}].function_call" if message.function_call
+                 else f"messages[{index}].tool_calls[{j}]")
+        try:
+            args = json.loads(function.get("arguments") or "{}")
+        except (TypeError, json.JSONDecodeError):
+            args = None
+        if not function.get("name") or not call_id or not isinstance(args, dict):
+            raise APIError(400, f"{where} needs a name, an id and arguments that are a JSON "
+                                "object", param=where)
+        calls.append({"name": function["name"], "args": args, "id": call_id,
+                      "type": "tool_call"})
+    return calls
+
+
+def _answered(message: ChatMessage, index: int, calls: list[dict[str, Any]],
+              unanswered: list[str]) -> str:
+    """The id of the call a tool result answers: its ``tool_call_id``, or for a legacy
+    ``function`` message, the first unanswered call of its name."""
+    if message.role == "tool":
+        call_id = message.tool_call_id
+    else:
+        call_id = next((c["id"] for c in calls
+                        if c["id"] in unanswered and c["name"] == message.name), None)
+    if call_id not in unanswered:
+        raise APIError(400, f"messages[{index}] answers no open tool call of the assistant "
+                            f"message before it (tool_call_id or name)",
+                       param=f"messages[{index}]")
+    unanswered.remove(call_id)
+    return call_id
+
+
+def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
+    return next(c["name"] for c in calls if c["id"] == call_id)
 
 
 def router(agents: dict[str, Agent]) -> APIRouter:
@@ -97,6 +229,7 @@ def router(agents: dict[str, Agent]) -> APIRouter:
         if agent is None:
             raise APIError(404, f"The model {body.model!r} does not exist: use one of "
                                 f"{', '.join(agents)}", param="model", code="model_not_found")
+        refuse_unsupported(body)
         key = getattr(request.state, "api_key_id", None)
         thread_id = thread_for(body, request.headers.get("x-thread-id"), key)
         messages = new_messages(body)
@@ -105,23 +238,15 @@ def router(agents: dict[str, Agent]) -> APIRouter:
             return EventSourceResponse(_stream(agent, body.model, messages, thread_id,
                                                include_usage, request),
                                        ping=15, headers={"x-thread-id": thread_id})
-        state = await agent.ainvoke(messages, thread_id=thread_id)
-        usage = turn_usage(state["messages"])
-        request.app.state.guard.charge_tokens(request, usage["total_tokens"])
-        request.app.state.metrics.add_tokens(body.model, usage["total_tokens"])
+        with track_usage(UsageLog(on_call=charging(request, body.model))) as usage:
+            state = await agent.ainvoke(messages, thread_id=thread_id)
         return JSONResponse(_completion(body.model, final_text(state), usage),
                             headers={"x-thread-id": thread_id})
 
     return api
 
 
-def is_reply(agent: Any, meta: dict[str, Any]) -> bool:
-    """Whether streamed text is part of the reply: an agent's answering nodes, or, for a plain
-    graph, any node."""
-    return not isinstance(agent, Agent) or meta.get("langgraph_node") in ("act", "plan", "tools")
-
-
-def _completion(model: str, text: str, usage) -> dict[str, Any]:
+def _completion(model: str, text: str, usage: UsageLog) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
@@ -131,9 +256,10 @@ def _completion(model: str, text: str, usage) -> dict[str, Any]:
     }
 
 
-def _usage(usage: dict[str, int]) -> dict[str, int]:
-    return {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"],
-            "total_tokens": usage["total_tokens"]}
+def _usage(log: UsageLog) -> dict[str, int]:
+    """A turn's usage, OpenAI style: every model call it made up to its reply."""
+    return {"prompt_tokens": log.input_tokens, "completion_tokens": log.output_tokens,
+            "total_tokens": log.total_tokens}
 
 
 async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_id: str,
@@ -147,39 +273,55 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
                                                  "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    sent = False
+    reply = reply_stream(agent)
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def turn() -> UsageLog:
+        # The turn runs in a task of its own: its usage scope is set and reset in one context,
+        # whichever task consumes (or abandons) this generator.
+        try:
+            with track_usage(UsageLog(on_call=charging(request, model))) as log:
+                async for item in agent.astream(messages, thread_id=thread_id,
+                                                stream_mode=STREAM_MODES):
+                    events.put_nowait(item)
+            return log
+        finally:
+            events.put_nowait(None)
+
+    running = asyncio.create_task(turn())
     try:
-        async for message, meta in agent.astream(messages, thread_id=thread_id,
-                                                 stream_mode="messages"):
-            if not isinstance(message, (AIMessage, AIMessageChunk)):
-                continue
-            for key, value in (message.usage_metadata or {}).items():
-                if key in usage:
-                    usage[key] += value
-            if message.text and is_reply(agent, meta):
-                sent = True
-                yield chunk({"content": message.text})
-        if not sent:  # a graph whose nodes return messages without streaming them
-            state = await agent.aget_state(thread_id)
-            if text := final_text(state.values or {}):
-                yield chunk({"content": text})
+        while (item := await events.get()) is not None:
+            for piece in reply.feed(*item):
+                yield chunk({"content": piece.text})
+        log = await running
+        for piece in reply.end():
+            yield chunk({"content": piece.text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
         yield json.dumps({"error": {"message": _safe(exc), "type": "server_error",
                                     "param": None, "code": None}})
         yield "[DONE]"
         return
-    request.app.state.guard.charge_tokens(request, usage["total_tokens"])
-    request.app.state.metrics.add_tokens(model, usage["total_tokens"])
+    finally:
+        running.cancel()  # the client left: stop the turn (a no-op once it has ended)
     yield chunk({}, "stop")
     if include_usage:
-        yield json.dumps({**head, "choices": [], "usage": _usage(usage)})
+        yield json.dumps({**head, "choices": [], "usage": _usage(log)})
     yield "[DONE]"
 
 
-def _safe(exc: Exception) -> str:
-    from ponder.models import ModelCallError
+def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
+    """Charges each model call of a request's turn, as it is made (background work after the
+    reply included), to the caller's key and to the agent's token count in /metrics."""
+    guard, metrics = request.app.state.guard, request.app.state.metrics
 
+    def charge(call: ModelCall) -> None:
+        guard.charge_tokens(request, call.total_tokens)
+        metrics.add_tokens(agent, call.total_tokens)
+
+    return charge
+
+
+def _safe(exc: Exception) -> str:
     if isinstance(exc, ModelCallError):
         return str(exc)
     return "the agent failed while answering; the server log has the details"

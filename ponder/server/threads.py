@@ -20,21 +20,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    ToolMessage,
-    convert_to_openai_messages,
-)
+from langchain_core.messages import AIMessage, ToolMessage, convert_to_openai_messages
 from langgraph.types import Interrupt
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, ResumeError, final_text, turn_usage
+from ponder.agents.agent import Agent, ResumeError, final_text
+from ponder.agents.reply import Piece, reply_stream
 from ponder.db.tables import Tables
+from ponder.models import UsageLog, track_usage
 from ponder.server.errors import APIError
-from ponder.server.openai_api import is_reply
+from ponder.server.openai_api import charging
 
 metadata = MetaData()
 threads_table = Table(
@@ -70,9 +67,13 @@ class Run:
     interrupts: list[dict[str, Any]] = field(default_factory=list)  # {"id", "value"} each
     error: str | None = None
     task: asyncio.Task | None = field(default=None, repr=False)
+    # Every model call of the run so far: memory writes after the reply show up once made.
+    usage: UsageLog = field(default_factory=UsageLog, repr=False)
 
     def public(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "task"}
+        shown = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name not in ("task", "usage")}
+        return {**shown, "usage": self.usage.as_dict()}
 
 
 class ThreadStore(Tables):
@@ -182,10 +183,14 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
             except ResumeError as exc:
                 raise APIError(400, str(exc), param="resume", code=(
                     "interrupt_not_pending" if exc.unknown else "ambiguous_resume")) from None
-        run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending")
+        run = Run(f"run_{uuid.uuid4().hex}", thread_id, "pending",
+                  usage=UsageLog(on_call=charging(request, thread["agent"])))
         runs[run.id] = run
         events: asyncio.Queue = asyncio.Queue()
-        run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
+        # The task starts with a copy of this context: every model call of the turn, its
+        # background work included, is counted in the run's usage and charged as it is made.
+        with track_usage(run.usage):
+            run.task = asyncio.create_task(_execute(agent, run, payload, lock, events, store))
         if body.stream:
             return EventSourceResponse(_relay(run, events), ping=15)
         try:
@@ -206,15 +211,12 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
             await events.put(("run", {"id": run.id, "status": "running"}))
             final: dict[str, Any] | None = None
             interrupted = False
+            reply = reply_stream(agent)
             async for mode, data in agent.astream(payload, thread_id=run.thread_id,
                                                   stream_mode=["messages", "updates", "values"]):
-                if mode == "messages":
-                    message, meta = data
-                    if isinstance(message, (AIMessage, AIMessageChunk)) and message.text:
-                        await events.put(("token", {"text": message.text,
-                                                    "node": meta.get("langgraph_node"),
-                                                    "reply": is_reply(agent, meta)}))
-                elif mode == "updates":
+                for piece in reply.feed(mode, data):
+                    await events.put(("token", _token(piece)))
+                if mode == "updates":
                     if data.get("__metadata__", {}).get("cached"):
                         # Writes saved by an earlier run (a tool call that finished before
                         # another interrupted), replayed on resume: reported by that run.
@@ -230,8 +232,10 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                                 await events.put(("tool_result", {
                                     "name": message.name, "content": str(message.content)}))
                         await events.put(("update", {"node": node}))
-                else:
+                elif mode == "values":
                     final = data
+            for piece in reply.end():
+                await events.put(("token", _token(piece)))
             if interrupted:
                 # Concurrent tool calls interrupt in no particular order: the thread's state
                 # lists all that are pending, in the order of the calls.
@@ -239,9 +243,8 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
                 await events.put(("interrupt", {"interrupts": run.interrupts}))
             run.output = final_text(final or {})
             run.status = "interrupted" if run.interrupts else "success"
-            usage = turn_usage((final or {}).get("messages", []))
             await _touch(store, run.thread_id)
-            await events.put(("end", {**run.public(), "usage": usage}))
+            await events.put(("end", run.public()))
     except asyncio.CancelledError:
         run.status = "cancelled"
         await events.put(("end", run.public()))
@@ -257,6 +260,12 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
 def _public(interrupts: Sequence[Interrupt]) -> list[dict[str, Any]]:
     """Interrupts as JSON: the id to answer each by, and its value (what it asks)."""
     return [{"id": i.id, "value": i.value} for i in interrupts]
+
+
+def _token(piece: Piece) -> dict[str, Any]:
+    # Every token is the reply's; "reply" stays for clients that filtered on it when tokens
+    # of other model calls were sent too.
+    return {"text": piece.text, "node": piece.node, "reply": True}
 
 
 async def _touch(store: ThreadStore, thread_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Every SQLite connection ponder opens comes from one SQLite library (see ponder/sqlite.py):
+"""Every SQLite connection ponder opens comes from one SQLite library (see ponder/db/sqlite.py):
 two copies of SQLite on one file in one process drop each other's locks and corrupt it."""
 
 import asyncio

@@ -23,9 +23,19 @@ def page_model():
     def reply(messages):
         if messages[-1].type == "tool":
             return f"The total is {messages[-1].content} dollars, shipping included today."
-        return tool_calls(("calculator", {"expression": "3 * 12.5 + 4.9"}))
-    # Slow enough to see the reply grow word by word.
+        return tool_calls(("calculator", {"expression": "3 * 12.5 + 4.9"}),
+                          content="Let me add that up.")
     return ScriptedChatModel(replies=reply, tokens_per_second=20)
+
+
+def chatty_model():
+    # Slow enough to see the reply grow word by word.
+    return ScriptedChatModel(replies=lambda messages: "Fair winds and a following sea today.",
+                             tokens_per_second=10)
+
+
+ASSISTANT_TEXT = ("(() => { const m = document.querySelectorAll('.msg.assistant');"
+                  " return m.length ? m[m.length - 1].textContent : ''; })()")
 
 
 @pytest.fixture
@@ -40,24 +50,22 @@ async def browser():
 
 async def test_chat_streams_and_survives_a_reload(tmp_path, browser):
     db = f"sqlite:///{tmp_path}/page.db"
-    agent = Agent("shop", page_model(), tools=[calculator], checkpointer=db)
-    async with BackgroundServer(create_app([agent], database_url=db)) as url:
+    agents = [Agent("shop", page_model(), tools=[calculator], checkpointer=db),
+              Agent("chatty", chatty_model(), checkpointer=db)]
+    async with BackgroundServer(create_app(agents, database_url=db)) as url:
         page = await browser.new_page()
         await page.goto(url)
         await page.wait_for_function("document.querySelector('#agent').options.length > 0")
         await page.fill("#input", "What do 3 tins cost?")
         await page.click("#send")
         reply = page.locator(".msg.assistant").last
-        # Streaming: the reply is seen part-way before it is complete.
-        await page.wait_for_function(
-            "(() => { const m = document.querySelectorAll('.msg.assistant');"
-            " const t = m.length ? m[m.length - 1].textContent : '';"
-            " return t.startsWith('The total') && !t.endsWith('today.'); })()")
         await page.wait_for_function(
             "[...document.querySelectorAll('.msg.assistant')].pop()"
             "?.textContent.endsWith('today.')")
+        # The reply only: the text written before the tool call was a step, not the answer.
         assert await reply.text_content() == ("The total is 42.4 dollars, shipping included "
                                               "today.")
+        assert await page.locator(".msg.assistant").count() == 1
         assert "calculator" in await page.locator(".msg.tool").first.text_content()
         assert "#thread=" in page.url
         await page.reload()
@@ -65,6 +73,17 @@ async def test_chat_streams_and_survives_a_reload(tmp_path, browser):
         texts = await page.locator(".msg").all_text_contents()
         assert texts[0] == "What do 3 tins cost?" and texts[-1].endswith("today.")
         assert await page.locator(".thread.current").text_content() == "What do 3 tins cost?"
+        # An agent without tools: its reply is seen part-way before it is complete (with
+        # tools, a reply is known only once the model's message has ended without a tool call).
+        await page.select_option("#agent", "chatty")
+        await page.click("#new")
+        await page.fill("#input", "Any wishes?")
+        await page.click("#send")
+        await page.wait_for_function(
+            f"(t => t.startsWith('Fair') && !t.endsWith('today.'))({ASSISTANT_TEXT})")
+        await page.wait_for_function(f"{ASSISTANT_TEXT}.endsWith('today.')")
+        assert await page.locator(".msg.assistant").last.text_content() == (
+            "Fair winds and a following sea today.")
 
 
 async def test_every_question_shows_with_its_id_and_each_answer_reaches_its_tool(tmp_path,

@@ -238,3 +238,100 @@ def test_a_graph_without_messages_in_its_input_is_refused_clearly(tmp_path, attr
     with pytest.raises(ConfigurationError, match=rf"the graph '{graph.name}' takes no "
                                                  r"'messages' in its input.*add_messages"):
         create_app([graph], database_url=f"sqlite:///{tmp_path}/typed.db")
+
+
+# -- requests: what is honoured, and what is refused with a 400 naming the parameter ----------
+
+WEATHER = {"name": "weather", "arguments": '{"city": "Oslo"}'}
+
+
+def test_legacy_function_messages_are_tool_results(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    asked = [{"role": "user", "content": "weather in Oslo?"},
+             {"role": "assistant", "content": None, "function_call": WEATHER}]
+    legacy = client.chat.completions.create(model="helper", user="legacy", messages=[
+        *asked, {"role": "function", "name": "weather", "content": "sunny"}])
+    # The result reached the model as a tool result answering the call, the last message.
+    assert legacy.choices[0].message.content == "The result is sunny."
+    current = client.chat.completions.create(model="helper", user="current", messages=[
+        asked[0], {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_9", "type": "function", "function": WEATHER}]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "rainy"}])
+    assert current.choices[0].message.content == "The result is rainy."
+    # Legacy messages earlier in the history are accepted too; the new user message is applied.
+    later = client.chat.completions.create(model="helper", user="legacy", messages=[
+        *asked, {"role": "function", "name": "weather", "content": "sunny"},
+        {"role": "assistant", "content": "The result is sunny."},
+        {"role": "user", "content": "thanks"}])
+    assert later.choices[0].message.content == "turn 1: you said thanks"
+
+
+@pytest.mark.parametrize("messages, param", [
+    ([{"role": "user", "content": "hi"}, {"role": "function", "name": "f", "content": "x"}],
+     "messages[1]"),
+    ([{"role": "user", "content": "hi"},
+      {"role": "assistant", "content": None, "function_call": WEATHER},
+      {"role": "function", "name": "other", "content": "x"}], "messages[2]"),
+    ([{"role": "user", "content": "hi"},
+      {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{"}},
+      {"role": "function", "name": "f", "content": "x"}], "messages[1].function_call"),
+])
+def test_tool_results_that_answer_no_call_are_refused(server, messages, param):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="helper", messages=messages)
+    assert refused.value.param == param
+
+
+@pytest.mark.parametrize("options, param", [
+    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"stop": ["\n"]}, "stop"),
+    ({"max_tokens": 5}, "max_tokens"),
+    ({"max_completion_tokens": 5}, "max_completion_tokens"),
+    ({"logprobs": True}, "logprobs"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
+])
+def test_options_an_agent_cannot_honour_are_refused(server, options, param):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(
+                model="helper", messages=[{"role": "user", "content": "hi"}], stream=stream,
+                **options)
+        assert refused.value.param == param
+        assert refused.value.body["type"] == "invalid_request_error"
+        assert f"{param}" in refused.value.body["message"]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=",
+                              "filename": "a.pdf"}},
+])
+def test_parts_other_than_text_are_refused_not_dropped(server, part):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="helper", messages=[
+            {"role": "user", "content": [{"type": "text", "text": "what is this?"}, part]}])
+    assert refused.value.param == "messages[0].content[1]"
+    assert part["type"] in refused.value.body["message"] and "text only" in \
+        refused.value.body["message"]
+
+
+def test_options_that_ask_nothing_an_agent_cannot_do_are_accepted(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="helper", n=1, temperature=0.2, top_p=0.9, seed=7, presence_penalty=0.1,
+        tool_choice="auto", response_format={"type": "text"}, logprobs=False,
+        modalities=["text"], messages=[
+            {"role": "user", "content": [{"type": "text", "text": "in "},
+                                         {"type": "text", "text": "parts"}]}])
+    assert reply.choices[0].message.content == "turn 1: you said in parts"
+    assert len(reply.choices) == 1
