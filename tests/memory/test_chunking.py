@@ -101,3 +101,47 @@ def test_openai_embeddings_are_sized_in_tiktoken_tokens():
     other = embeddings("openai:nomic-embed-text", api_key="unused",
                        base_url="http://127.0.0.1:9/v1")
     assert tokenizer_for(other).name == "estimate"
+
+
+@pytest.mark.parametrize("run", ["가" * 40_000, "a1b2" * 10_000, "ภาษาไทยไม่มีการเว้นวรรค" * 1_500],
+                         ids=["hangul", "blob", "thai"])
+def test_a_word_the_model_reads_as_one_unknown_token_is_still_cut(minilm, run):
+    # WordPiece reads a word of more than 100 characters as one [UNK]: never cut, it would
+    # make one chunk of the whole run.
+    chunks = Chunker(size=256, overlap=0, tokenizer=minilm).split(run)
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= 256 * 20
+    assert max(minilm.count(c) for c in chunks) <= 256 and "".join(chunks) == run
+
+
+def test_an_unbroken_run_keeps_its_overlap():
+    run = "".join(chr(0x4E00 + (i * 7919) % 20_000) for i in range(3_000))
+    chunks = Chunker(size=64, overlap=16).split(run)
+    assert all(count_tokens(c) <= 64 for c in chunks)
+    assert all(after.startswith(before[-16:])
+               for before, after in zip(chunks, chunks[1:], strict=False))
+
+
+def test_ascii_punctuation_inside_urls_and_code_is_not_a_sentence_end():
+    text = " ".join(f"See https://example.com/search?q=tea&lang=en;v=2 for item {i}, f(a;b)."
+                    for i in range(6))
+    chunks = Chunker(size=30, overlap=0).split(text)  # the URL is 21 tokens: it fits whole
+    assert all("https://example.com/search?q=tea&lang=en;v=2" in c or "https" not in c
+               for c in chunks)
+    assert not any(c.endswith(("?", ";", "(a;")) for c in chunks)
+
+
+async def test_a_knowledge_base_sizes_chunks_so_the_model_reads_them_whole(tmp_path):
+    from ponder.memory.knowledge import Document, KnowledgeBase
+    from ponder.memory.knowledge.base import _embedded_text
+
+    kb = KnowledgeBase(f"sqlite:///{tmp_path}/kb.db", embeddings="local")
+    try:
+        text = "床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 100 + "中" * 3_000
+        await kb.add(Document(text, "poem", title="静夜思 李白 唐诗三百首"))
+        tokenizer = kb.chunker.tokenizer
+        assert tokenizer.name == "local:all-MiniLM-L6-v2" and tokenizer.max_tokens == 254
+        chunks = await kb.store.chunks(["poem"])
+        # The title and the chunk, as embedded, fit the 256 tokens MiniLM reads ([CLS], [SEP]).
+        assert max(tokenizer.count(_embedded_text(c)) for c in chunks) <= 254
+    finally:
+        await kb.aclose()

@@ -115,3 +115,27 @@ def test_only_the_documents_title_is_its_title():
     assert text == "# Teas\n\nCart\n\n```\nline 1\n  line 2\n```\n\nOpen daily, see hours."
     # A page with no <title> has no title, even with an SVG's inside it.
     assert html_to_text("<svg><title>logo</title></svg><p>Hi</p>") == ("Hi", None)
+
+
+def test_html_drops_what_is_not_the_pages_text():
+    text, title = html_to_text(
+        '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE html><html><body>'
+        "<p>Hello</p><?php echo 1; ?><p hidden>secret</p><div style='display: none'>gone</div>"
+        "<p>Buy<svg><title>icon</title></svg>now, <img alt='a teapot'></p>"
+        "<form><input value='typed'><select><option>O1</option><option>O2</option></select>"
+        "</form><title>Body title</title></body></html>")
+    assert clean(text) == "Hello\n\nBuy now, a teapot"
+    assert title == "Body title"
+
+
+def test_large_pages_convert_in_linear_time():
+    import time
+
+    paragraph = "<p>Sencha is a <b>green</b> tea from <a href='/x'>Japan</a>, rolled.</p>\n"
+    timings = []
+    for copies in (1_000, 8_000):
+        began = time.perf_counter()
+        html_to_text(f"<html><body>{paragraph * copies}</body></html>")
+        timings.append(time.perf_counter() - began)
+    # Eight times the page, well under 64 times the time (quadratic) on a busy machine.
+    assert timings[1] < 24 * max(timings[0], 0.01)

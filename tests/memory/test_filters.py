@@ -54,11 +54,14 @@ async def kb(database_url):
     await knowledge_base.aclose()
 
 
-@pytest.mark.parametrize(("filter", "expected"), CASES, ids=[str(f) for f, _ in CASES])
-async def test_a_filter_selects_the_same_chunks_on_both_backends(kb, filter, expected):
-    for mode in ("sparse", "dense", "hybrid"):
-        hits = await kb.search("tea notes", k=10, mode=mode, filter=filter)
-        assert sorted(h.chunk.source for h in hits) == expected, mode
+async def test_every_filter_selects_the_same_chunks_on_both_backends(kb):
+    found = {}
+    for filter, _ in CASES:
+        for mode in ("sparse", "dense", "hybrid"):
+            hits = await kb.search("tea notes", k=10, mode=mode, filter=filter)
+            found[str(filter), mode] = sorted(h.chunk.source for h in hits)
+    assert found == {(str(f), mode): expected for f, expected in CASES
+                     for mode in ("sparse", "dense", "hybrid")}
 
 
 @pytest.mark.parametrize(("filter", "expected"), [
@@ -75,3 +78,25 @@ async def test_delete_by_filter_removes_what_search_finds(kb, filter, expected):
 async def test_a_bad_exists_is_refused(kb):
     with pytest.raises(FilterError, match=r"\$exists for field 'team' takes true or false"):
         await kb.search("tea", filter={"team": {"$exists": "yes"}})
+
+
+@pytest.mark.parametrize(("filter", "message"), [
+    ({"team": {}}, "field 'team' has an empty condition"),
+    ({"rank": float("nan")}, "nan is not a number JSON can store"),
+    ({"rank": {"$in": [1, float("inf")]}}, "inf is not a number JSON can store"),
+    ({"rank": {"$gt": 2**64}}, "outside the 64-bit integer range"),
+])
+async def test_values_no_backend_can_compare_are_refused(kb, filter, message):
+    with pytest.raises(FilterError, match=message):
+        await kb.search("tea", filter=filter)
+
+
+async def test_large_integers_compare_exactly_on_both_backends(database_url):
+    kb = KnowledgeBase(database_url, name="big")
+    try:
+        await kb.add([Document("Tea with a big id.", "a", None, {"id": 2**53 + 1})])
+        assert [h.chunk.source for h in await kb.search("tea", filter={"id": {"$gt": 2**53}})] \
+            == ["a"]
+        assert await kb.search("tea", filter={"id": {"$gt": 2**53 + 1}}) == []
+    finally:
+        await kb.aclose()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ class KnowledgeBase:
                            else embeddings)
         # Sized with the embedding model's tokenizer, found when first needed (see ``_chunker``).
         self.chunker = chunker or Chunker()
+        self._finding_tokenizer = threading.Lock()
         self.enricher = enricher
         self.mode: Mode = mode or ("hybrid" if self.embeddings else "sparse")
         self.fusion, self.weights, self.candidates = fusion, weights, candidates
@@ -138,8 +140,9 @@ class KnowledgeBase:
 
     def _chunker(self) -> Chunker:
         """``chunker``, counting tokens as the embedding model does unless told otherwise."""
-        if self.chunker.tokenizer is None:
-            self.chunker = self.chunker.using(tokenizer_for(self.embeddings))
+        with self._finding_tokenizer:  # two ingestions at once load it once
+            if self.chunker.tokenizer is None:
+                self.chunker = self.chunker.using(tokenizer_for(self.embeddings))
         return self.chunker
 
     def _fingerprint(self, document: Document, chunker: Chunker) -> str:
@@ -194,7 +197,7 @@ class KnowledgeBase:
             kept.append(document)
             chunks.extend(Chunk(document.source, i, piece, document.title,
                                 dict(document.metadata))
-                          for i, piece in enumerate(chunker.split(text)))
+                          for i, piece in enumerate(_fitted(chunker, document.title).split(text)))
         return kept, chunks
 
     async def delete(self, *, source: str | Sequence[str] = (), filter: dict | None = None
@@ -323,6 +326,19 @@ def _load_files(paths: list[Path], metadata: dict | None, skip_errors: bool,
                 raise
             report.errors.append(str(exc))
     return documents
+
+
+def _fitted(chunker: Chunker, title: str | None) -> Chunker:
+    """``chunker``, its chunks made small enough that the model reads all of each, with the
+    title it is embedded with (see ``_embedded_text``)."""
+    limit = chunker.tokenizer.max_tokens if chunker.tokenizer else None
+    if limit is None:
+        return chunker
+    # A title longer than half the model's input is cut short when embedded, not the chunks.
+    room = max(limit - (chunker.tokenizer.count(f"{title}\n") if title else 0), limit // 2)
+    if chunker.size <= room:
+        return chunker
+    return replace(chunker, size=room, overlap=min(chunker.overlap, room // 4))
 
 
 def _embedded_text(chunk: Chunk) -> str:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ponder.memory.knowledge.analysis import CJK, index_text, query_text
+from ponder.memory.knowledge.analysis import UNSPACED, index_text, query_text
 
-# bm25s's own pattern (words of two or more characters), and also a CJK character alone: the
-# analyser indexes those (see ``analysis.py``).
-_TOKEN_PATTERN = rf"(?u)\b\w\w+\b|{CJK.pattern}"
+# bm25s's own pattern (words of two or more characters), and also one character of a script
+# written without spaces: the analyser indexes those (see ``analysis.py``).
+_TOKEN_PATTERN = rf"(?u)\b\w\w+\b|{UNSPACED.pattern}"
 
 
 class BM25Index:
     """Chunks ``ids`` with their ``texts``, ranked by BM25 (Lucene's variant, English stemming,
-    stop words removed, CJK text as character bigrams)."""
+    stop words removed, UNSPACED text as character bigrams)."""
 
     def __init__(self, ids: Sequence[int], texts: Sequence[str]) -> None:
         import bm25s

@@ -14,45 +14,65 @@ Japanese or Korean character (those scripts put no spaces between words).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ponder.memory.knowledge.analysis import CJK, CJK_CHARACTERS
+from ponder.memory.knowledge.analysis import UNSPACED, UNSPACED_CHARACTERS
 
 
 class Tokenizer(Protocol):
     """Counts tokens as one model does. ``name`` identifies the tokenizer (stored with the
-    chunks it sized); ``starts`` gives the character offset at which each token starts."""
+    chunks it sized); ``max_tokens`` is how many tokens of a text the model reads (None: no
+    known limit); ``count_all`` counts many texts at once (a tokenizer may batch them);
+    ``starts`` gives the character offset at which each token starts."""
 
     name: str
+    max_tokens: int | None
 
     def count(self, text: str) -> int: ...
+
+    def count_all(self, texts: list[str]) -> list[int]: ...
 
     def starts(self, text: str) -> list[int]: ...
 
 
-_ESTIMATED_TOKEN = re.compile(f"[{CJK_CHARACTERS}]|[^\\W{CJK_CHARACTERS}]+|[^\\w\\s]")
-# The same for text with no CJK in it, and a third faster: most text, in most knowledge bases.
-_WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
+# A token never spans more than this many characters: a longer word (a URL, a base64 blob, an
+# unbroken run of an unsegmented script) counts as several, so it can be cut. WordPiece
+# tokenizers read such a word as one unknown token, which would never be cut.
+LONGEST_TOKEN = 20
+_ESTIMATED_TOKEN = re.compile(
+    f"[{UNSPACED_CHARACTERS}]|[^\\W{UNSPACED_CHARACTERS}]{{1,{LONGEST_TOKEN}}}|[^\\w\\s]")
+# Where a WordPiece tokenizer may see a word longer than LONGEST_TOKEN: it splits words at white
+# space, punctuation and each Han character. (A false alarm costs only a slower count.)
+_LONG_WORD = re.compile(r"[^\s!-/:-@\[-`{-~\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                        rf"\U00020000-\U0002fa1f]{{{LONGEST_TOKEN + 1}}}")
+# The same for text with none of those scripts, and a third faster: most text.
+_WORD_OR_MARK = re.compile(rf"\w{{1,{LONGEST_TOKEN}}}|[^\w\s]")
 
 
 class EstimatedTokenizer:
-    """One token per word, punctuation mark or CJK character: close to what subword tokenizers
-    count for English prose, and never below it for CJK text."""
+    """One token per word, punctuation mark or character of a script written without spaces
+    (CJK, Thai, ...): close to what subword tokenizers count for English prose, and never below
+    it for CJK text."""
 
     name = "estimate"
+    max_tokens = None
 
     def count(self, text: str) -> int:
         return len(_pattern(text).findall(text))
+
+    def count_all(self, texts: list[str]) -> list[int]:
+        return [self.count(text) for text in texts]
 
     def starts(self, text: str) -> list[int]:
         return [match.start() for match in _pattern(text).finditer(text)]
 
 
 def _pattern(text: str) -> re.Pattern:
-    return _ESTIMATED_TOKEN if CJK.search(text) else _WORD_OR_MARK
+    return _ESTIMATED_TOKEN if UNSPACED.search(text) else _WORD_OR_MARK
 
 
 ESTIMATE = EstimatedTokenizer()
@@ -67,24 +87,43 @@ class HuggingFaceTokenizer:
     """A model's own tokenizer from its ``tokenizer.json`` (the ``tokenizers`` library), with no
     special tokens, truncation or padding: the text's tokens as the model reads them."""
 
-    def __init__(self, path: str | Path, name: str) -> None:
+    def __init__(self, path: str | Path, name: str, max_length: int | None = None) -> None:
+        """``path``: a ``tokenizer.json``; ``max_length``: the model's input length in tokens,
+        its special tokens included (sentence-transformers' ``max_seq_length``)."""
         from tokenizers import Tokenizer as Loaded
 
         self.name = name
         self._tokenizer = Loaded.from_file(str(path))
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
+        special = len(self._tokenizer.encode("", add_special_tokens=True).ids)  # [CLS] [SEP]
+        self.max_tokens = max_length - special if max_length else None
 
     def count(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return self.count_all([text])[0]
+
+    def count_all(self, texts: list[str]) -> list[int]:
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [len(self.starts(text)) if _LONG_WORD.search(text) else len(encoding.ids)
+                for text, encoding in zip(texts, encodings, strict=True)]
 
     def starts(self, text: str) -> list[int]:
-        return [start for start, _ in
-                self._tokenizer.encode(text, add_special_tokens=False).offsets]
+        starts = []
+        for start, end in self._tokenizer.encode(text, add_special_tokens=False).offsets:
+            # A word too long for WordPiece is one unknown token: count it as the estimate
+            # does, so that it can be cut (see LONGEST_TOKEN).
+            if end - start > LONGEST_TOKEN:
+                starts.extend(start + offset for offset in ESTIMATE.starts(text[start:end]))
+            else:
+                starts.append(start)
+        return starts
 
 
 class TiktokenTokenizer:
     """An OpenAI model's byte-pair encoding (tiktoken)."""
+
+    # OpenAI's embedding models read up to 8,191 tokens.
+    max_tokens = 8191
 
     def __init__(self, encoding: Any) -> None:
         self.name = f"tiktoken:{encoding.name.removesuffix('_offline')}"
@@ -92,6 +131,9 @@ class TiktokenTokenizer:
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
+
+    def count_all(self, texts: list[str]) -> list[int]:
+        return [len(tokens) for tokens in self._encoding.encode_ordinary_batch(texts)]
 
     def starts(self, text: str) -> list[int]:
         return self._encoding.decode_with_offsets(self._encoding.encode_ordinary(text))[1]
@@ -103,9 +145,12 @@ def tokenizer_for(embeddings: Any) -> Tokenizer:
     provider = getattr(embeddings, "provider", None)
     name = getattr(embeddings, "model_name", None) or ""
     if provider == "local":
-        path = Path(embeddings.model_path()) / "tokenizer.json"
-        if path.is_file():
-            return HuggingFaceTokenizer(path, f"local:{name}")
+        folder = Path(embeddings.model_path())
+        if (folder / "tokenizer.json").is_file():
+            config = folder / "sentence_bert_config.json"
+            length = (json.loads(config.read_text()).get("max_seq_length") if config.is_file()
+                      else None)
+            return HuggingFaceTokenizer(folder / "tokenizer.json", f"local:{name}", length)
     elif provider == "openai" and name:
         encoding = _tiktoken_encoding(name)
         if encoding is not None:
@@ -131,16 +176,22 @@ def _tiktoken_encoding(model: str) -> Any:
 
 
 # Split points, largest unit first, each with the text that joins two of its units again.
-# Splits are whitespace (dropped) or zero-width: CJK text puts no space after a full stop, and
-# a comma-separated clause is the unit between a sentence and a word.
+# Splits are whitespace (dropped) or zero-width: CJK text puts no space after a full stop (the
+# full-width marks, or ASCII ones once NFKC has folded them, after a CJK character; never in
+# "a?b" or "f(a;b)"), and a comma-separated clause is the unit between a sentence and a word.
+_CJK = f"[{UNSPACED_CHARACTERS}]"
+_CLOSE = "[」』”’)）]"
+_STOP = "[。！？；｡…]"
+_SENTENCE_END = (f"(?:(?<={_STOP})|(?<={_CJK}[!?;])|(?<={_STOP}{_CLOSE})|"
+                 f"(?<={_CJK}[!?;]{_CLOSE}))(?![\\s」』”’)）])")
+_CLAUSE_END = f"(?:(?<=[、，､：])|(?<={_CJK}[,:]))(?!\\s)"
 _SEPARATORS = (
-    (re.compile(r"\n+(?=#{1,6} )"), "\n\n"),                        # before a Markdown heading
-    (re.compile(r"\n\s*\n"), "\n\n"),                               # paragraphs
-    (re.compile(r"\n"), "\n"),                                      # lines
-    (re.compile(r"(?<=[.!?;:])\s+|(?<=[。!?;…！？；｡])(?![\s」』”’)）])"    # sentences
-                r"|(?<=[。!?;…！？；｡][」』”’)）])"), " "),
-    (re.compile(r"(?<=[,、，:：､])\s*"), " "),                      # clauses
-    (re.compile(r"\s+"), " "),                                      # words
+    (re.compile(r"\n+(?=#{1,6} )"), "\n\n"),                       # before a Markdown heading
+    (re.compile(r"\n\s*\n"), "\n\n"),                              # paragraphs
+    (re.compile(r"\n"), "\n"),                                     # lines
+    (re.compile(rf"(?<=[.!?;:])\s+|{_SENTENCE_END}"), " "),        # sentences
+    (re.compile(rf"(?<=[,:])\s+|{_CLAUSE_END}"), " "),             # clauses
+    (re.compile(r"\s+"), " "),                                     # words
 )
 
 
@@ -174,47 +225,55 @@ class Chunker:
         text = text.strip()
         if not text:
             return []
-        if self._tokens.count(text) <= self.size:
+        tokens = self._tokens.count(text)
+        if tokens <= self.size:
             return [text]
         chunks = []
-        for chunk in self._pack(self._units(text, 0)):
+        packed = self._pack(self._units(text, tokens, 0))
+        for chunk, count in zip(packed, self._tokens.count_all(packed), strict=True):
             # Packing adds up the units' counts; a subword tokenizer can count their joined
             # text a token or two higher.
-            if self._tokens.count(chunk) <= self.size:
+            if count <= self.size:
                 chunks.append(chunk)
             else:
-                chunks.extend(part for part, _, _ in self._cut(chunk))
+                chunks.extend(part for part, _, _ in self._cut(chunk, 0))
         return chunks
 
-    def _units(self, text: str, level: int) -> list[tuple[str, int, str]]:
-        """(text, tokens, joiner) units no larger than ``size``, in order."""
+    def _units(self, text: str, tokens: int, level: int) -> list[tuple[str, int, str]]:
+        """(text, tokens, joiner) units no larger than ``size``, in order. ``tokens`` is the
+        count of ``text``."""
         if level == len(_SEPARATORS):
-            return self._cut(text)
+            return self._cut(text, self.overlap)
         separator, joiner = _SEPARATORS[level]
-        units: list[tuple[str, int, str]] = []
-        start = 0
-        glue = joiner
-        for match in [*separator.finditer(text), None]:
-            end = match.start() if match else len(text)
-            part = text[start:end].strip()
+        matches = list(separator.finditer(text))
+        if not matches:  # the same text at the next level: no need to count it again
+            return self._units(text, tokens, level + 1)
+        parts: list[tuple[str, str]] = []  # (text, what joins it to the part before)
+        start, glue = 0, joiner
+        for match in [*matches, None]:
+            part = text[start:match.start() if match else len(text)].strip()
             if part:
-                tokens = self._tokens.count(part)
-                if tokens <= self.size:
-                    units.append((part, tokens, glue))
-                else:
-                    smaller = self._units(part, level + 1)
-                    if smaller:  # the first joins what came before as this whole part would
-                        smaller[0] = (*smaller[0][:2], glue)
-                    units.extend(smaller)
+                parts.append((part, glue))
             if match:
                 start = match.end()
                 # A zero-width split (CJK text) joins again without a space.
                 glue = joiner if match.group() or joiner.startswith("\n") else ""
+        units: list[tuple[str, int, str]] = []
+        counts = self._tokens.count_all([part for part, _ in parts])
+        for (part, glue), count in zip(parts, counts, strict=True):
+            if count <= self.size:
+                units.append((part, count, glue))
+            else:
+                smaller = self._units(part, count, level + 1)
+                if smaller:  # the first joins what came before as this whole part would
+                    smaller[0] = (*smaller[0][:2], glue)
+                units.extend(smaller)
         return units
 
-    def _cut(self, text: str) -> list[tuple[str, int, str]]:
+    def _cut(self, text: str, overlap: int) -> list[tuple[str, int, str]]:
         """A run with no split point that is longer than a chunk (unspaced CJK text, a URL, a
-        base64 blob): cut at token boundaries."""
+        base64 blob): cut at token boundaries, each piece repeating the last ``overlap`` tokens
+        of the one before."""
         starts = self._tokens.starts(text)
         pieces: list[tuple[str, int, str]] = []
         first = 0
@@ -230,7 +289,7 @@ class Chunker:
                 last -= 1
             if piece.strip():
                 pieces.append((piece.strip(), tokens, ""))
-            first = last
+            first = last if last == len(starts) else max(last - overlap, first + 1)
         return pieces
 
     def _pack(self, units: list[tuple[str, int, str]]) -> list[str]:

@@ -59,21 +59,25 @@ def decode(data: bytes) -> str:
     return data.decode("latin-1")
 
 
-# Elements whose text is not the page's: code, styles, embedded documents and images.
-_NOT_TEXT = ("script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object",
-             "canvas")
-_INLINE_MARKUP = ["a", "img", "b", "strong", "em", "i", "u", "s", "del", "ins", "mark", "small",
-                  "sub", "sup", "code", "kbd", "span"]
-_WHITE_SPACE = re.compile(r"\s+")
+# Elements whose text is not the page's: code, styles, embedded documents and images, forms'
+# machinery, and the title (the document's title, not its text).
+_NOT_TEXT = ("script", "style", "noscript", "template", "svg", "math", "head", "title", "iframe",
+             "object", "canvas", "select", "datalist")
+_INLINE_MARKUP = ["a", "b", "strong", "em", "i", "u", "s", "del", "ins", "mark", "small", "sub",
+                  "sup", "code", "kbd", "span", "label", "button"]
+_CODE_BLOCK = re.compile(r"(```.*?```)", re.DOTALL)
+_LINE_EDGES = re.compile(r"[ \t]*\n[ \t]*")
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 
 def html_to_text(html: str) -> tuple[str, str | None]:
     """The text of an HTML page as Markdown (markdownify), and its ``<title>``.
 
     Headings become ``#`` lines (the chunker splits there), blocks paragraphs, list items
-    lines, table rows ``| cell | cell |``; scripts, styles and inline SVG are dropped, and so
-    are link targets and images. The title is the document's own ``<title>``, never one inside
-    an inline SVG or MathML element.
+    lines, table rows ``| cell | cell |``, an image its ``alt`` text; white space in running
+    text is collapsed as a browser does. Scripts, styles, inline SVG and MathML, form controls,
+    hidden elements, comments and processing instructions are dropped, and so are link targets.
+    The title is the document's own ``<title>``, never one inside an SVG or MathML element.
     """
     from bs4 import BeautifulSoup, NavigableString
     from markdownify import MarkdownConverter
@@ -82,19 +86,31 @@ def html_to_text(html: str) -> tuple[str, str | None]:
     title = next((t.get_text(" ", strip=True) for t in soup.find_all("title")
                   if not t.find_parent(["svg", "math"])), None)
     for element in soup.find_all(_NOT_TEXT):
+        element.replace_with(" ")  # "Buy<svg>..</svg>now" is two words
+    for element in soup.find_all(_is_hidden):
         element.decompose()
-    # White space in running text is layout, as in a browser (a line break inside a paragraph
-    # is a space); only preformatted text keeps it.
-    for string in soup.find_all(string=True):
-        # (Comments, doctypes and CDATA are strings of their own kinds: left out of the text.)
-        if type(string) is NavigableString and not string.find_parent(["pre", "textarea"]):
-            string.replace_with(_WHITE_SPACE.sub(" ", string))
-    # Markdown escapes and emphasis marks would put backslashes and stars into the indexed text;
-    # links keep their words only.
+    for image in soup.find_all("img"):
+        image.replace_with(f" {image.get('alt') or ''} ")
+    # Comments, doctypes, <?xml ...?> and other markup that is not text.
+    for string in soup.find_all(string=lambda s: type(s) is not NavigableString):
+        string.extract()
+    # wrap=True collapses white space (a line break inside a paragraph is a space) but not in
+    # <pre>; no wrap_width, no line filling. No Markdown escapes or emphasis marks: they would
+    # put backslashes and stars into the indexed text. Links keep their words only.
     converter = MarkdownConverter(heading_style="ATX", bullets="-", strip=_INLINE_MARKUP,
-                                  escape_asterisks=False, escape_underscores=False,
-                                  escape_misc=False)
-    return converter.convert_soup(soup).strip(), title or None
+                                  wrap=True, wrap_width=None, escape_asterisks=False,
+                                  escape_underscores=False, escape_misc=False)
+    markdown = converter.convert_soup(soup)
+    # Spaces left at the edges of lines by dropped elements, outside code blocks (``` fences).
+    parts = _CODE_BLOCK.split(markdown)
+    parts[::2] = [_LINE_EDGES.sub("\n", part) for part in parts[::2]]
+    return "".join(parts).strip(), title or None
+
+
+def _is_hidden(element) -> bool:
+    return (element.has_attr("hidden") or element.get("aria-hidden") == "true"
+            or bool(_HIDDEN_STYLE.search(element.get("style") or ""))
+            or element.name == "input")
 
 
 def _pdf_text(path: Path) -> tuple[str, str | None]:

@@ -19,6 +19,7 @@ The semantics, the same on SQLite and Postgres (and so for ``delete(filter=...)`
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
 from ponder.errors import PonderError
@@ -27,6 +28,7 @@ Dialect = Literal["sqlite", "postgres"]
 COLUMNS = frozenset({"source", "title"})
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = frozenset(_COMPARISONS) | {"$in", "$nin", "$exists"}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class FilterError(PonderError, ValueError):
@@ -51,6 +53,9 @@ def compile_filter(filter: dict[str, Any] | None, known: set[str], dialect: Dial
             raise FilterError(f"unknown metadata field {field!r} in the filter; known fields: "
                               f"{fields}")
         conditions = condition if isinstance(condition, dict) else {"$eq": condition}
+        if not conditions:
+            raise FilterError(f"field {field!r} has an empty condition: write a value, or "
+                              f"{{\"$op\": value}} with an operator")
         for op, value in conditions.items():
             if op not in _OPERATORS:
                 raise FilterError(f"unknown operator {op!r} for field {field!r}; use one of "
@@ -77,6 +82,11 @@ def _clause(field: str, op: str, value: Any, dialect: Dialect, alias: str
         return (clause if op == "$in" else f"NOT {clause}"), [p for _, ps in ors for p in ps]
     if isinstance(value, dict | list):
         raise FilterError(f"field {field!r}: compare with a single value, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"field {field!r}: {value!r} is not a number JSON can store")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= \
+            _INT64[1]:
+        raise FilterError(f"field {field!r}: {value} is outside the 64-bit integer range")
     if op == "$ne":  # "not equal" holds for a missing field too (see the module's docstring)
         clause, params = _clause(field, "$eq", value, dialect, alias)
         return f"NOT {clause}", params
@@ -130,7 +140,7 @@ def _postgres_clause(field: str, op: str, value: Any, alias: str) -> tuple[str, 
         return "1=0", []  # true, false and null have no order
     if isinstance(value, int | float):
         return (f"(coalesce(jsonb_typeof({alias}.metadata->%s), 'missing') = 'number' AND "
-                f"({alias}.metadata->>%s)::float8 {_COMPARISONS[op]} %s)", [field, field, value])
+                f"({alias}.metadata->>%s)::numeric {_COMPARISONS[op]} %s)", [field, field, value])
     return (f"(coalesce(jsonb_typeof({alias}.metadata->%s), 'missing') = 'string' AND "
             f"{alias}.metadata->>%s COLLATE \"C\" {_COMPARISONS[op]} %s)",
             [field, field, str(value)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -42,6 +43,23 @@ def connect(path: str) -> Any:
 
 def _blob(vector: Sequence[float]) -> bytes:
     return array("f", vector).tobytes()
+
+
+# Rebuilding the word index of a large knowledge base (a new analyser) takes a while: other
+# processes opening it meanwhile wait this long for it, beyond SQLite's busy timeout.
+_MIGRATION_PATIENCE_S = 600.0
+
+
+def _begin_waiting(conn: Any, patience_s: float) -> None:
+    """BEGIN IMMEDIATE, waiting up to ``patience_s`` for another writer's lock."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # waits for the busy timeout itself
+            return
+        except Exception as exc:  # the sqlite3 module's own OperationalError (two libraries)
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
 
 
 def _analysed(id_: int, title: str, text: str, keys: str) -> tuple[int, str, str, str]:
@@ -102,7 +120,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
     def _open(self) -> Any:
         conn = connect(self.path)
         p = self.prefix
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_waiting(conn, _MIGRATION_PATIENCE_S)
         try:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {p}_meta (key TEXT PRIMARY KEY, "
                          f"value TEXT NOT NULL)")
@@ -130,14 +148,16 @@ class SqliteKnowledgeStore(KnowledgeStore):
         """(Re)create the word index with the current analyser and index every chunk in it.
 
         The index is contentless: it holds the analysed text (see ``analysis.py``), which only
-        Python can make, so rows are written and deleted by the store, not by triggers."""
+        Python can make, so rows are written and deleted by the store, not by triggers. (A
+        contentless table's rows are deleted with FTS5's 'delete' command and the values they
+        were indexed with, which every SQLite with FTS5 supports.)"""
         p = self.prefix
         # The layout before analysis: an external-content index kept by triggers.
         conn.execute(f"DROP TRIGGER IF EXISTS {p}_chunks_indexed")
         conn.execute(f"DROP TRIGGER IF EXISTS {p}_chunks_unindexed")
         conn.execute(f"DROP TABLE IF EXISTS {p}_fts")
         conn.execute(f"""CREATE VIRTUAL TABLE {p}_fts USING fts5(
-            title, text, keys, content='', contentless_delete=1,
+            title, text, keys, content='',
             tokenize='porter unicode61 remove_diacritics 2')""")
         rows = conn.execute(f"SELECT id, title, text, keys FROM {p}_chunks")
         conn.executemany(f"INSERT INTO {p}_fts (rowid, title, text, keys) VALUES (?, ?, ?, ?)",
@@ -166,6 +186,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
             await self.check_vectors(model, len(vectors[0]))
         now = datetime.now(UTC).isoformat(timespec="seconds")
         p = self.prefix
+        # Analysed before the write lock is taken: other writers wait for the lock, not for this.
+        words = [_analysed(0, c.title or "", c.text, "\n".join(c.keys))[1:] for c in chunks]
 
         def write(conn: Any) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -183,8 +205,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 conn.executemany(f"INSERT INTO {p}_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 conn.executemany(
                     f"INSERT INTO {p}_fts (rowid, title, text, keys) VALUES (?, ?, ?, ?)",
-                    [_analysed(id_, title, text, keys)
-                     for id_, _, _, text, title, _, keys in rows])
+                    [(first + i, *analysed) for i, analysed in enumerate(words)])
                 conn.executemany(f"INSERT OR IGNORE INTO {p}_fields VALUES (?)",
                                  [(k,) for k in {k for c in chunks for k in c.metadata}])
                 if vectors:
@@ -224,9 +245,11 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 conn.execute(f"DELETE FROM {p}_{table} WHERE id IN (SELECT id FROM {p}_chunks "
                              f"WHERE source IN (SELECT value FROM json_each(?)))",
                              (sources_json,))
-        chunk_ids = (f"SELECT id FROM {p}_chunks WHERE source IN "
-                     f"(SELECT value FROM json_each(?))")
-        conn.execute(f"DELETE FROM {p}_fts WHERE rowid IN ({chunk_ids})", (sources_json,))
+        indexed = conn.execute(f"SELECT id, title, text, keys FROM {p}_chunks WHERE source IN "
+                               f"(SELECT value FROM json_each(?))", (sources_json,))
+        conn.executemany(f"INSERT INTO {p}_fts ({p}_fts, rowid, title, text, keys) "
+                         f"VALUES ('delete', ?, ?, ?, ?)",
+                         [_analysed(*row) for row in indexed.fetchall()])
         conn.execute(f"DELETE FROM {p}_chunks WHERE source IN (SELECT value FROM json_each(?))",
                      (sources_json,))
         return conn.execute(f"DELETE FROM {p}_sources WHERE source IN "
