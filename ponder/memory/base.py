@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import BaseMessage
 
+from ponder.tasks import gather_cancelling
+
 
 @runtime_checkable
 class Memory(Protocol):
@@ -35,7 +37,7 @@ class Memories:
 
     async def recall(self, query: str, *, user_id: str | None, thread_id: str | None
                      ) -> str | None:
-        texts = await asyncio.gather(*(m.recall(query, user_id=user_id, thread_id=thread_id)
+        texts = await gather_cancelling(*(m.recall(query, user_id=user_id, thread_id=thread_id)
                                        for m in self.memories))
         return "\n\n".join(t for t in texts if t) or None
 

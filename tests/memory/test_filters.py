@@ -2,6 +2,8 @@
 search (every mode) and for delete. A missing key is "not equal" to any value; values match
 only values of their own JSON type."""
 
+import asyncio
+
 import pytest
 
 from ponder.memory.knowledge import Document, FilterError, KnowledgeBase
@@ -75,9 +77,10 @@ async def test_delete_by_filter_removes_what_search_finds(kb, filter, expected):
     assert left == sorted({d.source for d in DOCUMENTS} - set(expected))
 
 
-async def test_a_bad_exists_is_refused(kb):
+async def test_a_bad_exists_is_refused_and_leaves_no_search_running(kb):
     with pytest.raises(FilterError, match=r"\$exists for field 'team' takes true or false"):
-        await kb.search("tea", filter={"team": {"$exists": "yes"}})
+        await kb.search("tea", filter={"team": {"$exists": "yes"}})  # hybrid: two searches
+    assert [t for t in asyncio.all_tasks() if "_ranking" in repr(t.get_coro())] == []
 
 
 @pytest.mark.parametrize(("filter", "message"), [

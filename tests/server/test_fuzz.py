@@ -1,6 +1,7 @@
 """The served OpenAPI schema, fuzzed with schemathesis: no input gets a 5xx."""
 
 import schemathesis
+import schemathesis.specs.openapi.checks  # noqa: F401 (parsed at collection, not mid-test)
 from hypothesis import HealthCheck, given, settings
 
 from ponder import Agent

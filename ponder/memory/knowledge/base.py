@@ -39,6 +39,7 @@ from ponder.memory.knowledge.retrieval import (
 from ponder.memory.knowledge.store import Chunk, Hit, KnowledgeStore, SourceRecord
 from ponder.models import embedding_model_id
 from ponder.models import embeddings as make_embeddings
+from ponder.tasks import gather_cancelling
 
 # Sparse and dense weights of the hybrid fusion, chosen on SciFact's train split
 # (`ponder eval retrieval --mode hybrid`; see the knowledge-base section of the README).
@@ -235,8 +236,10 @@ class KnowledgeBase:
         if mode == "dense":
             return await self.store.dense(vector, k, filter)
         depth = max(k, self.candidates)
-        rankings = await asyncio.gather(self.store.sparse_ranking(query, depth, filter),
-                                        self.store.dense_ranking(vector, depth, filter))
+        # A failure (a bad filter, a lost connection) cancels the other search: nothing is left
+        # running, holding a connection, after the caller has its error.
+        rankings = await gather_cancelling(self.store.sparse_ranking(query, depth, filter),
+                                           self.store.dense_ranking(vector, depth, filter))
         return await self.store.hits(fuse(rankings, self.fusion, self.weights)[:k])
 
     async def _add_sources(self) -> None:
@@ -257,7 +260,7 @@ class KnowledgeBase:
         else:
             queries = [q if isinstance(q, tuple) else (q, None)
                        for q in await self.enhancer.queries(question)]
-            rankings = await asyncio.gather(*(
+            rankings = await gather_cancelling(*(
                 self.search(text, depth, mode=mode if self.embeddings else None, filter=filter)
                 for text, mode in queries))
             hits = fuse_hits(rankings, "rrf", [1.0] * len(rankings))[:depth]
