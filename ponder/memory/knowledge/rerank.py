@@ -27,12 +27,12 @@ from ponder.memory.knowledge.store import Hit
 
 
 class Reranker(Protocol):
+    """Reorders first-stage hits by a closer look at each against the query."""
+
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         """``hits`` in a new order, best first, with new scores (perhaps only the ``top_k``
         best)."""
         ...
-    """Reorders first-stage hits by a closer look at each against the query."""
-    ...
 
 
 def _keep(hits: list[Hit], top_k: int | None) -> list[Hit]:
