@@ -90,8 +90,8 @@ steps_table = Table(
 
 @dataclass
 class Span:
-    """One step of a run's trace: its position, its parent span's, kind (node, model or tool),
-    name, start (epoch seconds), latency (seconds), tokens (model spans) and error."""
+    """One step of a run's trace: its number (``seq``), its parent's number, kind (node, model
+    or tool), name, start (epoch seconds), latency (seconds), tokens (model spans) and error."""
     seq: int
     parent: int | None
     kind: str

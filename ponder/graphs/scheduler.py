@@ -161,9 +161,9 @@ class Trigger:
 class Schedule:
     """A stored schedule: the target it runs with ``input``, its trigger, and its state.
 
-    ``thread`` is "new" (a thread per fire) or "persistent" (one thread); a fire later than
-    ``misfire_grace_s`` seconds late is skipped (None: never); with ``coalesce`` only the latest of
-    several missed fires runs; a fire is skipped while ``max_instances`` runs are pending or
+    ``thread`` is "new" (a thread per fire) or "persistent" (one thread); a fire more than
+    ``misfire_grace_s`` seconds late is skipped (None: never); with ``coalesce`` only the latest
+    of several missed fires runs; a fire is skipped while ``max_instances`` runs are pending or
     running. ``next_fire_at`` is epoch seconds (None: no more fires); ``fires`` and ``skipped``
     count runs started and fires skipped.
     """

@@ -222,8 +222,8 @@ def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
 
 
 def router(agents: dict[str, Agent]) -> APIRouter:
-    """The OpenAI-compatible routes over ``agents`` (by name): ``GET /v1/models`` and ``POST
-    /v1/chat/completions`` (JSON, or SSE chunks with ``stream``).
+    """The OpenAI-compatible routes over ``agents`` (by name): ``GET /v1/models`` and
+    ``POST /v1/chat/completions`` (JSON, or SSE chunks with ``stream``).
 
     A completion answers 404 for an unknown model and 400 for what cannot be honoured; its
     ``x-thread-id`` header names the thread the conversation maps to.
