@@ -45,9 +45,11 @@ class ResilientChatModel(BaseChatModel):
 
     @property
     def spec(self) -> str:
+        """The model as a provider string, "provider:model"."""
         return f"{self.provider}:{self.model_name}"
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any):
+        """This model with ``tools`` bound in the provider's format (LangChain's bind_tools)."""
         # The provider formats the tool schemas; the call itself still goes through us.
         return self.bind(**self.inner.bind_tools(tools, **kwargs).kwargs)
 

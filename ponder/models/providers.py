@@ -72,6 +72,7 @@ def resolve(spec: str | None, setting: str, providers: dict, s: Settings, base_u
 
 
 def import_error(provider: str, exc: ImportError) -> ConfigurationError:
+    """The ConfigurationError naming the LangChain package a provider needs."""
     package = f"langchain-{provider.replace('_', '-')}"
     return ConfigurationError(
         f"provider {provider!r} needs the {package} package: pip install {package}"

@@ -41,6 +41,7 @@ class ResiliencePolicy:
 
     @classmethod
     def from_settings(cls, s: Settings) -> ResiliencePolicy:
+        """The policy the ``PONDER_*`` settings describe."""
         return cls(
             max_attempts=s.max_attempts,
             timeout_s=s.timeout_s,
@@ -90,6 +91,8 @@ _quotas: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Quota
 
 
 def quota_for(key: tuple, policy: ResiliencePolicy) -> _Quota:
+    """The quota shared by every call to ``key`` (provider, model, endpoint) under ``policy``,
+    in this event loop."""
     per_loop = _quotas.setdefault(asyncio.get_running_loop(), {})
     full_key = (*key, policy.requests_per_minute, policy.tokens_per_minute,
                 policy.max_concurrency, policy.period_s)

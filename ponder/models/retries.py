@@ -24,6 +24,7 @@ class ModelCallError(PonderError, RuntimeError):
 
 
 def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of a failed call, when the error carries one."""
     status = getattr(exc, "status_code", None)
     if status is None:
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -72,6 +73,8 @@ def is_quota_exhausted(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the call may succeed: rate limits, 5xx, timeouts and connection errors,
+    not an exhausted quota, a bad request or a stream that had already produced output."""
     if isinstance(exc, BrokenStream):
         return False  # tokens already reached the caller: a retry would repeat them
     if is_quota_exhausted(exc):
@@ -87,6 +90,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait (``Retry-After``: seconds or an HTTP date)."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     if not headers:
         return None
@@ -109,6 +113,7 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 
 def describe(exc: BaseException) -> str:
+    """A one-line description of a failed call for messages: status and the error's text."""
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     status = status_of(exc)

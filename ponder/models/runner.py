@@ -40,6 +40,8 @@ class PolicyRunner:
         self.quota = quota_for((provider, model_name, endpoint), policy)
 
     def retrying(self) -> AsyncRetrying:
+        """Tenacity's retry loop under the policy: transient errors only, exponential backoff
+        with jitter, ``Retry-After`` honoured up to ``max_retry_after_s``."""
         backoff = wait_random_exponential(
             multiplier=self.policy.backoff_initial_s, max=self.policy.backoff_max_s
         )
@@ -59,6 +61,7 @@ class PolicyRunner:
         )
 
     def final_error(self, exc: BaseException, attempts: int) -> ModelCallError:
+        """The error a call that failed for good raises, saying why and after how many tries."""
         tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
         if is_quota_exhausted(exc):
             message = (
@@ -76,6 +79,7 @@ class PolicyRunner:
         )
 
     def finish(self, started: float, attempts: int, usage: dict | None, estimate: int) -> None:
+        """Settle the quota's token estimate with the usage reported, and record the call."""
         usage = usage or {}
         input_tokens = int(usage.get("input_tokens", 0))
         output_tokens = int(usage.get("output_tokens", 0))
@@ -89,6 +93,7 @@ class PolicyRunner:
 
     async def call(self, make: Callable[[], Awaitable[Any]], estimate: int,
                    usage_of: Callable[[Any], dict | None]) -> Any:
+        """``make()`` under the policy; its result. ``usage_of`` reads the usage from it."""
         started, attempts = time.perf_counter(), 0
         try:
             async for attempt in self.retrying():
@@ -105,6 +110,7 @@ class PolicyRunner:
 
     async def stream(self, make: Callable[[], AsyncIterator[ChatGenerationChunk]],
                      estimate: int) -> AsyncIterator[ChatGenerationChunk]:
+        """The chunks of ``make()`` under the policy: retried only until output has started."""
         started, attempts, usage = time.perf_counter(), 0, None
         try:
             async for attempt in self.retrying():
@@ -145,12 +151,15 @@ class PolicyRunner:
 
 
 def estimate_tokens(texts: Iterable[str], max_tokens: int | None = None) -> int:
+    """Tokens a call may use, reserved from the quota before it: its input at about four
+    characters a token, plus ``max_tokens`` of output."""
     # About four characters a token keeps tokenizers off the hot path; the real count settles
     # the difference once the provider reports usage.
     return max(1, sum(len(t) for t in texts) // 4) + int(max_tokens or 0)
 
 
 async def aclose_stream(stream: Any) -> None:
+    """Close an async generator a provider streamed from, if it can be closed."""
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()

@@ -55,6 +55,7 @@ class UsageLog:
     background: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     def add(self, call: ModelCall) -> None:
+        """Record one call (thread-safe)."""
         with _adding:  # sync model calls may record from worker threads
             self.recent.append(call)
             self.calls += 1
@@ -72,6 +73,7 @@ class UsageLog:
             self.on_call(call)
 
     def as_dict(self) -> dict[str, Any]:
+        """Calls and tokens (input, output, total) as JSON-ready numbers."""
         return {
             "calls": self.calls,
             "input_tokens": self.input_tokens,
@@ -177,12 +179,14 @@ def follow_background(task: asyncio.Task) -> None:
 
 
 def record_call(call: ModelCall, own: UsageLog) -> None:
+    """Record ``call`` in the model's own log and every ``track_usage`` scope around it."""
     own.add(call)
     for log in _usage_scopes.get():
         log.add(call)
 
 
 def add_usage(total: dict | None, extra: dict) -> dict:
+    """Token counts added key by key (LangChain's ``usage_metadata`` dictionaries)."""
     if total is None:
         return dict(extra)
     return {k: total.get(k, 0) + extra.get(k, 0)
