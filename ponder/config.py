@@ -17,6 +17,15 @@ __all__ = ["ConfigurationError", "Settings"]
 
 @dataclass(frozen=True)
 class Settings:
+    """ponder's settings: the model and embeddings, the one database, the model-call policy and
+    checkpoint retention.
+
+    Each field reads ``PONDER_<FIELD>`` (``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` and
+    ``PONDER_TIMEOUT`` for ``timeout_s``). ``model`` and ``embeddings`` are "provider:model"
+    strings; the per-minute limits count requests and tokens; ``max_concurrency`` is model calls at
+    once; ``timeout_s`` is seconds per call; ``max_attempts`` counts the first try;
+    ``checkpoints_per_thread`` is how many checkpoints a thread keeps.
+    """
     # Which model and embeddings to use: "provider:model", e.g. "openai:gpt-4o-mini".
     model: str | None = None
     embeddings: str | None = None
@@ -35,6 +44,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings in ``env`` (default: the process environment, read now); unset or blank
+        names keep their defaults.
+
+        Raises ConfigurationError, naming the variable, when a number is not one or is not above
+        zero.
+        """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):

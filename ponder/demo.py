@@ -54,6 +54,8 @@ def demo_agent(model: BaseChatModel | str | None = None, **options) -> Agent:
 
 
 def scripted_model() -> ResilientChatModel:
+    """The demo's offline model: scripted replies from what the messages hold (the recalled
+    handbook, the thread, tool results), behind the same resilience policy as a provider's model."""
     # Behind the same policy as a provider's model, so usage is recorded the same way.
     return ResilientChatModel(inner=ScriptedChatModel(replies=_reply), provider="scripted",
                               model_name="tea-guide")

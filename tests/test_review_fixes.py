@@ -22,7 +22,8 @@ from ponder.agents.planning import (
     ZeroShotCoT,
     extract_answer,
 )
-from ponder.models import _retry_after_s, chat_model
+from ponder.models import chat_model
+from ponder.models.retries import retry_after_s as _retry_after_s
 from ponder.testing import FakeOpenAIServer, Fault, ScriptedChatModel, tool_calls
 from tests.agents.planning.test_tot import Letters, letters_model
 

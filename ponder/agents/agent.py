@@ -368,10 +368,14 @@ class Agent:
         return resume_command(thread_id, pending, value)
 
     async def aget_state(self, thread_id: str):
+        """The thread's current LangGraph ``StateSnapshot`` (its values, next nodes and
+        interrupts)."""
         graph = await self._graph()
         return await graph.aget_state({"configurable": {"thread_id": thread_id}})
 
     async def aget_state_history(self, thread_id: str) -> AsyncIterator[Any]:
+        """Every checkpoint of the thread as a ``StateSnapshot``, newest first (LangGraph's
+        order)."""
         graph = await self._graph()
         async for snapshot in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
             yield snapshot

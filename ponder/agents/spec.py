@@ -35,6 +35,12 @@ class SpecError(ConfigurationError):
 
 
 class AgentSpec(BaseModel):
+    """The fields of an agent spec file; unknown fields are refused.
+
+    ``model`` is a provider:model string (None: ``PONDER_MODEL``); ``tools`` are built-in names or
+    module:attr; ``knowledge`` are file patterns relative to the spec; ``planner`` is a name, a
+    ``{type: name, ...options}`` mapping or module:attr; ``tool_timeout_s`` is in seconds.
+    """
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -48,6 +54,13 @@ class AgentSpec(BaseModel):
 
 
 def load_spec(path: str | Path) -> AgentSpec:
+    """Read and validate the YAML agent spec at ``path`` (its shape only: tools, knowledge and the
+    planner are resolved by ``agent_arguments``).
+
+    Raises SpecError, its message naming the file, when the file is missing or unreadable, is not
+    valid YAML (with the line and column), is not a mapping, or has missing, unknown or invalid
+    fields.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

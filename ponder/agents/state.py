@@ -9,6 +9,8 @@ from langgraph.graph.message import add_messages
 
 
 class AgentState(TypedDict):
+    """The state of an agent's graph: the conversation and what is rendered into its system
+    message."""
     # The conversation: persisted by the checkpointer, appended to (or edited by id) by nodes.
     messages: Annotated[list[AnyMessage], add_messages]
     # Earlier turns folded by conversation memory, rendered into the system message.

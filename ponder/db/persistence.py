@@ -37,6 +37,7 @@ class Persistence:
         self._closers = closers
 
     async def aclose(self) -> None:
+        """Close the checkpointer and store (their connections and the store's batching task)."""
         stop_batching(self.store)
         for close in reversed(self._closers):
             await close()

@@ -41,6 +41,8 @@ class Tables:
         return self._engine
 
     async def aclose(self) -> None:
+        """Dispose of the engine and its connections; ``engine()`` opens a new one if called
+        again."""
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

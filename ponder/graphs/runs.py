@@ -90,6 +90,8 @@ steps_table = Table(
 
 @dataclass
 class Span:
+    """One step of a run's trace: its number (``seq``), its parent's number, kind (node, model
+    or tool), name, start (epoch seconds), latency (seconds), tokens (model spans) and error."""
     seq: int
     parent: int | None
     kind: str
@@ -132,6 +134,7 @@ class Trace(AsyncCallbackHandler):
 
     async def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None,
                              metadata=None, **kwargs) -> None:
+        """Open a node span when the chain is a graph node; otherwise only remember its parent."""
         node = (metadata or {}).get("langgraph_node")
         if node and kwargs.get("name") == node:  # a graph node, not LangGraph's plumbing
             self._start(run_id, parent_run_id, "node", node)
@@ -139,18 +142,22 @@ class Trace(AsyncCallbackHandler):
             self._parents[run_id] = parent_run_id
 
     async def on_chain_end(self, outputs, *, run_id, **kwargs) -> None:
+        """Close the chain's span, if it has one."""
         self._end(run_id)
 
     async def on_chain_error(self, error, *, run_id, **kwargs) -> None:
+        """Close the chain's span with the error."""
         self._end(run_id, error)
 
     async def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None,
                                   invocation_params=None, **kwargs) -> None:
+        """Open a model span named after the model."""
         params = invocation_params or {}
         model = params.get("model_name") or params.get("model") or params.get("_type", "model")
         self._start(run_id, parent_run_id, "model", str(model))
 
     async def on_llm_end(self, response, *, run_id, **kwargs) -> None:
+        """Close the model span and add its reported input and output tokens."""
         span = self._end(run_id)
         if span is None:
             return
@@ -162,19 +169,24 @@ class Trace(AsyncCallbackHandler):
                     span.output_tokens = (span.output_tokens or 0) + usage.get("output_tokens", 0)
 
     async def on_llm_error(self, error, *, run_id, **kwargs) -> None:
+        """Close the model span with the error."""
         self._end(run_id, error)
 
     async def on_tool_start(self, serialized, input_str, *, run_id, parent_run_id=None,
                             **kwargs) -> None:
+        """Open a tool span named after the tool."""
         self._start(run_id, parent_run_id, "tool", (serialized or {}).get("name", "tool"))
 
     async def on_tool_end(self, output, *, run_id, **kwargs) -> None:
+        """Close the tool span."""
         self._end(run_id)
 
     async def on_tool_error(self, error, *, run_id, **kwargs) -> None:
+        """Close the tool span with the error."""
         self._end(run_id, error)
 
     def usage_by_model(self) -> dict[str, dict[str, int]]:
+        """Usage per model: {model: {"calls", "input_tokens", "output_tokens", "total_tokens"}}."""
         return {model: dict(entry) for model, entry in self.usage.by_model.items()}
 
     @asynccontextmanager
@@ -309,6 +321,8 @@ class RunRecorder(Tables):
         return dict(row._mapping)
 
     async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Record the thread's head checkpoint id before the run's first attempt ("" for none),
+        so a retry can tell whether an earlier attempt made progress."""
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
@@ -364,6 +378,7 @@ class RunRecorder(Tables):
     # -- reading ------------------------------------------------------------------------------
 
     async def record(self, run_id: str) -> dict[str, Any] | None:
+        """The run's row as a dict; None when no run has the id."""
         engine = await self.engine()
         async with engine.connect() as conn:
             row = (await conn.execute(select(runs_table).where(
@@ -371,6 +386,7 @@ class RunRecorder(Tables):
             return dict(row._mapping) if row else None
 
     async def list(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The ``limit`` newest runs' rows, newest first."""
         engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(runs_table).order_by(

@@ -99,6 +99,10 @@ class Trigger:
 
     @classmethod
     def cron(cls, expr: str, tz: str = "UTC") -> Trigger:
+        """A cron trigger: five fields, read in the time zone ``tz``.
+
+        Raises ScheduleError for an invalid expression or an unknown time zone.
+        """
         from cronsim import CronSim, CronSimError
 
         _zone(tz)
@@ -121,6 +125,11 @@ class Trigger:
 
     @classmethod
     def at(cls, moment: str | datetime, tz: str = "UTC") -> Trigger:
+        """A one-time trigger at ``moment`` (a datetime or ISO 8601 text; naive times are in
+        ``tz``).
+
+        Raises ScheduleError for text that is not a time or an unknown time zone.
+        """
         zone = _zone(tz)
         if isinstance(moment, str):
             try:
@@ -150,6 +159,14 @@ class Trigger:
 
 @dataclass
 class Schedule:
+    """A stored schedule: the target it runs with ``input``, its trigger, and its state.
+
+    ``thread`` is "new" (a thread per fire) or "persistent" (one thread); a fire more than
+    ``misfire_grace_s`` seconds late is skipped (None: never); with ``coalesce`` only the latest
+    of several missed fires runs; a fire is skipped while ``max_instances`` runs are pending or
+    running. ``next_fire_at`` is epoch seconds (None: no more fires); ``fires`` and ``skipped``
+    count runs started and fires skipped.
+    """
     name: str
     target: str
     trigger: Trigger
@@ -165,6 +182,7 @@ class Schedule:
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
+        """The schedule in a row of the schedules table."""
         return cls(row.name, row.target,
                    Trigger(row.kind, row.expr, row.tz, row.start_at or 0.0),
                    json.loads(row.input) if row.input else None, row.thread,
@@ -172,12 +190,15 @@ class Schedule:
                    row.next_fire_at, row.fires, row.skipped)
 
     def as_dict(self) -> dict[str, Any]:
+        """The schedule as JSON-ready data, its trigger as {"kind", "expr", "tz"}."""
         data = asdict(self)
         data["trigger"] = {"kind": self.trigger.kind, "expr": self.trigger.expr,
                            "tz": self.trigger.tz}
         return data
 
     def thread_id(self) -> str:
+        """The thread of a fire: "schedule:NAME" when persistent, else a new "schedule:NAME:xxxx"
+        id."""
         return (f"schedule:{self.name}" if self.thread == "persistent"
                 else f"schedule:{self.name}:{uuid.uuid4().hex[:12]}")
 
@@ -259,12 +280,15 @@ class Scheduler(RunRecorder):
         return schedule
 
     async def schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
         engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(schedules_table).order_by(schedules_table.c.name))
             return [Schedule.from_row(r) for r in rows]
 
     async def pause(self, name: str) -> Schedule:
+        """Pause the schedule: it does not fire until resumed. Raises NotFoundError for an
+        unknown name."""
         return await self._set(name, paused=True)
 
     async def resume(self, name: str) -> Schedule:
@@ -274,6 +298,7 @@ class Scheduler(RunRecorder):
                                next_fire_at=schedule.trigger.next_after(time.time()))
 
     async def remove(self, name: str) -> None:
+        """Delete the schedule (its runs stay). Raises NotFoundError for an unknown name."""
         await self._existing(name)
         engine = await self.engine()
         async with engine.begin() as conn:
@@ -291,6 +316,8 @@ class Scheduler(RunRecorder):
         return fire
 
     async def next_fires(self, name: str, count: int = 5) -> list[float]:
+        """The next ``count`` fire times (epoch seconds), from the stored next one; fewer when
+        the trigger ends. Raises NotFoundError for an unknown name."""
         schedule = await self._existing(name)
         times, at = [], schedule.next_fire_at
         while at is not None and len(times) < count:
@@ -365,6 +392,7 @@ class Scheduler(RunRecorder):
 
 
 def describe(trigger: Trigger) -> str:
+    """A trigger in words: "cron EXPR (TZ)", "every H:MM:SS" or "once at ISO-TIME"."""
     if trigger.kind == "cron":
         return f"cron {trigger.expr} ({trigger.tz})"
     if trigger.kind == "interval":

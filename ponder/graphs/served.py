@@ -34,6 +34,12 @@ def _input_keys(graph: Pregel) -> set[str]:
 
 
 class ServedGraph:
+    """A compiled LangGraph graph run the way an Agent is: by thread, with text input.
+
+    A graph without a checkpointer gets the one (and the store) of ``database_url`` (None:
+    ``PONDER_DATABASE_URL``), opened on first use. ``name`` defaults to the graph's. Raises
+    ConfigurationError when the graph's input has no ``messages`` key.
+    """
     def __init__(self, graph: Pregel, name: str | None = None,
                  database_url: str | None = None) -> None:
         if "messages" not in _input_keys(graph):
@@ -67,29 +73,40 @@ class ServedGraph:
 
     async def ainvoke(self, input: Any, *, thread_id: str | None = None,
                       user_id: str | None = None) -> dict[str, Any]:
+        """Run the graph to its end on the thread (a new one when None); the final state.
+
+        ``input`` is text or a message (a human message in ``messages``), a list of messages, a
+        state dict, a ``Command`` or None (resume). Raises TypeError for anything else.
+        """
         graph = await self._compiled()
         return await graph.ainvoke(_as_input(input), self._config(thread_id, user_id))
 
     async def astream(self, input: Any, *, thread_id: str | None = None,
                       user_id: str | None = None, stream_mode: str | Sequence[str] = "updates",
                       subgraphs: bool = False) -> AsyncIterator[Any]:
+        """Run the graph on the thread, yielding LangGraph's stream in ``stream_mode``."""
         graph = await self._compiled()
         async for item in graph.astream(_as_input(input), self._config(thread_id, user_id),
                                         stream_mode=stream_mode, subgraphs=subgraphs):
             yield item
 
     async def aget_state(self, thread_id: str):
+        """The thread's current LangGraph ``StateSnapshot``."""
         return await (await self._compiled()).aget_state(self._config(thread_id))
 
     async def aget_state_history(self, thread_id: str) -> AsyncIterator[Any]:
+        """Every checkpoint of the thread as a ``StateSnapshot``, newest first."""
         async for snapshot in (await self._compiled()).aget_state_history(
                 self._config(thread_id)):
             yield snapshot
 
     async def adelete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint of the thread."""
         await (await self._compiled()).checkpointer.adelete_thread(thread_id)
 
     async def aclose(self) -> None:
+        """Close the database connections this wrapper opened (a graph's own checkpointer is left
+        open)."""
         if self._persistence is not None:
             await self._persistence.aclose()
             self._persistence, self._ready = None, None

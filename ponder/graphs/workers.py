@@ -104,6 +104,8 @@ class Worker:
             await self._shutdown(background)
 
     def stop(self) -> None:
+        """Ask the worker to stop: its runs get ``shutdown_grace_s`` seconds to finish, then the
+        ones still running are handed back for another worker to resume."""
         self._stopping.set()
 
     async def _tick(self) -> None:

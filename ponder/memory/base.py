@@ -37,16 +37,20 @@ class Memories:
 
     async def recall(self, query: str, *, user_id: str | None, thread_id: str | None
                      ) -> str | None:
+        """Every memory's recall, run concurrently; their texts joined by blank lines, or None.
+        One failing cancels the others."""
         texts = await gather_cancelling(*(m.recall(query, user_id=user_id, thread_id=thread_id)
                                        for m in self.memories))
         return "\n\n".join(t for t in texts if t) or None
 
     async def remember(self, messages: Sequence[BaseMessage], *, user_id: str | None,
                        thread_id: str | None) -> None:
+        """Every memory remembers the turn, concurrently."""
         await asyncio.gather(*(m.remember(messages, user_id=user_id, thread_id=thread_id)
                                for m in self.memories))
 
     async def aclose(self) -> None:
+        """Close every memory that has an ``aclose``, in order."""
         for memory in self.memories:
             close = getattr(memory, "aclose", None)
             if close is not None:

@@ -27,6 +27,11 @@ from langchain_core.messages.utils import (
 
 
 class ConversationMemory:
+    """A thread's history kept within a token budget, its oldest turns folded into a summary.
+
+    Tokens are counted approximately (LangChain's ``count_tokens_approximately``). Raises ValueError
+    when ``max_tokens`` is below 100.
+    """
     def __init__(self, model: BaseChatModel | None = None, *, max_tokens: int = 3000,
                  keep_tokens: int | None = None, summary_tokens: int = 400) -> None:
         """``max_tokens``: the budget for the thread's messages; when a turn starts above it,
@@ -40,6 +45,8 @@ class ConversationMemory:
 
     @staticmethod
     def tokens(messages: Sequence[AnyMessage]) -> int:
+        """The approximate token count of ``messages`` (LangChain's
+        ``count_tokens_approximately``)."""
         return count_tokens_approximately(messages)
 
     def fit(self, messages: Sequence[AnyMessage]) -> list[AnyMessage]:

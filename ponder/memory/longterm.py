@@ -43,6 +43,11 @@ ACTIVE, SUPERSEDED = "active", "superseded"
 
 @dataclass
 class MemoryRecord:
+    """One memory of a user: a fact or a reflection, its importance (1-10) and its history.
+
+    Times are ISO 8601 in UTC; ``status`` is "active" or "superseded"; ``score`` is the recall score
+    when the record came from a search.
+    """
     key: str
     text: str
     importance: float
@@ -58,10 +63,12 @@ class MemoryRecord:
 
     @classmethod
     def from_item(cls, item: Item, score: float | None = None) -> MemoryRecord:
+        """The record stored in a LangGraph store ``Item`` (its key is the record's key)."""
         fields = {k: v for k, v in item.value.items() if k in cls.__dataclass_fields__}
         return cls(key=item.key, score=score, **fields)
 
     def value(self) -> dict[str, Any]:
+        """The record as the store keeps it: every field but ``key`` and ``score``."""
         return {k: v for k, v in self.__dict__.items() if k not in ("key", "score")}
 
 
@@ -103,11 +110,18 @@ class LongTermMemory:
 
     @property
     def model(self) -> BaseChatModel:
+        """The chat model that extracts, compares and reflects (built from its string on first
+        use)."""
         if not isinstance(self._model, BaseChatModel):
             self._model = chat_model(self._model)
         return self._model
 
     async def store(self) -> BaseStore:
+        """The LangGraph store, opened on first use with a vector index over the memories' text.
+
+        Raises ConfigurationError when there are no embeddings (neither ``embeddings=`` nor
+        ``PONDER_EMBEDDINGS``).
+        """
         async with self._opening:
             if self._store is None:
                 embeddings = self._embeddings or Settings.from_env().embeddings
@@ -131,6 +145,8 @@ class LongTermMemory:
 
     async def recall(self, query: str, *, user_id: str | None = None,
                      thread_id: str | None = None) -> str | None:
+        """The user's best ``k`` memories as a bulleted list for the system message; None without
+        a user or memories."""
         if user_id is None:
             return None
         memories = await self.search(user_id, query, self.k)
@@ -263,6 +279,7 @@ class LongTermMemory:
 
     async def list(self, user_id: str, *, include_superseded: bool = False
                    ) -> list[MemoryRecord]:
+        """Every active memory of the user (superseded ones too if asked), oldest first."""
         store = await self.store()
         found, offset = [], 0
         while True:
@@ -302,6 +319,7 @@ class LongTermMemory:
         await store.adelete(self._namespace(user_id), key)
 
     async def aclose(self) -> None:
+        """Close the store if this memory opened it (a store passed in is left open)."""
         if self._closers:  # a store of our own: stop its batching task with its connection
             stop_batching(self._store)
         for close in reversed(self._closers):

@@ -27,6 +27,7 @@ def _terms(text: str) -> set[str]:
 
 @dataclass(frozen=True)
 class Note:
+    """A note's text, the user it belongs to (None: everyone's) and where it came from (a path)."""
     text: str
     user_id: str | None = None
     source: str | None = None
@@ -54,10 +55,14 @@ class InMemoryMemory:
         return memory
 
     def add(self, text: str, *, user_id: str | None = None, source: str | None = None) -> None:
+        """Keep a note (for ``user_id`` only, when given)."""
         self.notes.append(Note(text, user_id, source))
 
     async def recall(self, query: str, *, user_id: str | None = None,
                      thread_id: str | None = None) -> str | None:
+        """The ``k`` notes sharing the most words with ``query`` (stopwords aside), joined by
+        blank lines; earlier notes win ties. Only shared notes and the user's own count. None
+        when none match."""
         wanted = _terms(query)
         scored = [
             (len(wanted & _terms(note.text)), -i, note)
@@ -71,6 +76,8 @@ class InMemoryMemory:
 
     async def remember(self, messages: Sequence[BaseMessage], *, user_id: str | None = None,
                        thread_id: str | None = None) -> None:
+        """With ``learn`` and a user, keep each of the user's messages as "The user said: ..."
+        notes."""
         if not self.learn or user_id is None:
             return
         for message in messages:

@@ -23,6 +23,11 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 
 
 class APIError(PonderError):
+    """An error answered to the client as an OpenAI-style error object with HTTP ``status``.
+
+    ``param`` names the offending request field, ``code`` is a machine-readable code, ``headers``
+    are added to the response (e.g. ``Retry-After``).
+    """
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -33,6 +38,8 @@ class APIError(PonderError):
 def error_response(status: int, message: str, *, param: str | None = None,
                    code: str | None = None, headers: dict[str, str] | None = None
                    ) -> JSONResponse:
+    """An OpenAI-style error response: ``{"error": {"message", "type", "param", "code"}}``, its
+    ``type`` from the status (``server_error`` for any not listed)."""
     return JSONResponse(
         {"error": {"message": message, "type": _TYPES.get(status, "server_error"),
                    "param": param, "code": code}},
@@ -40,6 +47,9 @@ def error_response(status: int, message: str, *, param: str | None = None,
 
 
 def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` as an OpenAI-style error object: APIError as it says, an
+    invalid request as 400 naming the first bad field, HTTPException with its status, and
+    anything else as a logged 500 with a generic message."""
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code,

@@ -33,6 +33,8 @@ api_keys = Table(
 
 @dataclass(frozen=True)
 class APIKey:
+    """An API key's record (never its secret): id, name, creation and revocation times (epoch
+    seconds) and its limits (requests and tokens per minute; None: no limit)."""
     id: str
     name: str
     created_at: float
@@ -46,6 +48,8 @@ def _hash(secret: str) -> str:
 
 
 class KeyStore(Tables):
+    """The API keys in the database at ``url`` (default ``PONDER_DATABASE_URL``), stored as
+    SHA-256 hashes."""
     metadata = metadata
 
     async def create(self, name: str, *, requests_per_minute: int | None = None,
@@ -64,12 +68,14 @@ class KeyStore(Tables):
         return key, secret
 
     async def list(self) -> list[APIKey]:
+        """Every key, revoked ones too, oldest first."""
         engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
             return [_key(row) for row in rows]
 
     async def revoke(self, key_id: str) -> None:
+        """Revoke the key with ``key_id``. Raises NotFoundError when no active key has it."""
         engine = await self.engine()
         async with engine.begin() as conn:
             done = await conn.execute(update(api_keys).where(
@@ -79,6 +85,7 @@ class KeyStore(Tables):
             raise NotFoundError(f"no active key has the id {key_id!r}: see ponder keys list")
 
     async def active(self) -> bool:
+        """Whether any key is unrevoked (then every route but /health needs one)."""
         engine = await self.engine()
         async with engine.connect() as conn:
             row = await conn.execute(select(api_keys.c.id).where(
@@ -86,6 +93,7 @@ class KeyStore(Tables):
             return row.first() is not None
 
     async def verify(self, secret: str) -> APIKey | None:
+        """The unrevoked key whose secret is ``secret``; None for any other."""
         engine = await self.engine()
         async with engine.connect() as conn:
             row = (await conn.execute(select(api_keys).where(

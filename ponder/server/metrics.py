@@ -9,15 +9,20 @@ from typing import Any
 
 
 class Metrics:
+    """Counters for ``/metrics``: requests by (method, route, status), seconds by (method, route)
+    and tokens by agent."""
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.seconds: Counter[tuple[str, str]] = Counter()
         self.tokens: Counter[str] = Counter()
 
     def add_tokens(self, agent: str, tokens: int) -> None:
+        """Count ``tokens`` used by ``agent``."""
         self.tokens[agent] += tokens
 
     def render(self) -> str:
+        """The counters in Prometheus' text format: requests, errors (status 400 and above),
+        request seconds (sum and count) and tokens."""
         lines = ["# TYPE ponder_requests_total counter"]
         lines += [f'ponder_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
                   for (m, r, s), n in sorted(self.requests.items())]
@@ -48,6 +53,7 @@ class MetricsMiddleware:
         self.app, self.metrics = app, metrics
 
     async def __call__(self, scope, receive, send) -> None:
+        """Count an HTTP request (a response that never started counts as 500) and its seconds."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started, status = time.perf_counter(), 500

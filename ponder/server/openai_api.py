@@ -33,6 +33,7 @@ from ponder.server.errors import APIError
 
 
 class ChatMessage(BaseModel):
+    """One message of a chat completion request, in OpenAI's shape (extra fields allowed)."""
     model_config = ConfigDict(extra="allow")
 
     # "function" is the legacy shape of a tool result (it answers an assistant function_call).
@@ -45,10 +46,16 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a last chunk with the token usage."""
     include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
+    """A chat completion request: ``model`` is an agent's name; 1 to 1,000 messages.
+
+    Options that would change the answer are refused by ``refuse_unsupported``; others are accepted
+    and left to the agent.
+    """
     # Sampling options (temperature, top_p, seed, penalties) are the agent's business: they are
     # accepted and left to it. Options that would change what the answer is are refused, see
     # refuse_unsupported.
@@ -215,6 +222,12 @@ def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
 
 
 def router(agents: dict[str, Agent]) -> APIRouter:
+    """The OpenAI-compatible routes over ``agents`` (by name): ``GET /v1/models`` and
+    ``POST /v1/chat/completions`` (JSON, or SSE chunks with ``stream``).
+
+    A completion answers 404 for an unknown model and 400 for what cannot be honoured; its
+    ``x-thread-id`` header names the thread the conversation maps to.
+    """
     api = APIRouter()
 
     @api.get("/v1/models")

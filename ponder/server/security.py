@@ -48,12 +48,17 @@ class SlidingWindow:
         return self.period_s
 
     def add(self, amount: int, now: float | None = None) -> None:
+        """Count ``amount`` spent at ``now`` (monotonic seconds; default: now)."""
         now = time.monotonic() if now is None else now
         self.events.append((now, amount))
         self.used += amount
 
 
 class Guard:
+    """Authentication and per-key rate limits for the server, over the keys of ``store``.
+
+    Whether keys are required, and each key's verification, are cached for 5 seconds.
+    """
     def __init__(self, store: KeyStore) -> None:
         self.store = store
         self._required: tuple[float, bool] | None = None
@@ -62,6 +67,7 @@ class Guard:
         self._tokens: dict[str, SlidingWindow] = {}
 
     async def keys_required(self) -> bool:
+        """Whether any key is active (cached for 5 seconds), so requests need one."""
         now = time.monotonic()
         if self._required is None or now - self._required[0] > _CACHE_S:
             self._required = (now, await self.store.active())
@@ -98,6 +104,8 @@ class Guard:
             self._refuse_if_waiting(window.wait_s(1), "tokens")
 
     def charge_tokens(self, request: Request, tokens: int) -> None:
+        """Count ``tokens`` against the request's key's tokens-per-minute window (no key:
+        nothing)."""
         key: APIKey | None = getattr(request.state, "api_key", None)
         if key is not None and key.tokens_per_minute and tokens > 0:
             self._tokens.setdefault(key.id, SlidingWindow(key.tokens_per_minute)).add(tokens)
@@ -118,6 +126,8 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
+        """Answer 413 for a body over ``max_bytes``: at once by its Content-Length, else while it
+        is read."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")

@@ -46,11 +46,15 @@ threads_table = Table(
 
 
 class NewThread(BaseModel):
+    """The body of ``POST /v1/threads``: the agent's name and an optional title (200 characters)."""
     agent: str
     title: str | None = Field(default=None, max_length=200)
 
 
 class NewRun(BaseModel):
+    """The body of ``POST /v1/threads/{id}/runs``: a message (``input``, up to 100,000
+    characters), or ``resume``, an answer to pending interrupts; ``stream`` answers with SSE
+    events."""
     input: str | None = Field(default=None, max_length=100_000)
     resume: Any = None
     stream: bool = False
@@ -58,6 +62,8 @@ class NewRun(BaseModel):
 
 @dataclass
 class Run:
+    """One turn on a thread, kept in the server's memory: its status, times (epoch seconds),
+    output text, pending interrupts, error and model usage."""
     id: str
     thread_id: str
     status: Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
@@ -71,16 +77,25 @@ class Run:
     usage: UsageLog = field(default_factory=UsageLog, repr=False)
 
     def public(self) -> dict[str, Any]:
+        """The run as JSON-ready data; ``usage`` as calls, input, output and total tokens and
+        seconds."""
         shown = {f.name: getattr(self, f.name) for f in fields(self)
                  if f.name not in ("task", "usage")}
         return {**shown, "usage": self.usage.as_dict()}
 
 
 class ThreadStore(Tables):
+    """The threads table in the database at ``url`` (default ``PONDER_DATABASE_URL``)."""
     metadata = metadata
 
 
 def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRouter:
+    """The threads and runs routes under ``/v1/threads`` over ``agents`` (by name).
+
+    Create, list, read, read the history of and delete threads; start (JSON or SSE), list and cancel
+    runs. A thread of another key is 404. ``policy`` is "reject" (409 for a second run at once on a
+    thread) or "enqueue" (it waits).
+    """
     api = APIRouter(prefix="/v1/threads")
     runs: dict[str, Run] = {}
     locks: dict[str, asyncio.Lock] = {}

@@ -25,9 +25,14 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:PORT`` (the port is set by ``start``)."""
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> str:
+        """Serve the app on a free port of 127.0.0.1, on a new thread; its URL once it answers.
+
+        Raises RuntimeError when it has not started within 10 seconds.
+        """
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP;
         # without it Nagle and delayed ACKs add 40 ms to every request.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -49,6 +54,7 @@ class BackgroundServer:
         return self.url
 
     def stop(self) -> None:
+        """Stop the server (waiting up to 10 seconds for its thread); a no-op when not started."""
         if self._server is not None:
             self._server.should_exit = True
             self._thread.join(timeout=10)

@@ -33,8 +33,11 @@ class HashingEmbeddings(Embeddings):
         self.calls = 0
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """One ``fake_embedding`` of ``dimensions`` floats per text; counts the call in
+        ``calls``."""
         self.calls += 1
         return [fake_embedding(text, self.dimensions) for text in texts]
 
     def embed_query(self, text: str) -> list[float]:
+        """The ``fake_embedding`` of ``text``."""
         return self.embed_documents([text])[0]

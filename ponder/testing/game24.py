@@ -18,6 +18,9 @@ from ponder.agents.planning.game24 import show, solvable
 
 
 def game24_expert(messages: list[BaseMessage]) -> str:
+    """The expert's reply to a Tree-of-Thoughts Game of 24 prompt (``messages[-1]``): next steps
+    that keep 24 reachable first, an honest value, a vote for a solvable choice, or the final
+    answer."""
     prompt = str(messages[-1].content)
     if prompt.rstrip().endswith("Possible next steps:"):
         return "\n".join(_next_steps(_last_numbers(prompt, "Input:"))[:8])

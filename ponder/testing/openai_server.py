@@ -61,6 +61,7 @@ class Fault:
 
     @classmethod
     def server_error(cls, status: int = 500) -> Fault:
+        """An HTTP error of ``status`` (default 500) with the usual error body for it."""
         return cls("status", status=status)
 
     @classmethod
@@ -118,6 +119,7 @@ class FakeOpenAIServer:
 
     @property
     def base_url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:PORT/v1``. Raises RuntimeError unless started."""
         if self._background.port is None:
             raise RuntimeError("the server is not running: use it as a context manager")
         return f"{self._background.url}/v1"
@@ -125,10 +127,12 @@ class FakeOpenAIServer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> FakeOpenAIServer:
+        """Start serving on a thread of its own (see BackgroundServer); the server itself."""
         self._background.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving."""
         self._background.stop()
 
     def __enter__(self) -> FakeOpenAIServer:

@@ -55,6 +55,7 @@ class Script:
 
     @property
     def used(self) -> int:
+        """How many replies have been asked for so far."""
         return self._used
 
     def _take(self, messages: list[BaseMessage]) -> Any:
@@ -72,6 +73,10 @@ class Script:
             return self._replies[index]
 
     async def anext(self, messages: list[BaseMessage], forced_tool: str | None = None) -> AIMessage:
+        """The next reply to ``messages`` as an AIMessage (a reply function may be async).
+
+        Raises ScriptExhausted when the list of replies is used up.
+        """
         reply = self._take(messages)
         if reply is self._function:
             reply = reply(list(messages))
@@ -80,6 +85,11 @@ class Script:
         return to_message(reply, forced_tool)
 
     def next(self, messages: list[BaseMessage], forced_tool: str | None = None) -> AIMessage:
+        """The next reply to ``messages`` as an AIMessage.
+
+        Raises ScriptExhausted when the list of replies is used up, and TypeError when the reply
+        function is async (use ``anext``).
+        """
         reply = self._take(messages)
         if reply is self._function:
             reply = reply(list(messages))

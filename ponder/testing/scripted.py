@@ -36,6 +36,7 @@ class ScriptedChatModel(BaseChatModel):
     _script: Script = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
+        """Make the script from ``replies``."""
         self._script = Script(self.replies)
 
     @property
@@ -44,9 +45,11 @@ class ScriptedChatModel(BaseChatModel):
 
     @property
     def calls(self) -> list[list[BaseMessage]]:
+        """The messages of every call so far, in order."""
         return self._script.received
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any):
+        """The model with ``tools`` bound in OpenAI's format (and ``tool_choice``, when given)."""
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice

@@ -32,6 +32,7 @@ class SearchError(PonderError, RuntimeError):
 
 @dataclass(frozen=True)
 class SearchResult:
+    """One search result: title, URL, snippet and date (None when the result has none)."""
     title: str
     url: str
     snippet: str
@@ -74,6 +75,13 @@ class WebSearch:
     async def search(self, query: str, *, kind: str = "text", region: str | None = None,
                      timelimit: str | None = None, max_results: int | None = None
                      ) -> list[SearchResult]:
+        """Up to ``max_results`` results for ``query`` (``kind`` text or news; ``timelimit`` day,
+        week, month or year), from the cache when the same search ran within ``cache_ttl_s``
+        seconds.
+
+        Raises ValueError for an empty query or an unknown kind or time limit, and SearchError when
+        the search still fails after its retries.
+        """
         query = query.strip()
         if not query:
             raise ValueError("the search query is empty")

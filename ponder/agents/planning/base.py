@@ -30,6 +30,7 @@ class Planner(Protocol):
 
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
                    action: Any, config: RunnableConfig) -> dict[str, Any]:
+        """Plan the turn: a state update, ``{"plan": text}`` or ``{"messages": [AIMessage]}``."""
         ...
 
 
@@ -76,18 +77,23 @@ class Solution:
 
     @property
     def calls(self) -> int:
+        """The number of model calls the solve made."""
         return len(self.steps)
 
     @property
     def input_tokens(self) -> int:
+        """Input (prompt) tokens over all steps, as the provider reported them (0 where it did
+        not)."""
         return sum(s.input_tokens for s in self.steps)
 
     @property
     def output_tokens(self) -> int:
+        """Output (completion) tokens over all steps, as the provider reported them."""
         return sum(s.output_tokens for s in self.steps)
 
     @property
     def total_tokens(self) -> int:
+        """Input plus output tokens over all steps."""
         return self.input_tokens + self.output_tokens
 
 
@@ -105,10 +111,12 @@ class Trace:
 
     @property
     def spent_tokens(self) -> int:
+        """Input plus output tokens of the finished calls so far."""
         return sum(s.input_tokens + s.output_tokens for s in self.steps)
 
     @property
     def spent_dollars(self) -> float:
+        """USD spent by the finished calls so far, at the budget's per-1,000-token prices."""
         b = self.budget
         return sum(s.input_tokens * b.usd_per_1k_input + s.output_tokens * b.usd_per_1k_output
                    for s in self.steps) / 1000
@@ -124,6 +132,10 @@ class Trace:
             raise BudgetExceeded(f"the budget of ${b.dollars:g} is spent")
 
     def messages(self, prompt: str | Sequence[BaseMessage]) -> list[BaseMessage]:
+        """The messages of one call: the profile's system message (if any), then ``prompt``.
+
+        A string prompt becomes one HumanMessage; a sequence of messages is used as given.
+        """
         body = [HumanMessage(prompt)] if isinstance(prompt, str) else list(prompt)
         return [self.system, *body] if self.system is not None else body
 
@@ -145,6 +157,11 @@ class Trace:
 
     def record(self, kind: str, messages: list[BaseMessage], reply: AIMessage, latency: float
                ) -> Step:
+        """Record a finished call as a Step (tokens from the reply's usage, ``latency`` in seconds).
+
+        The step's prompt is the last message's text. It is also written to the run's ``custom``
+        stream when inside a LangGraph run. Returns the step.
+        """
         usage = reply.usage_metadata or {}
         step = Step(kind, str(messages[-1].content), reply.text, usage.get("input_tokens", 0),
                     usage.get("output_tokens", 0), latency)
@@ -153,6 +170,10 @@ class Trace:
         return step
 
     def solution(self, answer: str | None, **details: Any) -> Solution:
+        """The Solution with ``answer``, every step so far and the wall time since the trace began.
+
+        ``details`` go to ``Solution.details``, except ``error``, which becomes ``Solution.error``.
+        """
         error = details.pop("error", None)
         return Solution(answer, list(self.steps), time.perf_counter() - self.started, details,
                         error)
@@ -188,6 +209,10 @@ class AnsweringPlanner(ABC):
 
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
                    action: Any, config: RunnableConfig) -> dict[str, Any]:
+        """Answer the turn with ``solve``: one AIMessage, or a sentence naming the error when none.
+
+        Its ``response_metadata`` carries the planner's class name, its calls and total tokens.
+        """
         solution = await self.solve(question_of(state), model, system=system)
         text = solution.answer if solution.answer is not None else (
             f"I could not find an answer: {solution.error or 'no step produced one'}.")

@@ -44,6 +44,8 @@ class Example:
 
 
 def few_shot_prompt(examples: Sequence[Example], question: str) -> str:
+    """The few-shot prompt: per example "Q: ... A: rationale The answer is X.", then the
+    question."""
     shots = [f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in examples]
     return "\n\n".join([*shots, f"Q: {question}\nA:"])
 
@@ -94,6 +96,7 @@ class ChainOfThought(AnsweringPlanner):
         return self._diverse
 
     def prompt(self, question: str, examples: Sequence[Example]) -> str:
+        """The few-shot prompt for ``question`` with ``examples`` (see ``few_shot_prompt``)."""
         return few_shot_prompt(examples, question)
 
     async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
@@ -104,6 +107,13 @@ class ChainOfThought(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
+        """One reasoning path over the chosen examples; the answer follows "The answer is".
+
+        Few-shot CoT: Wei et al. 2022, "Chain-of-Thought Prompting Elicits Reasoning in Large
+        Language Models"; similarity selection: KATE, Liu et al. 2022, "What Makes Good In-Context
+        Examples for GPT-3?". Raises BudgetExceeded when the budget allows no call; the Solution's
+        error says so when no answer could be extracted.
+        """
         trace = Trace(as_chat_model(model), system, self.budget)
         _, answer = await self.reason(trace, question)
         return trace.solution(answer, error=None if answer else "no answer in the reasoning")
@@ -132,6 +142,12 @@ class ZeroShotCoT(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
+        """Reason, then extract the answer (two model calls, Kojima et al. 2022, "Large Language
+        Models are Zero-Shot Reasoners").
+
+        ``details["reasoning"]`` holds the first stage's text. Raises BudgetExceeded when the budget
+        does not allow the calls.
+        """
         trace = Trace(as_chat_model(model), system, self.budget)
         reasoning, answer = await self.reason(trace, question)
         return trace.solution(answer, reasoning=reasoning.text,
@@ -195,6 +211,12 @@ class AutoCoT(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
+        """Few-shot CoT with the bank's demonstrations (Zhang et al. 2023, "Automatic Chain of
+        Thought Prompting in Large Language Models").
+
+        The demonstrations are built on the first solve (one or more Zero-Shot-CoT calls per
+        cluster) and reused; ``details["demonstrations"]`` counts them.
+        """
         model = as_chat_model(model)
         demos = await self.build(model, system)
         few_shot = ChainOfThought(demos, k=max(1, len(demos)), answer=self.answer,

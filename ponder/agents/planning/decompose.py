@@ -83,6 +83,14 @@ class Decompose:
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None, action: ActionModule | None = None
                     ) -> Solution:
+        """Plan, run each subtask through ``action``'s tools, revise on failure, then synthesise.
+
+        Decomposition after Plan-and-Solve (Wang et al. 2023, "Plan-and-Solve Prompting").
+        ``action`` defaults to the planner's own tools, else a tool-less action module.
+        ``details["plan"]`` lists the executed subtasks as ``{"subtask", "ok", "result"}`` dicts and
+        ``details["revisions"]`` counts the rewrites. A plan with no subtasks gives no answer and an
+        error.
+        """
         action = action or self.action or ActionModule(max_steps=self.max_tool_steps)
         trace = Trace(as_chat_model(model), system, self.budget)
         reply = await trace.ask("plan", PLAN_PROMPT.format(n=self.max_subtasks, question=question))
@@ -130,6 +138,8 @@ class Decompose:
 
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
                    action: ActionModule, config: RunnableConfig) -> dict[str, Any]:
+        """Solve the turn with the agent's action module: the executed plan as ``plan`` (numbered
+        lines) and the synthesised answer (or the error) as the turn's message."""
         solution = await self.solve(question_of(state), model, system=system,
                                     action=action if action.tools else None)
         steps = "\n".join(f"{i}. {s['subtask']}" for i, s in enumerate(
@@ -139,4 +149,5 @@ class Decompose:
 
 
 def results_text(done: list[tuple[str, str]]) -> str:
+    """The done subtasks as "- subtask: result" lines, or "(none yet)"."""
     return "\n".join(f"- {subtask}: {result}" for subtask, result in done) or "(none yet)"

@@ -113,6 +113,10 @@ GSM8K_EXAMPLES = [
 
 @dataclass
 class EvalReport:
+    """One benchmark run: items, correct answers, model calls, tokens and wall seconds.
+
+    ``errors`` holds one "Type: message" line per item whose attempt raised (counted as wrong).
+    """
     task: str
     method: str
     n: int = 0
@@ -125,9 +129,11 @@ class EvalReport:
 
     @property
     def accuracy(self) -> float:
+        """Correct answers over items, 0.0 to 1.0 (0.0 when there were none)."""
         return self.correct / self.n if self.n else 0.0
 
     def add(self, solution: Solution, correct: bool) -> None:
+        """Count one item's solution (its calls and tokens) and whether its answer was correct."""
         self.n += 1
         self.correct += bool(correct)
         self.calls += solution.calls
@@ -135,6 +141,7 @@ class EvalReport:
         self.output_tokens += solution.output_tokens
 
     def as_dict(self) -> dict:
+        """The report as JSON-ready data, with accuracy, total tokens and at most 20 error lines."""
         data = asdict(self)
         data["errors"] = self.errors[:20]
         return {**data, "accuracy": round(self.accuracy, 4),
@@ -215,6 +222,12 @@ def _game24_answer(text: str) -> str | None:
 async def evaluate_game24(model: BaseChatModel, method: str, puzzles: list[str], *, k: int = 5,
                           breadth: int = 5, n_evaluate: int = 3, concurrency: int = 8
                           ) -> EvalReport:
+    """Run Game of 24 ``puzzles`` ("4 5 6 10") with ``method``: io, cot, sc or tot.
+
+    ``sc`` votes over ``k`` samples at temperature 0.7; ``tot`` is TreeOfThoughts with ``breadth``
+    and ``n_evaluate``. An answer counts only if its expression uses the four numbers and makes 24
+    exactly. ``concurrency`` puzzles run at a time. Raises ConfigurationError for an unknown method.
+    """
     if method not in GAME24_METHODS:
         raise ConfigurationError(f"unknown method {method!r} for game24: use "
                                  + ", ".join(GAME24_METHODS))
@@ -244,6 +257,13 @@ async def evaluate_game24(model: BaseChatModel, method: str, puzzles: list[str],
 
 async def evaluate_gsm8k(model: BaseChatModel, method: str, items: list[tuple[str, str]], *,
                          k: int = 5, concurrency: int = 8) -> EvalReport:
+    """Run GSM8K ``items`` ((question, gold answer) pairs) with ``method``: cot, zero-shot-cot or
+    sc.
+
+    ``cot`` is few-shot with the built-in examples; ``sc`` votes over ``k`` of its paths. An answer
+    counts when its normalised form equals the gold one. ``concurrency`` items run at a time. Raises
+    ConfigurationError for an unknown method.
+    """
     if method not in GSM8K_METHODS:
         raise ConfigurationError(f"unknown method {method!r} for gsm8k: use "
                                  + ", ".join(GSM8K_METHODS))

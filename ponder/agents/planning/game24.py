@@ -87,6 +87,7 @@ def _number(text: str) -> Fraction:
 
 
 def show(value: Fraction) -> str:
+    """A fraction as the puzzle writes it: "12" for whole numbers, "3/4" otherwise."""
     return str(value.numerator) if value.denominator == 1 else str(value)
 
 
@@ -96,6 +97,10 @@ class Game24:
     steps = 4
 
     def parse_input(self, question: str) -> list[Fraction]:
+        """The four numbers of a puzzle such as "4 5 6 10", as fractions.
+
+        Raises ValueError unless the text holds exactly four numbers.
+        """
         numbers = re.findall(r"-?\d+(?:\.\d+)?", question)
         if len(numbers) != 4:
             raise ValueError(f"a Game of 24 puzzle is four numbers, e.g. '4 5 6 10'; got "
@@ -103,6 +108,8 @@ class Game24:
         return [Fraction(n) for n in numbers]
 
     def left(self, x: list[Fraction], y: str) -> list[Fraction]:
+        """The numbers left after the steps ``y``: from the last "(left: ...)" line, else the
+        input ``x``."""
         lines = [line for line in y.strip().splitlines() if "left:" in line]
         if not lines:
             return list(x)
@@ -110,6 +117,7 @@ class Game24:
         return [_number(n) for n in found[1].split()]
 
     def is_final(self, y: str) -> bool:
+        """Whether the state ``y`` has written its answer ("Answer:")."""
         return "Answer:" in y
 
     def state_key(self, x: list[Fraction], y: str) -> str:
@@ -121,12 +129,15 @@ class Game24:
     # -- generation ----------------------------------------------------------------------------
 
     def propose_prompt(self, x: list[Fraction], y: str) -> str:
+        """The prompt that proposes next steps; with one number left, the prompt that writes the
+        answer."""
         left = self.left(x, y)
         if len(left) == 1:
             return ANSWER_PROMPT.format(numbers=" ".join(show(n) for n in x), steps=y)
         return PROPOSE_PROMPT.format(left=" ".join(show(n) for n in left))
 
     def sample_prompt(self, x: list[Fraction], y: str) -> str:
+        """The prompt for one sampled next step; with one number left, the answer prompt."""
         if len(self.left(x, y)) == 1:
             return self.propose_prompt(x, y)
         return SAMPLE_PROMPT.format(left=" ".join(show(n) for n in self.left(x, y)))
@@ -144,6 +155,8 @@ class Game24:
         return list(dict.fromkeys(found))
 
     def valid_step(self, left: list[Fraction], line: str) -> bool:
+        """Whether ``line`` ("a op b = c (left: ...)") is exact arithmetic on two of the numbers
+        ``left`` and lists exactly the numbers that remain. A division by zero is invalid."""
         match = _STEP.match(line)
         if not match:
             return False
@@ -168,31 +181,40 @@ class Game24:
     # -- evaluation ----------------------------------------------------------------------------
 
     def value_prompt(self, x: list[Fraction], y: str) -> str:
+        """The prompt that rates whether the numbers left can still reach 24
+        (sure/likely/impossible)."""
         return VALUE_PROMPT.format(left=" ".join(show(n) for n in self.left(x, y)))
 
     def parse_value(self, text: str) -> float:
+        """The score of a value reply's last word: sure 20, likely 1, impossible 0.001, else 0."""
         words = text.strip().lower().split()
         return _VALUES.get(words[-1].strip(".") if words else "", 0.0)
 
     def vote_prompt(self, x: list[Fraction], states: list[str]) -> str:
+        """The prompt that picks the most promising of ``states`` (numbered from 1)."""
         choices = "\n".join(f"Choice {i + 1}:\n{s}" for i, s in enumerate(states))
         return VOTE_PROMPT.format(numbers=" ".join(show(n) for n in x), choices=choices)
 
     def parse_vote(self, text: str, count: int) -> int | None:
+        """The 0-based index of the last "best choice is N" in ``text``; None if absent or out of
+        range."""
         found = re.findall(r"best choice is\s*(\d+)", text, re.I)
         choice = int(found[-1]) - 1 if found else None
         return choice if choice is not None and 0 <= choice < count else None
 
     def final_value(self, x: list[Fraction], y: str) -> float:
+        """A final state's exact value: 20 (as "sure") when its answer checks, else 0."""
         return _VALUES["sure"] if self.check(x, y) else 0.0
 
     # -- the answer ----------------------------------------------------------------------------
 
     def answer(self, y: str) -> str | None:
+        """The expression after the last "Answer:" line of ``y``, or None."""
         lines = [line for line in y.splitlines() if line.startswith("Answer:")]
         return lines[-1].removeprefix("Answer:").strip() if lines else None
 
     def check(self, x: list[Fraction], y: str) -> bool:
+        """Whether ``y``'s answer uses exactly the numbers ``x`` and makes 24 (exact fractions)."""
         answer = self.answer(y)
         return answer is not None and check_expression(answer, x)
 

@@ -47,6 +47,14 @@ class SelfConsistency(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
+        """Sample ``k`` reasoning paths and return the answer most of them reach.
+
+        Self-Consistency (Wang et al. 2023, "Self-Consistency Improves Chain of Thought Reasoning in
+        Language Models"). ``details`` holds ``votes`` (answer to count or weight), ``agreement``
+        (the winner's share, 0 to 1), ``sampled``, ``k`` and ``failed_paths``; a failed path is a
+        lost vote. Ties go to the earliest answer. A spent budget with ``use_n`` gives no answer and
+        an error.
+        """
         trace = Trace(as_chat_model(model), system, self.budget)
         failures: list[str] = []
         if self.use_n and isinstance(self.base, ChainOfThought):

@@ -38,22 +38,70 @@ class ThoughtTask(Protocol):
 
     steps: int
 
-    def parse_input(self, question: str) -> Any: ...
-    def propose_prompt(self, x: Any, y: str) -> str: ...
-    def sample_prompt(self, x: Any, y: str) -> str: ...
-    def children(self, x: Any, y: str, text: str) -> list[str]: ...
-    def value_prompt(self, x: Any, y: str) -> str: ...
-    def parse_value(self, text: str) -> float: ...
-    def vote_prompt(self, x: Any, states: list[str]) -> str: ...
-    def parse_vote(self, text: str, count: int) -> int | None: ...
-    def is_final(self, y: str) -> bool: ...
-    def final_value(self, x: Any, y: str) -> float: ...
-    def state_key(self, x: Any, y: str) -> str: ...
-    def check(self, x: Any, y: str) -> bool: ...
-    def answer(self, y: str) -> str | None: ...
+    def parse_input(self, question: str) -> Any:
+        """The problem ``x`` from the question text; raises ValueError when it is not one."""
+        ...
+
+    def propose_prompt(self, x: Any, y: str) -> str:
+        """The prompt that proposes next steps from the state ``y`` (the steps so far)."""
+        ...
+
+    def sample_prompt(self, x: Any, y: str) -> str:
+        """The prompt for one sampled next step from the state ``y``."""
+        ...
+
+    def children(self, x: Any, y: str, text: str) -> list[str]:
+        """The valid child states that a generation reply ``text`` makes from the state ``y``."""
+        ...
+
+    def value_prompt(self, x: Any, y: str) -> str:
+        """The prompt that rates the state ``y``."""
+        ...
+
+    def parse_value(self, text: str) -> float:
+        """The score of one value reply (higher is more promising)."""
+        ...
+
+    def vote_prompt(self, x: Any, states: list[str]) -> str:
+        """The prompt that picks the most promising of ``states``."""
+        ...
+
+    def parse_vote(self, text: str, count: int) -> int | None:
+        """The 0-based index of the state a vote reply picks, or None."""
+        ...
+
+    def is_final(self, y: str) -> bool:
+        """Whether the state ``y`` is an answer."""
+        ...
+
+    def final_value(self, x: Any, y: str) -> float:
+        """The exact value of a final state (no model call)."""
+        ...
+
+    def state_key(self, x: Any, y: str) -> str:
+        """A key shared by states worth the same, for the value cache."""
+        ...
+
+    def check(self, x: Any, y: str) -> bool:
+        """Whether the state ``y`` answers ``x`` correctly."""
+        ...
+
+    def answer(self, y: str) -> str | None:
+        """The answer text of a final state, or None."""
+        ...
 
 
 class TreeOfThoughts(AnsweringPlanner):
+    """Tree of Thoughts: search over partial solutions, the model generating and rating each step.
+
+    Yao et al. 2023, "Tree of Thoughts: Deliberate Problem Solving with Large Language Models".
+    ``task`` is a ThoughtTask (default: the Game of 24). ``generate`` is "propose" or "sample"
+    (``n_generate`` samples at ``temperature``); ``evaluate`` is "value" (``n_evaluate`` samples
+    summed) or "vote"; ``search`` is "bfs" or "beam" (keep the ``breadth`` best states per level) or
+    "dfs" (prune children scoring below ``threshold``, at most ``max_visits`` states expanded).
+    ``budget`` caps calls, tokens or USD. Raises ValueError for an unknown option or a count below
+    1.
+    """
     def __init__(self, task: ThoughtTask | None = None, *, generate: str = "propose",
                  evaluate: str = "value", search: str = "bfs", breadth: int = 5,
                  n_generate: int = 1, n_evaluate: int = 3, threshold: float = 1.0,
@@ -77,6 +125,13 @@ class TreeOfThoughts(AnsweringPlanner):
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
+        """Search for a checked answer to ``question``.
+
+        Raises ValueError when the task cannot parse the question (Game of 24: four numbers). A
+        spent budget stops the search with the best correct final state found so far, else no answer
+        and the error "stopped: ...". ``details`` counts visited, cache_hits, pruned, backtracks,
+        rejected_steps and sequential_calls (model-call phases in a row).
+        """
         x = self.task.parse_input(question)
         run = _Search(self, x, Trace(as_chat_model(model), system, self.budget))
         error = None

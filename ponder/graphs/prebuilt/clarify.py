@@ -58,12 +58,15 @@ reading."""
 
 
 class Reading(TypedDict):
+    """One reading of an ambiguous question: the disambiguated question, its answer from the
+    passages, and its depth in the tree (0 for the original question)."""
     question: str
     answer: str
     depth: int
 
 
 class ClarificationState(TypedDict):
+    """The state of ``clarification_tree``: the conversation and the tree being built."""
     messages: Annotated[list[AnyMessage], add_messages]
     question: NotRequired[str]
     open: NotRequired[list[Reading]]           # readings to refine at the next level
@@ -76,6 +79,15 @@ def clarification_tree(model: BaseChatModel | str, retriever: KnowledgeBase | Ba
                        *, depth: int = 2, width: int = 4, k: int = 4,
                        checkpointer: BaseCheckpointSaver | None = None,
                        name: str = "clarification_tree") -> CompiledStateGraph:
+    """A graph that answers an ambiguous question with every reading the passages support.
+
+    Tree of Clarifications: Kim et al. 2023, "Tree of Clarifications: Answering Ambiguous Questions
+    with Retrieval-Augmented Large Language Models". Per level: ``k`` passages per open question,
+    one refine call per open question (at most ``width`` readings each), one verify call per new
+    reading; ``depth`` levels; then one merge call writes the answer as the turn's AIMessage.
+    ``retriever`` is a KnowledgeBase (its full pipeline) or any LangChain retriever. A new question
+    on the thread starts a new tree. Compiled with ``checkpointer`` and ``name``.
+    """
     model = as_chat_model(model)
 
     async def retrieve(state: ClarificationState) -> dict[str, Any]:

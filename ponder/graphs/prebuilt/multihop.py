@@ -49,6 +49,8 @@ Question: {question}"""
 
 
 class MultiHopState(TypedDict):
+    """The state of ``multi_hop``: the conversation, the question, each hop's query and the
+    passages."""
     messages: Annotated[list[AnyMessage], add_messages]
     question: NotRequired[str]
     queries: NotRequired[list[str]]
@@ -59,6 +61,15 @@ class MultiHopState(TypedDict):
 def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriever, *,
               hops: int = 2, k: int = 3, checkpointer: BaseCheckpointSaver | None = None,
               name: str = "multi_hop") -> CompiledStateGraph:
+    """A graph that answers a question needing several lookups: query, retrieve, repeat, predict.
+
+    DSP multi-hop: Khattab et al. 2022, "Demonstrate-Search-Predict: Composing retrieval and
+    language models for knowledge-intensive NLP". At most ``hops`` queries, each one model call and
+    ``k`` passages (new ones kept, in the order found); after the first hop the model may say DONE
+    instead of a query. One last call answers from the numbered passages, as the turn's AIMessage.
+    ``retriever`` is a KnowledgeBase (its full pipeline) or any LangChain retriever. Raises
+    ValueError when ``hops`` is below 1.
+    """
     if hops < 1:
         raise ValueError(f"hops must be at least 1, got {hops}")
     model = as_chat_model(model)

@@ -17,4 +17,5 @@ async def search(retriever: KnowledgeBase | BaseRetriever, query: str, k: int) -
 
 
 def numbered(passages: list[str]) -> str:
+    """The passages as "[1] text" lines for a prompt; "(none)" when there are none."""
     return "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1)) or "(none)"

@@ -35,6 +35,8 @@ from ponder.models import as_chat_model
 
 
 class PlanExecuteState(TypedDict):
+    """The state of ``plan_and_execute``: the task, the subtasks to do, the results and any
+    failure."""
     messages: Annotated[list[AnyMessage], add_messages]
     task: NotRequired[str]
     plan: NotRequired[list[str]]                   # the subtasks still to do
@@ -47,6 +49,15 @@ def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Call
                      = (), *, max_subtasks: int = 6, max_revisions: int = 2,
                      max_tool_steps: int = 5, checkpointer: BaseCheckpointSaver | None = None,
                      name: str = "plan_and_execute") -> CompiledStateGraph:
+    """A graph that plans subtasks, runs one per step through ``tools``, revises on failure and
+    answers from the results.
+
+    Plan-and-execute after Plan-and-Solve (Wang et al. 2023, "Plan-and-Solve Prompting"), on the
+    ``Decompose`` planner's prompts. At most ``max_subtasks`` subtasks per plan, ``max_revisions``
+    rewrites of the plan (later failures are noted and skipped), ``max_tool_steps`` tool-loop steps
+    per subtask. Each subtask is a node step, so a checkpointer keeps every finished one. The answer
+    is the turn's AIMessage.
+    """
     model = as_chat_model(model)
     decompose = Decompose(max_subtasks=max_subtasks, max_revisions=max_revisions,
                           max_tool_steps=max_tool_steps)

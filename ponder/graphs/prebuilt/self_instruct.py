@@ -59,12 +59,16 @@ UNSUITABLE = re.compile(r"\b(images?|graphs?|pictures?|files?|maps?|draw|plot|go
 
 
 class Task(TypedDict):
+    """An instruction-tuning task: the instruction, whether it is classification, and its
+    ``{"input", "output"}`` instances."""
     instruction: str
     is_classification: bool
     instances: list[dict[str, str]]
 
 
 class SelfInstructState(TypedDict):
+    """The state of ``self_instruct``: the tasks accepted so far, this round's candidates, the
+    rounds."""
     generated: NotRequired[list[Task]]     # accepted so far (also in the JSONL file)
     candidates: NotRequired[list[Task]]    # this round's, before filtering
     rounds: NotRequired[int]
@@ -95,6 +99,16 @@ def self_instruct(model: BaseChatModel | str, seed_tasks: str | Path | list[Task
                   max_rounds: int = 100, similarity: float = 0.7, seed: int = 0,
                   checkpointer: BaseCheckpointSaver | None = None,
                   name: str = "self_instruct") -> CompiledStateGraph:
+    """A graph that grows ``output`` (JSONL, appended to) from ``seed_tasks`` until ``target`` tasks
+    are accepted or ``max_rounds`` rounds have run.
+
+    Self-Instruct: Wang et al. 2023, "Self-Instruct: Aligning Language Models with Self-Generated
+    Instructions". Each round asks for up to ``per_round`` instructions (examples sampled with
+    ``seed`` + the round number), then one call per candidate to classify it and one to write its
+    instances; a candidate whose ROUGE-L with a task in the pool exceeds ``similarity`` is dropped.
+    ``seed_tasks`` is a JSONL path (see ``load_seed_tasks``: ConfigurationError for a bad line) or a
+    list of Tasks. Run it with a high ``recursion_limit``: four steps a round.
+    """
     model = as_chat_model(model)
     seeds = load_seed_tasks(seed_tasks) if isinstance(seed_tasks, str | Path) else seed_tasks
     output = Path(output)

@@ -210,6 +210,9 @@ class KnowledgeBase:
         return await self.store.delete(sources=named, filter=filter)
 
     async def stats(self) -> dict[str, Any]:
+        """The store's counts: ``name``, ``backend``, ``sources``, ``chunks``,
+        ``embedding_model``, ``dimensions`` (None before any vector) and the filterable
+        ``fields``."""
         return await self.store.stats()
 
     # -- search --------------------------------------------------------------------------
@@ -272,6 +275,8 @@ class KnowledgeBase:
 
     async def recall(self, query: str, *, user_id: str | None = None,
                      thread_id: str | None = None) -> str | None:
+        """Memory's hook: the retrieved chunks as "[n] label" and text blocks, best first, for
+        the system message; None when the gate says no retrieval is needed or nothing matched."""
         if self.gate and not await self.gate.needs_retrieval(query):
             return None
         hits = await self.retrieve(query)
@@ -295,6 +300,7 @@ class KnowledgeBase:
         return KnowledgeBaseRetriever(knowledge_base=self, **kwargs)
 
     async def aclose(self) -> None:
+        """Close the store's connections."""
         await self.store.aclose()
 
 

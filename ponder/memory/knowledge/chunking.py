@@ -32,11 +32,17 @@ class Tokenizer(Protocol):
     name: str
     max_tokens: int | None
 
-    def count(self, text: str) -> int: ...
+    def count(self, text: str) -> int:
+        """The number of tokens in ``text``."""
+        ...
 
-    def count_all(self, texts: list[str]) -> list[int]: ...
+    def count_all(self, texts: list[str]) -> list[int]:
+        """The number of tokens in each of ``texts``, in order."""
+        ...
 
-    def starts(self, text: str) -> list[int]: ...
+    def starts(self, text: str) -> list[int]:
+        """The character offset at which each token of ``text`` starts."""
+        ...
 
 
 # A token never spans more than this many characters: a longer word (a URL, a base64 blob, an
@@ -62,12 +68,15 @@ class EstimatedTokenizer:
     max_tokens = None
 
     def count(self, text: str) -> int:
+        """The estimated number of tokens in ``text``."""
         return len(_pattern(text).findall(text))
 
     def count_all(self, texts: list[str]) -> list[int]:
+        """The estimated number of tokens in each of ``texts``."""
         return [self.count(text) for text in texts]
 
     def starts(self, text: str) -> list[int]:
+        """The character offset of each estimated token of ``text``."""
         return [match.start() for match in _pattern(text).finditer(text)]
 
 
@@ -100,14 +109,19 @@ class HuggingFaceTokenizer:
         self.max_tokens = max_length - special if max_length else None
 
     def count(self, text: str) -> int:
+        """The number of tokens in ``text``, without special tokens."""
         return self.count_all([text])[0]
 
     def count_all(self, texts: list[str]) -> list[int]:
+        """The number of tokens in each of ``texts`` (one batch); a text with a word longer than
+        ``LONGEST_TOKEN`` characters is counted from ``starts``."""
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [len(self.starts(text)) if _LONG_WORD.search(text) else len(encoding.ids)
                 for text, encoding in zip(texts, encodings, strict=True)]
 
     def starts(self, text: str) -> list[int]:
+        """The character offset of each token of ``text``; a token longer than ``LONGEST_TOKEN``
+        characters (WordPiece's unknown word) is split as the estimate splits it."""
         starts = []
         for start, end in self._tokenizer.encode(text, add_special_tokens=False).offsets:
             # A word too long for WordPiece is one unknown token: count it as the estimate
@@ -130,12 +144,15 @@ class TiktokenTokenizer:
         self._encoding = encoding
 
     def count(self, text: str) -> int:
+        """The number of tokens in ``text`` (special-token text counted as ordinary text)."""
         return len(self._encoding.encode_ordinary(text))
 
     def count_all(self, texts: list[str]) -> list[int]:
+        """The number of tokens in each of ``texts`` (one batch)."""
         return [len(tokens) for tokens in self._encoding.encode_ordinary_batch(texts)]
 
     def starts(self, text: str) -> list[int]:
+        """The character offset of each token of ``text``."""
         return self._encoding.decode_with_offsets(self._encoding.encode_ordinary(text))[1]
 
 

@@ -15,6 +15,11 @@ from ponder.memory.knowledge.store import Chunk
 
 
 class Enricher:
+    """Writes titles for untitled documents and pseudo-queries for chunks with ``model``.
+
+    ``queries_per_chunk`` questions per chunk; ``titles`` False leaves titles alone; at most
+    ``concurrency`` model calls at a time.
+    """
     def __init__(self, model: BaseChatModel, *, queries_per_chunk: int = 3,
                  titles: bool = True, concurrency: int = 8) -> None:
         self.model, self.queries_per_chunk, self.titles = model, queries_per_chunk, titles
@@ -26,11 +31,15 @@ class Enricher:
         return reply.text.strip()
 
     async def title(self, document: Document) -> str:
+        """A title of at most about 12 words for ``document`` (from its first 4,000 characters);
+        "" when the model wrote nothing."""
         title = await self._ask("Write a short, specific title (at most 12 words) for this "
                                 "document. Reply with the title only.", document.text[:4000])
         return title.strip().strip('"').splitlines()[0] if title else ""
 
     async def pseudo_queries(self, chunk: Chunk) -> list[str]:
+        """Up to ``queries_per_chunk`` questions that ``chunk`` answers, one per list item of the
+        reply."""
         reply = await self._ask(
             f"Write {self.queries_per_chunk} different questions that this passage answers, "
             f"one per line, nothing else.", chunk.text)

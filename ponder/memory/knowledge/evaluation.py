@@ -33,11 +33,17 @@ from ponder.similarity import cosine
 
 
 def reciprocal_rank(ranked: Sequence[str], relevant: dict[str, float], k: int = 10) -> float:
+    """1 / the rank of the first relevant id in the top ``k`` of ``ranked``, or 0.0 (for MRR@k).
+
+    ``relevant`` maps ids to graded relevance; a grade above 0 is relevant.
+    """
     return next((1.0 / i for i, d in enumerate(ranked[:k], 1) if relevant.get(d, 0) > 0), 0.0)
 
 
 def average_precision(ranked: Sequence[str], relevant: dict[str, float], k: int | None = None
                       ) -> float:
+    """Average precision of ``ranked`` (the top ``k``, or all): the mean precision at each
+    relevant hit, over all relevant ids; 0.0 when none are relevant."""
     wanted = sum(1 for g in relevant.values() if g > 0)
     hits, total = 0, 0.0
     for i, d in enumerate(ranked[:k] if k else ranked, 1):
@@ -48,6 +54,7 @@ def average_precision(ranked: Sequence[str], relevant: dict[str, float], k: int 
 
 
 def ndcg(ranked: Sequence[str], relevant: dict[str, float], k: int = 10) -> float:
+    """nDCG@k with linear gains: the DCG of ``ranked`` over that of the ideal order, 0.0 to 1.0."""
     gains = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
     ideal = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
     actual = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
@@ -55,10 +62,13 @@ def ndcg(ranked: Sequence[str], relevant: dict[str, float], k: int = 10) -> floa
 
 
 def precision_at(ranked: Sequence[str], relevant: dict[str, float], k: int) -> float:
+    """The share of the top ``k`` positions holding a relevant id (a short ranking still divides
+    by k)."""
     return sum(1 for d in ranked[:k] if relevant.get(d, 0) > 0) / k
 
 
 def recall_at(ranked: Sequence[str], relevant: dict[str, float], k: int) -> float:
+    """The share of relevant ids found in the top ``k``; 0.0 when none are relevant."""
     wanted = sum(1 for g in relevant.values() if g > 0)
     return sum(1 for d in ranked[:k] if relevant.get(d, 0) > 0) / wanted if wanted else 0.0
 
@@ -73,10 +83,12 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the answers are equal after SQuAD normalisation, else 0.0."""
     return float(normalize_answer(prediction) == normalize_answer(reference))
 
 
 def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD's token F1 of the normalised answers, 0.0 to 1.0 (1.0 when both are empty)."""
     predicted, wanted = normalize_answer(prediction).split(), normalize_answer(reference).split()
     common = sum((Counter(predicted) & Counter(wanted)).values())
     if not predicted or not wanted or not common:
@@ -189,6 +201,8 @@ def information_coverage(text: str, facts: Sequence[str], threshold: float = 0.6
 
 @dataclass
 class EvidenceJudgement:
+    """The shares (0 to 1) of an answer's claims the evidence supports and contradicts, and how
+    many claims (sentences) there were."""
     supported_rate: float
     misleading_rate: float
     claims: int
@@ -227,6 +241,8 @@ class DatasetError(PonderError, ValueError):
 
 @dataclass
 class BeirDataset:
+    """A BEIR data set: the corpus records (``_id``, ``title``, ``text``), queries by id, and
+    qrels (query id to {corpus id: relevance grade}) of one split."""
     corpus: list[dict[str, Any]]
     queries: dict[str, str]
     qrels: dict[str, dict[str, float]]
@@ -248,6 +264,12 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_beir(folder: str | Path, split: str) -> BeirDataset:
+    """Load the BEIR data set in ``folder`` (``corpus.jsonl``, ``queries.jsonl``,
+    ``qrels/<split>.tsv``).
+
+    Raises DatasetError when a file is missing (naming the splits there), a line is not JSON or not
+    three tab-separated fields, or the qrels name queries not in ``queries.jsonl``.
+    """
     folder = Path(folder)
     corpus = _jsonl(folder / "corpus.jsonl")
     queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl")}

@@ -51,10 +51,17 @@ class KnowledgeBaseVectorStore(VectorStore):
 
     @property
     def embeddings(self) -> Embeddings:
+        """The knowledge base's embeddings."""
         return self.knowledge_base.embeddings
 
     async def aadd_documents(self, documents: list[LangChainDocument], **kwargs: Any
                              ) -> list[str]:
+        """Store each document as one source of one chunk, as given; the ids (``ids=`` or each
+        document's id, else a new UUID).
+
+        A repeated id keeps the last document. Raises ValueError when ``ids`` and ``documents``
+        differ in length, and the store's errors on an embedding model or dimension mismatch.
+        """
         ids = list(kwargs.get("ids") or [d.id or str(uuid.uuid4()) for d in documents])
         if len(ids) != len(documents):
             raise ValueError(f"{len(ids)} ids for {len(documents)} documents")
@@ -72,10 +79,12 @@ class KnowledgeBaseVectorStore(VectorStore):
         return ids
 
     def add_documents(self, documents: list[LangChainDocument], **kwargs: Any) -> list[str]:
+        """``aadd_documents``, from synchronous code."""
         return run_sync(lambda: self.aadd_documents(documents, **kwargs))
 
     async def aadd_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
                          ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Store ``texts`` (with ``metadatas``, one dict per text) as documents; their ids."""
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         documents = [LangChainDocument(page_content=t, metadata=m)
@@ -84,40 +93,51 @@ class KnowledgeBaseVectorStore(VectorStore):
 
     def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
                   ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+        """``aadd_texts``, from synchronous code."""
         return run_sync(lambda: self.aadd_texts(texts, metadatas, ids=ids))
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete the documents (sources) with these ids; True. Raises ValueError without
+        ``ids``."""
         if ids is None:
             raise ValueError("say which documents to delete: delete(ids=[...])")
         await self.knowledge_base.store.delete(sources=ids)
         return True
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """``adelete``, from synchronous code."""
         return run_sync(lambda: self.adelete(ids))
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[LangChainDocument]:
+        """The chunks of the sources with these ids, as documents (an unknown id is left out)."""
         chunks = await self.knowledge_base.store.chunks(list(ids))
         return [_document(c, c.source) for c in chunks]
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[LangChainDocument]:
+        """``aget_by_ids``, from synchronous code."""
         return run_sync(lambda: self.aget_by_ids(ids))
 
     async def asimilarity_search_with_score(self, query: str, k: int = 4,
                                             filter: dict | None = None, **kwargs: Any
                                             ) -> list[tuple[LangChainDocument, float]]:
+        """The ``k`` chunks nearest to ``query`` (dense search) as (document, cosine similarity)
+        pairs, best first. ``filter`` is a knowledge-base metadata filter."""
         hits = await self.knowledge_base.search(query, k, mode="dense", filter=filter)
         return [(_document(h.chunk, h.chunk.source), h.score) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: dict | None = None,
                                      **kwargs: Any) -> list[tuple[LangChainDocument, float]]:
+        """``asimilarity_search_with_score``, from synchronous code."""
         return run_sync(lambda: self.asimilarity_search_with_score(query, k, filter))
 
     async def asimilarity_search(self, query: str, k: int = 4, filter: dict | None = None,
                                  **kwargs: Any) -> list[LangChainDocument]:
+        """The ``k`` documents nearest to ``query``, best first."""
         return [d for d, _ in await self.asimilarity_search_with_score(query, k, filter)]
 
     def similarity_search(self, query: str, k: int = 4, filter: dict | None = None,
                           **kwargs: Any) -> list[LangChainDocument]:
+        """``asimilarity_search``, from synchronous code."""
         return run_sync(lambda: self.asimilarity_search(query, k, filter))
 
     def _select_relevance_score_fn(self):
@@ -128,6 +148,8 @@ class KnowledgeBaseVectorStore(VectorStore):
                    metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                    url: str | None = None, name: str = "default", **kwargs: Any
                    ) -> KnowledgeBaseVectorStore:
+        """A vector store over a new KnowledgeBase at ``url`` (None: ``PONDER_DATABASE_URL``)
+        named ``name``, with ``texts`` added."""
         store = cls(cls.knowledge_base_class(url, name=name, embeddings=embedding))
         store.add_texts(texts, metadatas, ids=ids)
         return store
@@ -137,6 +159,7 @@ class KnowledgeBaseVectorStore(VectorStore):
                           metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
                           url: str | None = None, name: str = "default", **kwargs: Any
                           ) -> KnowledgeBaseVectorStore:
+        """``from_texts``, from async code."""
         store = cls(cls.knowledge_base_class(url, name=name, embeddings=embedding))
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store

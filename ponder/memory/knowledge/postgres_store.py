@@ -37,6 +37,12 @@ def _analysed(title: str, text: str, keys: str) -> tuple[str, str, str]:
 
 
 class PostgresKnowledgeStore(KnowledgeStore):
+    """The knowledge store in Postgres: pgvector HNSW for cosine similarity, word search by BM25
+    (``ranking = "bm25"``) or Postgres full text (``ranking = "fulltext"``).
+
+    Tables are created on first use, prefixed by the store's name; connections come from a pool of
+    at most 8.
+    """
     ranking: Literal["bm25", "fulltext"] = "bm25"
 
     def __init__(self, url: str, name: str = "default") -> None:
@@ -107,6 +113,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
                            f"DO UPDATE SET value = excluded.value", (ANALYZER,))
 
     async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        """See ``KnowledgeStore.hashes``."""
         async with await self._connection() as conn:
             rows = await conn.execute(f"SELECT source, hash FROM {self.prefix}_sources "
                                       f"WHERE source = ANY(%s)", (list(sources),))
@@ -114,6 +121,8 @@ class PostgresKnowledgeStore(KnowledgeStore):
 
     async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
                       vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
+        """See ``KnowledgeStore.replace``; sets each chunk's ``id``. Raises ValueError when
+        ``vectors`` and ``chunks`` differ in length."""
         if vectors is not None and len(vectors) != len(chunks):
             raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
         if vectors and model:
@@ -176,6 +185,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
         return cur.rowcount
 
     async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
+        """See ``KnowledgeStore.chunks``."""
         sql = (f"SELECT {CHUNK_COLUMNS} FROM unnest(%s::text[]) WITH ORDINALITY s(source, n) "
                f"JOIN {self.prefix}_chunks c ON c.source = s.source ORDER BY s.n, c.position")
         async with await self._connection() as conn:
@@ -183,6 +193,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
             return [chunk_from_row(row) for row in await rows.fetchall()]
 
     async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
+        """See ``KnowledgeStore.delete``."""
         condition, params = await self.condition(filter, "postgres")
         async with await self._connection() as conn, conn.transaction():
             await self._changed(conn)
@@ -195,6 +206,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
             return await self._delete_sources(conn, named)
 
     async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """See ``KnowledgeStore.chunks_by_id``."""
         async with await self._connection() as conn:
             rows = await conn.execute(f"SELECT {CHUNK_COLUMNS} FROM {self.prefix}_chunks c "
                                       f"WHERE c.id = ANY(%s)", (list(ids),))
@@ -202,6 +214,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
 
     async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
                              ) -> list[tuple[int, float]]:
+        """(chunk id, score) pairs, best first: BM25 over an in-process index, or ``ts_rank``."""
         if self.ranking == "fulltext":
             return await self._fulltext(query, k, filter)
         index = await self._bm25_index()
@@ -248,6 +261,8 @@ class PostgresKnowledgeStore(KnowledgeStore):
 
     async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
                             ) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity) pairs of the ``k`` nearest chunks, best first (HNSW); []
+        before any vector is stored."""
         if not self._has_vectors:  # asked once there are some: they are never dropped
             self._has_vectors = await self.embedding_model() is not None
             if not self._has_vectors:
@@ -265,6 +280,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
             return [(i, float(score)) for i, score in await rows.fetchall()]
 
     async def embedding_model(self) -> tuple[str, int] | None:
+        """See ``KnowledgeStore.embedding_model``."""
         async with await self._connection() as conn:
             rows = dict(await (await conn.execute(
                 f"SELECT key, value FROM {self.prefix}_meta")).fetchall())
@@ -273,11 +289,13 @@ class PostgresKnowledgeStore(KnowledgeStore):
         return rows["embedding_model"], int(rows["dimensions"])
 
     async def fields(self) -> set[str]:
+        """See ``KnowledgeStore.fields``."""
         async with await self._connection() as conn:
             rows = await conn.execute(f"SELECT name FROM {self.prefix}_fields")
             return {name for (name,) in await rows.fetchall()}
 
     async def stats(self) -> dict[str, Any]:
+        """See ``KnowledgeStore.stats`` (``backend`` is "postgres")."""
         async with await self._connection() as conn:
             (sources,) = await (await conn.execute(
                 f"SELECT count(*) FROM {self.prefix}_sources")).fetchone()
@@ -290,6 +308,7 @@ class PostgresKnowledgeStore(KnowledgeStore):
                 "fields": sorted(await self.fields())}
 
     async def aclose(self) -> None:
+        """Close the connection pool (on the loop that opened it)."""
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -27,7 +27,12 @@ from ponder.memory.knowledge.store import Hit
 
 
 class Reranker(Protocol):
-    async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]: ...
+    """Reorders first-stage hits by a closer look at each against the query."""
+
+    async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` in a new order, best first, with new scores (perhaps only the ``top_k``
+        best)."""
+        ...
 
 
 def _keep(hits: list[Hit], top_k: int | None) -> list[Hit]:
@@ -45,6 +50,8 @@ class CrossEncoderReranker:
         self.model, self.top_k, self.batch_size = model, top_k, batch_size
 
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` by the cross-encoder's score of (query, chunk text), best first (in a worker
+        thread)."""
         if not hits:
             return []
         pairs = [(query, hit.chunk.text) for hit in hits]
@@ -65,6 +72,11 @@ class ListwiseReranker:
         self.top_k, self.max_chars = top_k, max_chars
 
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` reordered by the model, window by window from the end of the list to its start.
+
+        RankGPT: Sun et al. 2023, "Is ChatGPT Good at Search? Investigating Large Language Models as
+        Re-Ranking Agents". The new score is the position counted from the bottom (n for the first).
+        """
         order = list(hits)
         start = max(len(order) - self.window, 0)
         while True:
@@ -118,6 +130,13 @@ class JudgeReranker:
         self.top_k, self.max_chars = top_k, max_chars
 
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` by the model's relevance judgement: one query analysis, then one judgement per
+        hit.
+
+        JudgeRank: Niu et al. 2024, "JudgeRank: Leveraging Large Language Models for Reasoning-
+        Intensive Reranking". Scores: ``discrete`` the position from the bottom, ``continuous``
+        p(Yes) from 0 to 1, ``hybrid`` ``alpha`` * p(Yes) + the first-stage score.
+        """
         if not hits:
             return []
         analysis = await self._say(

@@ -58,6 +58,12 @@ def weighted_fusion(rankings: Sequence[Ranking], weights: Sequence[float]
 
 def fuse(rankings: Sequence[Ranking], fusion: Fusion, weights: Sequence[float]
          ) -> list[tuple[Hashable, float]]:
+    """One ranking of (key, score) pairs, best first, from several by ``fusion``.
+
+    "rrf": reciprocal rank fusion (Cormack et al. 2009, "Reciprocal Rank Fusion outperforms
+    Condorcet and individual Rank Learning Methods"); "weighted": min-max normalised scores,
+    weighted. Raises ValueError for another fusion.
+    """
     if fusion == "rrf":
         return reciprocal_rank_fusion(rankings, weights=weights)
     if fusion == "weighted":
@@ -95,7 +101,9 @@ def list_items(text: str) -> list[str]:
 class QueryEnhancer(Protocol):
     """Turns a question into the queries to search; each is (text, mode) or text."""
 
-    async def queries(self, question: str) -> list[str | tuple[str, Mode]]: ...
+    async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        """The queries to search for ``question``: text (the base's mode) or (text, mode) pairs."""
+        ...
 
 
 class SynonymRewrite:
@@ -108,6 +116,7 @@ class SynonymRewrite:
         self.model = model
 
     async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        """The question and its rewrite (one model call)."""
         return [question, await _ask(self.model, self.prompt, question)]
 
 
@@ -118,6 +127,7 @@ class MultiQuery:
         self.model, self.n = model, n
 
     async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        """The question and up to ``n`` rewordings of it (one model call; RAG-Fusion)."""
         prompt = (f"Write {self.n} different search queries that look for the information the "
                   f"user's question needs, worded differently from it and from each other. "
                   f"One query per line, nothing else.")
@@ -131,6 +141,7 @@ class SubQuestions:
         self.model, self.max_questions = model, max_questions
 
     async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        """The question and up to ``max_questions`` sub-questions (one model call)."""
         prompt = (f"Break the user's question into at most {self.max_questions} simpler "
                   f"sub-questions, each from a different angle, that together answer it. "
                   f"One per line, nothing else.")
@@ -149,13 +160,19 @@ class HyDE:
         self.model = model
 
     async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
+        """The question, and a passage of about 100 words written to answer it, searched densely.
+
+        HyDE: Gao et al., "Precise Zero-Shot Dense Retrieval without Relevance Labels" (ACL 2023).
+        """
         return [question, (await _ask(self.model, self.prompt, question), "dense")]
 
 
 class Gate(Protocol):
     """Decides whether a question needs retrieval."""
 
-    async def needs_retrieval(self, question: str) -> bool: ...
+    async def needs_retrieval(self, question: str) -> bool:
+        """Whether ``question`` needs a search of the knowledge base."""
+        ...
 
 
 class AskModelGate:
@@ -169,6 +186,8 @@ class AskModelGate:
         self.model = model
 
     async def needs_retrieval(self, question: str) -> bool:
+        """False only when the model answers ANSWER without RETRIEVE (one call): unsure means
+        retrieve."""
         verdict = (await _ask(self.model, self.prompt, question)).upper()
         # Unsure means retrieve: a wasted search is cheaper than a made-up answer.
         return "ANSWER" not in verdict or "RETRIEVE" in verdict
@@ -184,6 +203,8 @@ class AgreementGate:
         self.model, self.n, self.temperature = model, n, temperature
 
     async def needs_retrieval(self, question: str) -> bool:
+        """True unless all ``n`` answers (words compared, case ignored) agree and none says
+        unknown."""
         answers = await asyncio.gather(*(
             _ask(self.model, self.prompt, question, temperature=self.temperature)
             for _ in range(self.n)))

@@ -68,6 +68,10 @@ def _analysed(id_: int, title: str, text: str, keys: str) -> tuple[int, str, str
 
 
 class SqliteKnowledgeStore(KnowledgeStore):
+    """The knowledge store in SQLite: FTS5 ``bm25()`` for words and sqlite-vec for vectors.
+
+    Writes run on one connection in a worker thread; reads on per-thread reader connections.
+    """
     # Column weights of bm25(): a match in the title counts twice (chosen on SciFact train).
     weights = (2.0, 1.0, 1.0)
     # Dense search's first pass takes this many candidates per result (see ``dense``).
@@ -170,6 +174,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return int(row[0]) if row else None
 
     async def hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        """See ``KnowledgeStore.hashes``."""
         def read(conn: Any) -> dict[str, str]:
             rows = conn.execute(
                 f"SELECT source, hash FROM {self.prefix}_sources "
@@ -180,6 +185,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     async def replace(self, records: Sequence[SourceRecord], chunks: Sequence[Chunk],
                       vectors: Sequence[Sequence[float]] | None, model: str | None) -> None:
+        """See ``KnowledgeStore.replace``; sets each chunk's ``id``. Raises ValueError when
+        ``vectors`` and ``chunks`` differ in length."""
         if vectors is not None and len(vectors) != len(chunks):
             raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
         if vectors and model:
@@ -256,12 +263,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
                             f"(SELECT value FROM json_each(?))", (sources_json,)).rowcount
 
     async def chunks(self, sources: Sequence[str]) -> list[Chunk]:
+        """See ``KnowledgeStore.chunks``."""
         sql = (f"SELECT {CHUNK_COLUMNS} FROM json_each(?) s JOIN {self.prefix}_chunks c "
                f"ON c.source = s.value ORDER BY s.key, c.position")
         return await self._read(lambda conn: [
             chunk_from_row(row) for row in conn.execute(sql, (json.dumps(list(sources)),))])
 
     async def delete(self, *, sources: Sequence[str] = (), filter: dict | None = None) -> int:
+        """See ``KnowledgeStore.delete``."""
         condition, params = await self.condition(filter, "sqlite")
 
         def write(conn: Any) -> int:
@@ -294,6 +303,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         await self._run(optimize)
 
     async def chunks_by_id(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """See ``KnowledgeStore.chunks_by_id``."""
         return await self._read(lambda conn: self._chunks_by_id(conn, ids))
 
     def _chunks_by_id(self, conn: Any, ids: Sequence[int]) -> dict[int, Chunk]:
@@ -303,12 +313,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return {row[0]: chunk_from_row(row) for row in rows}
 
     async def sparse(self, query: str, k: int, filter: dict | None = None) -> list[Hit]:
+        """See ``KnowledgeStore.sparse`` (the ranking and its chunks in one read)."""
         # The ranking and its chunks in one trip to the worker thread.
         search = await self._sparse_search(query, k, filter)
         return await self._read(lambda conn: self._hits(conn, search(conn)))
 
     async def sparse_ranking(self, query: str, k: int, filter: dict | None = None
                              ) -> list[tuple[int, float]]:
+        """See ``KnowledgeStore.sparse_ranking`` (FTS5 ``bm25()``, the title weighted twice)."""
         return await self._read(await self._sparse_search(query, k, filter))
 
     async def _sparse_search(self, query: str, k: int, filter: dict | None
@@ -333,11 +345,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     async def dense(self, vector: Sequence[float], k: int, filter: dict | None = None
                     ) -> list[Hit]:
+        """See ``KnowledgeStore.dense`` (the ranking and its chunks in one read)."""
         search = await self._dense_search(vector, k, filter)
         return await self._read(lambda conn: self._hits(conn, search(conn)))
 
     async def dense_ranking(self, vector: Sequence[float], k: int, filter: dict | None = None
                             ) -> list[tuple[int, float]]:
+        """See ``KnowledgeStore.dense_ranking`` (sqlite-vec)."""
         return await self._read(await self._dense_search(vector, k, filter))
 
     async def _dense_search(self, vector: Sequence[float], k: int, filter: dict | None
@@ -374,6 +388,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return [Hit(chunks[i], score) for i, score in ranking if i in chunks]
 
     async def embedding_model(self) -> tuple[str, int] | None:
+        """See ``KnowledgeStore.embedding_model``."""
         def read(conn: Any) -> tuple[str, int] | None:
             rows = dict(conn.execute(f"SELECT key, value FROM {self.prefix}_meta").fetchall())
             if "dimensions" not in rows:
@@ -383,10 +398,12 @@ class SqliteKnowledgeStore(KnowledgeStore):
         return await self._read(read)
 
     async def fields(self) -> set[str]:
+        """See ``KnowledgeStore.fields``."""
         return await self._read(lambda conn: {
             name for (name,) in conn.execute(f"SELECT name FROM {self.prefix}_fields")})
 
     async def stats(self) -> dict[str, Any]:
+        """See ``KnowledgeStore.stats`` (``backend`` is "sqlite")."""
         def read(conn: Any) -> dict[str, Any]:
             (sources,) = conn.execute(f"SELECT count(*) FROM {self.prefix}_sources").fetchone()
             (chunks,) = conn.execute(f"SELECT count(*) FROM {self.prefix}_chunks").fetchone()
@@ -400,6 +417,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "fields": sorted(await self.fields())}
 
     async def aclose(self) -> None:
+        """Close the store's connections, after the reads under way finish."""
         def close(conn: Any) -> None:  # holding the lock: no new read starts
             self._no_reads.wait_for(lambda: self._reading == 0)
             for reader in self._reader_connections:

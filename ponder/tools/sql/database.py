@@ -53,6 +53,8 @@ class Table:
 
 @dataclass(frozen=True)
 class QueryResult:
+    """A query's result: the SQL that ran, its column names, its rows, and whether the row limit
+    cut them (``truncated``)."""
     sql: str
     columns: list[str]
     rows: list[tuple]
@@ -251,6 +253,7 @@ class Database:
         return QueryError(message)
 
     async def aclose(self) -> None:
+        """Dispose of the engine and its connections."""
         if self._engine is not None:
             await asyncio.to_thread(self._engine.dispose)
             self._engine = None

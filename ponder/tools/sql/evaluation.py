@@ -40,6 +40,8 @@ def load_questions(path: str | Path) -> list[dict[str, str]]:
 
 
 def same_rows(gold: QueryResult, predicted: QueryResult, ordered: bool) -> bool:
+    """Whether the two results have the same rows (cells compared by ``repr``): as sequences when
+    ``ordered``, else as multisets."""
     def rows(result):
         return [tuple(map(repr, row)) for row in result.rows]
 
@@ -49,6 +51,10 @@ def same_rows(gold: QueryResult, predicted: QueryResult, ordered: bool) -> bool:
 
 
 def orders_rows(sql: str, dialect: str) -> bool:
+    """Whether ``sql`` has a top-level ORDER BY (parsed with sqlglot in ``dialect``).
+
+    Raises UnsafeSQLError for a query the guard (``check``) refuses.
+    """
     import sqlglot
 
     return sqlglot.parse_one(check(sql, dialect), read=dialect).args.get("order") is not None
@@ -56,6 +62,14 @@ def orders_rows(sql: str, dialect: str) -> bool:
 
 async def evaluate_sql(url: str, items: list[dict[str, str]], model: BaseChatModel, *,
                        candidates: int = 5, concurrency: int = 4) -> dict[str, Any]:
+    """Execution accuracy of TextToSQL on ``items`` (``question`` and gold ``sql``) against the
+    database at ``url``.
+
+    Each item's gold query runs (up to 10,000 rows) and is compared with the predicted query's rows;
+    ``concurrency`` items at a time, ``candidates`` SQL samples each. Returns {"task", "n",
+    "correct", "execution_accuracy" (0 to 1), "calls", "total_tokens", "wall_s", "errors" (at most
+    20 lines)}; an item that raises counts as wrong.
+    """
     db = Database(url, row_limit=10_000)
     pipeline = TextToSQL(db, model, candidates=candidates)
     gate = asyncio.Semaphore(concurrency)

@@ -66,6 +66,8 @@ Write a corrected query, SQL only."""
 
 @dataclass
 class TextToSQLResult:
+    """The outcome of one question: the winning SQL and its result (None when no candidate ran),
+    the linked tables, every candidate's SQL, error, repairs and votes, and the error."""
     question: str
     sql: str | None
     result: QueryResult | None
@@ -74,6 +76,8 @@ class TextToSQLResult:
     error: str | None = None
 
     def for_model(self) -> str:
+        """The outcome as text for a model: the SQL and its result as a table, or why there is
+        none."""
         if self.sql is None:
             return f"Could not answer from the database: {self.error}"
         return f"SQL: {self.sql}\nResult:\n{self.result.as_table()}"
@@ -190,6 +194,13 @@ class TextToSQL:
         return attempt
 
     async def answer(self, question: str) -> TextToSQLResult:
+        """Answer ``question`` with SQL: link the tables, sample ``candidates`` queries, run and
+        repair them, and return the one whose result most candidates share.
+
+        C3: Dong et al. 2023, "C3: Zero-shot Text-to-SQL with ChatGPT". Raises ValueError for an
+        empty question and QueryError when the database has no readable tables; when no candidate
+        runs, the result has no SQL and says why.
+        """
         if not question.strip():
             raise ValueError("the question is empty")
         tables = await self.link(question)

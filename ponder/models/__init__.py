@@ -1,0 +1,37 @@
+"""Provider strings -> LangChain chat and embedding models, behind one resilience policy.
+
+``chat_model("openai:gpt-4o-mini")`` returns a LangChain ``BaseChatModel`` whose every call goes
+through the same policy: a shared per-provider+model limiter for requests and tokens per minute,
+a concurrency cap, a per-call timeout, and retries with exponential backoff and jitter that honour
+``Retry-After``. Each call's token usage and latency are recorded (``model.usage`` and
+``track_usage()``, which records any other LangChain model's calls in its scope too).
+"""
+
+from ponder.models.chat import ResilientChatModel, as_chat_model, chat_model
+from ponder.models.embeddings import (
+    LocalEmbeddings,
+    ResilientEmbeddings,
+    embedding_model_id,
+    embeddings,
+)
+from ponder.models.quotas import ResiliencePolicy
+from ponder.models.replies import json_list
+from ponder.models.retries import ModelCallError
+from ponder.models.usage import ModelCall, UsageLog, follow_background, track_usage
+
+__all__ = [
+    "LocalEmbeddings",
+    "ModelCall",
+    "ModelCallError",
+    "ResiliencePolicy",
+    "ResilientChatModel",
+    "ResilientEmbeddings",
+    "UsageLog",
+    "as_chat_model",
+    "chat_model",
+    "embedding_model_id",
+    "embeddings",
+    "follow_background",
+    "json_list",
+    "track_usage",
+]

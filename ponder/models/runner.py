@@ -1,0 +1,165 @@
+"""The runner every model call goes through: quota, timeout, retries with backoff, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+from langchain_core.outputs import ChatGenerationChunk
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ponder.models.quotas import ResiliencePolicy, quota_for
+from ponder.models.retries import (
+    BrokenStream,
+    ModelCallError,
+    describe,
+    is_quota_exhausted,
+    is_transient,
+    retry_after_s,
+    status_of,
+)
+from ponder.models.usage import ModelCall, UsageLog, add_usage, record_call
+
+
+class PolicyRunner:
+    """Runs calls to one provider+model through its quota, timeout and retries; logs usage."""
+
+    def __init__(self, provider: str, model_name: str, policy: ResiliencePolicy, endpoint: str,
+                 usage: UsageLog) -> None:
+        self.provider, self.model_name, self.policy = provider, model_name, policy
+        self.usage = usage
+        # The same provider and model behind another URL is another quota.
+        self.quota = quota_for((provider, model_name, endpoint), policy)
+
+    def retrying(self) -> AsyncRetrying:
+        """Tenacity's retry loop under the policy: transient errors only, exponential backoff
+        with jitter, ``Retry-After`` honoured up to ``max_retry_after_s``."""
+        backoff = wait_random_exponential(
+            multiplier=self.policy.backoff_initial_s, max=self.policy.backoff_max_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = retry_after_s(exc) if exc else None
+            if retry_after is not None:
+                return min(retry_after, self.policy.max_retry_after_s)
+            return backoff(state)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=wait,
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+
+    def final_error(self, exc: BaseException, attempts: int) -> ModelCallError:
+        """The error a call that failed for good raises, saying why and after how many tries."""
+        tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if is_quota_exhausted(exc):
+            message = (
+                f"{self.provider}:{self.model_name} refused the call: the provider account's "
+                "quota or credit is used up, so retrying cannot help; check the plan and billing "
+                f"of the account behind the API key ({describe(exc)})"
+            )
+        else:
+            message = (f"{self.provider}:{self.model_name} failed {tried}; "
+                       f"last error: {describe(exc)}")
+        return ModelCallError(
+            message,
+            status=status_of(exc),
+            attempts=attempts,
+        )
+
+    def finish(self, started: float, attempts: int, usage: dict | None, estimate: int) -> None:
+        """Settle the quota's token estimate with the usage reported, and record the call."""
+        usage = usage or {}
+        input_tokens = int(usage.get("input_tokens", 0))
+        output_tokens = int(usage.get("output_tokens", 0))
+        total = int(usage.get("total_tokens", input_tokens + output_tokens))
+        self.quota.settle(estimate, total)
+        record_call(
+            ModelCall(self.provider, self.model_name, input_tokens, output_tokens, total,
+                      time.perf_counter() - started, attempts),
+            self.usage,
+        )
+
+    async def call(self, make: Callable[[], Awaitable[Any]], estimate: int,
+                   usage_of: Callable[[Any], dict | None]) -> Any:
+        """``make()`` under the policy; its result. ``usage_of`` reads the usage from it."""
+        started, attempts = time.perf_counter(), 0
+        try:
+            async for attempt in self.retrying():
+                with attempt:
+                    attempts += 1
+                    await self.quota.admit(estimate)
+                    async with self.quota.slots:
+                        async with asyncio.timeout(self.policy.timeout_s):
+                            result = await make()
+        except Exception as exc:
+            raise self.final_error(exc, attempts) from exc
+        self.finish(started, attempts, usage_of(result), estimate)
+        return result
+
+    async def stream(self, make: Callable[[], AsyncIterator[ChatGenerationChunk]],
+                     estimate: int) -> AsyncIterator[ChatGenerationChunk]:
+        """The chunks of ``make()`` under the policy: retried only until output has started."""
+        started, attempts, usage = time.perf_counter(), 0, None
+        try:
+            async for attempt in self.retrying():
+                with attempt:
+                    attempts += 1
+                    produced = False
+                    await self.quota.admit(estimate)
+                    async with self.quota.slots:
+                        stream = aiter(make())
+                        try:
+                            while True:
+                                # The timeout bounds the wait for each chunk: a stalled stream
+                                # fails; a long but live one does not.
+                                try:
+                                    async with asyncio.timeout(self.policy.timeout_s):
+                                        chunk = await anext(stream)
+                                except StopAsyncIteration:
+                                    break
+                                except Exception as exc:
+                                    if produced:
+                                        raise BrokenStream(
+                                            "the stream broke after output had started "
+                                            f"(not retried): {describe(exc)}"
+                                        ) from exc
+                                    raise
+                                # Only output the caller can see makes a retry unsafe.
+                                message = chunk.message
+                                produced = produced or bool(
+                                    message.content or getattr(message, "tool_call_chunks", None))
+                                if chunk.message.usage_metadata:
+                                    usage = add_usage(usage, chunk.message.usage_metadata)
+                                yield chunk
+                        finally:
+                            await aclose_stream(stream)
+        except Exception as exc:
+            raise self.final_error(exc, attempts) from exc
+        self.finish(started, attempts, usage, estimate)
+
+
+def estimate_tokens(texts: Iterable[str], max_tokens: int | None = None) -> int:
+    """Tokens a call may use, reserved from the quota before it: its input at about four
+    characters a token, plus ``max_tokens`` of output."""
+    # About four characters a token keeps tokenizers off the hot path; the real count settles
+    # the difference once the provider reports usage.
+    return max(1, sum(len(t) for t in texts) // 4) + int(max_tokens or 0)
+
+
+async def aclose_stream(stream: Any) -> None:
+    """Close an async generator a provider streamed from, if it can be closed."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
