@@ -12,6 +12,8 @@ from ponder import ConfigurationError, NotFoundError, PonderError
 
 def _error_classes():
     for module in pkgutil.walk_packages(ponder.__path__, "ponder."):
+        if module.name.endswith(".__main__"):  # runs the CLI when imported
+            continue
         loaded = importlib.import_module(module.name)
         for _, value in inspect.getmembers(loaded, inspect.isclass):
             if issubclass(value, Exception) and value.__module__ == module.name:
