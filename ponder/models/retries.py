@@ -121,5 +121,5 @@ def describe(exc: BaseException) -> str:
     return f"HTTP {status}: {text}" if status and str(status) not in text else text
 
 
-class BrokenStream(Exception):
+class BrokenStream(PonderError):
     """A stream failed after it had produced output."""
