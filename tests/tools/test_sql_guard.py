@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ponder.tools.sql import Database, QueryError, UnsafeSQLError, check
-from tests.tools.sql_corpus import (
+from tests.helpers.sql_corpus import (
     HOSTILE,
     HOSTILE_RESTRICTED,
     RESTRICTED_COLUMNS,

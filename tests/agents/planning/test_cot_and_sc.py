@@ -14,6 +14,7 @@ from ponder.agents.planning import (
     Example,
     SelfConsistency,
     ZeroShotCoT,
+    extract_answer,
 )
 from ponder.agents.planning.cot import kmeans
 from ponder.models import chat_model
@@ -223,3 +224,43 @@ async def test_as_an_agent_planner_its_steps_stream_and_the_profile_holds():
     assert sorted(steps) == ["extract"] * 3 + ["reason"] * 3
     assert final["messages"][-1].content == "4"
     assert all("a careful mathematician" in call[0].content for call in model.calls)
+
+
+async def test_a_planner_streams_its_answer_not_its_samples():
+    def reply(messages):
+        return "18" if messages[-1].content.endswith("is") else "thinking about it: 18"
+
+    agent = Agent("thinker", ScriptedChatModel(replies=reply),
+                  planner=SelfConsistency(3, early_stop=False), checkpointer=False)
+    assert "".join([t async for t in agent.astream_text("?")]) == "18"
+
+
+async def test_one_request_for_k_paths_counts_its_tokens_once():
+    async with FakeOpenAIServer(["The answer is 7."] * 3) as srv:
+        model = chat_model("openai:s", base_url=srv.base_url)
+        solution = await SelfConsistency(3, base=ChainOfThought([Example("q", "r", "1")]),
+                                         use_n=True).solve("?", model)
+        assert solution.calls == 3 and sum(s.output_tokens > 0 for s in solution.steps) == 1
+        over = await SelfConsistency(3, base=ChainOfThought([Example("q", "r", "1")]),
+                                     use_n=True, budget=Budget(calls=2)).solve("?", model)
+    assert over.answer is None and over.calls == 0
+    assert over.error == "stopped: the budget of 2 calls is spent"
+
+
+async def test_zero_shot_reads_the_first_answer_deterministically():
+    async with FakeOpenAIServer(["16 - 3 - 4 = 9 eggs at $2 each.",
+                                 " 18 dollars. That is 9 eggs at $2."]) as srv:
+        solution = await ZeroShotCoT().solve("How much?", chat_model("openai:s",
+                                                                     base_url=srv.base_url))
+        stage_two = srv.requests[1]
+    assert solution.answer == "18" and stage_two["temperature"] == 0.0
+
+
+def test_answers_that_used_to_split_votes():
+    trigger = "The answer is"
+    assert extract_answer("The answer is: Paris.", "text", trigger) == \
+        extract_answer("The answer is Paris", "text", trigger) == "paris"
+    assert extract_answer("The answer is (B). A quick check agrees.", "option", trigger) == "B"
+    assert extract_answer("The sides are 3,4,5 so the answer is 5", "number") == "5"
+    assert extract_answer("The answer is 9.\nQ: next?\nA: The answer is 7.", "number",
+                          trigger) == "9"

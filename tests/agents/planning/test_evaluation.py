@@ -22,7 +22,7 @@ from ponder.config import ConfigurationError
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer
 from ponder.testing.game24 import _next_steps, game24_expert
-from tests.conftest import DATA
+from tests.helpers.data import DATA
 
 P_CORRECT = 0.6
 

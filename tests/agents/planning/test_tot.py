@@ -1,12 +1,17 @@
 """Tree of Thoughts: search logic on a task whose tree and values the test controls, and the
 shipped Game of 24 task with exact checking."""
 
+import asyncio
 import re
 from fractions import Fraction
 
 import pytest
 
-from ponder.agents.planning import Budget, Game24, TreeOfThoughts
+from ponder.agents.planning import (
+    Budget,
+    Game24,
+    TreeOfThoughts,
+)
 from ponder.agents.planning.base import Trace
 from ponder.agents.planning.game24 import check_expression, solvable
 from ponder.agents.planning.tot import _Search
@@ -188,3 +193,13 @@ async def test_bad_input_and_silent_models():
         await TreeOfThoughts().solve("2 3", ScriptedChatModel(replies=["x"]))
     solution = await TreeOfThoughts().solve("4 5 6 10", ScriptedChatModel(replies=lambda m: ""))
     assert solution.answer is None and solution.error == "no state reached a correct answer"
+
+
+async def test_a_budget_stop_leaves_no_calls_running():
+    model = letters_model()
+    model.latency = 0.2
+    solution = await TreeOfThoughts(Letters(), n_evaluate=3, budget=Budget(calls=3)).solve(
+        "x", model)
+    calls_at_return = len(model.calls)
+    await asyncio.sleep(0.4)
+    assert solution.answer is None and len(model.calls) == calls_at_return

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import types
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -15,6 +16,7 @@ from ponder.models import (
     embeddings,
     track_usage,
 )
+from ponder.models.retries import retry_after_s as _retry_after_s
 from ponder.testing import FakeOpenAIServer, Fault, ScriptedChatModel, fake_embedding
 
 FAST = ResiliencePolicy(backoff_initial_s=0.01, backoff_max_s=0.05, timeout_s=5)
@@ -332,3 +334,12 @@ def test_embeddings_config_errors():
         embeddings(settings=NO_ENV)
     with pytest.raises(ConfigurationError, match="unknown embeddings provider"):
         embeddings("nope:x", settings=NO_ENV)
+
+
+def test_an_unreadable_retry_after_falls_back_to_backoff():
+    def error(headers):
+        return types.SimpleNamespace(response=types.SimpleNamespace(headers=headers))
+
+    assert _retry_after_s(error({"retry-after": "soon"})) is None
+    assert _retry_after_s(error({"retry-after-ms": "-50"})) == 0.0
+    assert _retry_after_s(error({"retry-after": "2.5"})) == 2.5

@@ -13,17 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ponder.testing import FakeOpenAIServer, tool_calls
-
-PONDER = [sys.executable, "-m", "ponder.cli"]
-
-
-def ponder(*args, env=None, input=None, cwd=None):
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in ("PONDER_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    environment.update(env or {})
-    return subprocess.run([*PONDER, *args], capture_output=True, text=True, env=environment,
-                          input=input, cwd=cwd, timeout=120)
+from ponder.testing import FakeOpenAIServer, Fault, tool_calls
+from tests.helpers.cli import PONDER, ponder
 
 
 @pytest.fixture
@@ -229,7 +220,7 @@ def test_the_extras_table_follows_pyproject():
 
     from ponder.config import EXTRA_MODULES
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     core = {Requirement(r).name.lower() for r in project["dependencies"]}
     extras = {name: reqs for name, reqs in project["optional-dependencies"].items()
               if name not in ("all", "dev")}
@@ -259,7 +250,7 @@ def _free_port() -> int:
 
 
 def test_serve_a_graph_with_a_typing_typeddict_state(tmp_path):
-    from tests.server.test_openai_api import TYPED_DICT_GRAPH
+    from tests.helpers.graphs import TYPED_DICT_GRAPH
 
     (tmp_path / "graph.py").write_text(TYPED_DICT_GRAPH)
     env = {**os.environ, "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
@@ -401,3 +392,16 @@ def test_run_needs_a_message_or_answers(office, args, message):
     done = ponder("run", target, *args, env=env)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_failed_run_exits_instead_of_hanging(tmp_path):
+    (tmp_path / "bot.py").write_text(textwrap.dedent("""
+        from ponder import Agent
+        bot = Agent("bot", "openai:scripted")
+    """))
+    with FakeOpenAIServer([], faults=[Fault.server_error(500)] * 5) as srv:
+        env = {**os.environ, "OPENAI_BASE_URL": srv.base_url, "PONDER_MAX_ATTEMPTS": "1",
+               "PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/bot.db"}
+        done = subprocess.run([sys.executable, "-m", "ponder.cli", "run", f"{tmp_path}/bot.py:bot",
+                               "hi"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "failed after 1 attempt" in done.stderr

@@ -29,7 +29,7 @@ from ponder.memory.knowledge.evaluation import (
     token_f1,
 )
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
-from tests.conftest import DATA
+from tests.helpers.data import DATA
 
 RANKED = ["d1", "d2", "d3", "d4", "d5"]
 RELEVANT = {"d2": 1, "d4": 2, "d9": 1}

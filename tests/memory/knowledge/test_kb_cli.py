@@ -4,8 +4,8 @@ fake OpenAI server."""
 import json
 
 from ponder.testing import FakeOpenAIServer
-from tests.memory.pdf import write_pdf
-from tests.test_cli import ponder
+from tests.helpers.cli import ponder
+from tests.helpers.pdf import write_pdf
 
 
 def _docs(tmp_path):

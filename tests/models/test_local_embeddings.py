@@ -8,7 +8,7 @@ import pytest
 from ponder.config import ConfigurationError
 from ponder.memory.knowledge import Document, KnowledgeBase
 from ponder.models import LocalEmbeddings, embeddings
-from tests.conftest import DATA
+from tests.helpers.data import DATA
 
 
 async def test_local_model_embeds_meaning():

@@ -12,7 +12,7 @@ from ponder.memory.knowledge.documents import (
     html_to_text,
     load,
 )
-from tests.memory.pdf import write_pdf
+from tests.helpers.pdf import write_pdf
 
 
 def test_clean_removes_control_characters_and_blank_runs():
