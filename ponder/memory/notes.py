@@ -13,16 +13,12 @@ from pathlib import Path
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by do does for from has have how i in is it its me my of on or "
-    "our so that the their them there this to was we what when where which who why will with "
-    "you your".split()
-)
+from ponder.memory.knowledge.analysis import query_terms
 
 
 def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    # The knowledge base's analysis: any script (CJK as bigrams), no stop words.
+    return set(query_terms(text))
 
 
 @dataclass(frozen=True)
