@@ -163,7 +163,7 @@ class Worker:
             if not (forever or self._running):
                 return  # the last run ended while we slept (and may have closed the engine)
             try:
-                for run_id in await self.scheduler.heartbeat(self.id):
+                for run_id in await self.scheduler.heartbeat(self.id, list(self._running)):
                     task = self._running.get(run_id)
                     if task is not None:
                         task.cancel()

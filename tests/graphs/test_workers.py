@@ -185,6 +185,32 @@ async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
     assert log.read_text().split() == ["1", "1", "2", "3"]  # step 1 was cut; 1-3 once after
 
 
+async def test_a_run_whose_outcome_could_not_be_written_is_taken_over(
+        database_url, targets, monkeypatch):
+    """The worker that ran it lives on, so only the claim's heartbeat can free the run: it
+    used to renew every claim the worker had ever made, and the run stayed 'running' for as
+    long as the worker lived."""
+    monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
+    recorder = RunRecorder(database_url)
+    run_id = await recorder.create(f"{targets}:echo", "hello", thread_id="t")
+    worker = Worker(database_url, poll_s=0.05, heartbeat_s=0.1, stale_s=1.0)
+    finish, failed = worker.scheduler.finish, []
+
+    async def finish_fails_once(*args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise ConnectionError("the database went away")  # a hiccup on a busy machine
+        return await finish(*args, **kwargs)
+
+    monkeypatch.setattr(worker.scheduler, "finish", finish_fails_once)
+    async with worker:
+        async with asyncio.timeout(30):  # a second or two; the bound is for the failure
+            done = await recorder.wait(run_id)
+    await recorder.aclose()
+    assert failed and failed[0][:2] == (run_id, "success")
+    assert (done["status"], done["output"], done["attempts"]) == ("success", "echo: hello", 2)
+
+
 @pytest.mark.parametrize("queue", [False, True], ids=["embedded", "queue"])
 async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
         queue, postgres_url, tmp_path, targets, request):
