@@ -116,6 +116,8 @@ class Worker:
             else:
                 free = self.concurrency - len(self._running)
                 for run_id in await self.scheduler.claimable(free, self.stale_s) if free else []:
+                    if run_id in self._running:
+                        continue  # ours, its heartbeat late (a busy machine): not abandoned
                     record = await self.scheduler.claim(run_id, self.id, self.stale_s)
                     if record is not None:
                         self._start(record)

@@ -85,7 +85,8 @@ async def test_submit_wait_and_cancel(database_url):
         started = time.monotonic()
         assert await cancel(run_id, url=database_url) == "running"
         cancelled = await wait(run_id, url=database_url)
-    assert cancelled["status"] == "cancelled" and time.monotonic() - started < 5
+    # Within a heartbeat (1 s); the bound is far from both that and the model's 30 s.
+    assert cancelled["status"] == "cancelled" and time.monotonic() - started < 15
     await recorder.aclose()
     await agent.aclose()
     await slow.aclose()
@@ -146,8 +147,12 @@ async def test_two_workers_run_each_fire_exactly_once(database_url, targets, mon
     done = await fired_runs(database_url)
     assert_each_fire_ran_once(done, 12 * 4)
     assert len({r["worker"] for r in done}) == 2  # both took part
-    drift = sorted(r["started_at"] - r["scheduled_for"] for r in done)
-    assert drift[len(drift) // 2] < 0.5
+    assert all(r["started_at"] >= r["scheduled_for"] for r in done)  # none before its time
+    # Fires are claimed as they come due (workers poll every 0.05 s), not in batches: about
+    # 0.1 s late on a quiet machine, 0.7 s on one at load 6; a worker that polled every few
+    # seconds would be late by seconds.
+    lateness = sorted(r["created_at"] - r["scheduled_for"] for r in done)
+    assert lateness[len(lateness) // 2] < 2.0
 
 
 async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
@@ -166,7 +171,8 @@ async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
 async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
         database_url, targets, monkeypatch, tmp_path):
     monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
-    monkeypatch.setenv("STEP_S", "0.6")
+    # Step 1 must outlast the 0.1 s grace however late the test's loop notices it started.
+    monkeypatch.setenv("STEP_S", "2.0")
     recorder = RunRecorder(database_url)
     run_id = await recorder.create(f"{targets}:steps", "do three steps", thread_id="job")
     first = Worker(database_url, poll_s=0.05, shutdown_grace_s=0.1)
@@ -224,7 +230,9 @@ async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
                             input="do three steps", thread="persistent", check=False)
         fire = await scheduler.run_now("job")
         await scheduler.aclose()
-        command = [sys.executable, "-m", "ponder.cli", "worker", "--stale", "2"]
+        # A live worker's heartbeat (every second) can lag on a busy machine: a stale bound of
+        # 5 s keeps the rescuer's own claim from looking abandoned.
+        command = [sys.executable, "-m", "ponder.cli", "worker", "--stale", "5"]
         command += ["--queue"] if queue else []
         start = functools.partial(asyncio.create_subprocess_exec, *command, env=env,
                                   stderr=subprocess.DEVNULL)
@@ -259,6 +267,11 @@ async def test_the_server_can_be_the_embedded_worker(tmp_path, targets, monkeypa
     await scheduler.aclose()
     echo = Agent("echo", ScriptedChatModel(replies=["hi"]), checkpointer=url)
     async with BackgroundServer(create_app([echo], database_url=url, run_schedules=True)):
-        await asyncio.sleep(1.5)
+        async def three_ran() -> bool:
+            return sum(r["status"] == "success" for r in await fired_runs(url)) >= 3
+
+        async with asyncio.timeout(60):  # three fires (about a second) however busy
+            await eventually(three_ran)
     done = await fired_runs(url)
-    assert len(done) >= 3 and {r["output"] for r in done} == {"echo: tick"}
+    assert len(done) >= 3 and {r["output"] for r in done if r["status"] == "success"} == {
+        "echo: tick"}
