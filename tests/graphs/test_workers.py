@@ -217,6 +217,39 @@ async def test_a_run_whose_outcome_could_not_be_written_is_taken_over(
     assert (done["status"], done["output"], done["attempts"]) == ("success", "echo: hello", 2)
 
 
+async def test_a_dead_worker_s_job_is_replaced_when_its_run_was_queued_again(
+        postgres_url, targets, monkeypatch):
+    """A worker read the run pending, another took its job and claimed it, then the first
+    queued it again (the queue allows that: the first job was no longer waiting); then the
+    holder died. Its job could not go back to the queue beside the second (one waiting job per
+    run), every requeue failed on it, and the second waited behind its lock: the run was lost.
+    Seen once in the crash benchmark on a busy machine."""
+    from ponder.graphs.workers import _apply_schema, defer, open_queue
+
+    monkeypatch.setenv("PONDER_DATABASE_URL", postgres_url)
+    recorder = RunRecorder(postgres_url)
+    run_id = await recorder.create(f"{targets}:echo", "hello", thread_id="t")
+    assert await recorder.claim(run_id, "dead-host:1:worker", 1.0) is not None
+    app = open_queue(postgres_url)
+    async with app.open_async():
+        await _apply_schema(app)
+        await defer(app, run_id, "t")
+        dead = await app.job_manager.register_worker()
+        assert (await app.job_manager.fetch_job(queues=None, worker_id=dead)) is not None
+        await defer(app, run_id, "t")  # queued again: the first job is no longer waiting
+        async with app.connector.pool.connection() as conn:  # then its worker died
+            await conn.execute("UPDATE procrastinate_workers SET last_heartbeat = "
+                               "now() - interval '1 hour'")
+    engine = await recorder.engine()
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE ponder_runs SET heartbeat_at = 0")
+    async with Worker(postgres_url, queue=True, poll_s=0.05, heartbeat_s=0.2, stale_s=1.0):
+        async with asyncio.timeout(30):  # seconds; the bound is for the failure
+            done = await recorder.wait(run_id)
+    await recorder.aclose()
+    assert (done["status"], done["output"], done["attempts"]) == ("success", "echo: hello", 2)
+
+
 @pytest.mark.parametrize("queue", [False, True], ids=["embedded", "queue"])
 async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
         queue, postgres_url, tmp_path, targets, request):
