@@ -15,7 +15,7 @@ import pytest
 
 from ponder import Agent
 from ponder.graphs import cancel, submit, wait
-from ponder.graphs.runs import RunRecorder
+from ponder.graphs.runs import FINISHED, RunRecorder
 from ponder.graphs.scheduler import Scheduler, Trigger
 from ponder.graphs.workers import Worker
 from ponder.testing import ScriptedChatModel
@@ -106,15 +106,37 @@ async def test_runs_of_one_thread_go_one_at_a_time(tmp_path):
     await agent.aclose()
 
 
-async def run_workers(url: str, count: int, seconds: float, **options) -> None:
-    """``count`` workers for ``seconds``. Enough concurrency that a worker starts every fire it
-    claims in the same tick, so none is left pending when they stop."""
+async def run_workers(url: str, count: int, seconds: float = 0.0, until=None,
+                      **options) -> None:
+    """``count`` workers for ``seconds``, or until ``until()`` holds: how many runs a few
+    seconds hold depends on how busy the machine is. Enough concurrency that a worker starts
+    every fire it claims in the same tick, so none is left pending when they stop."""
     workers = [Worker(url, poll_s=0.05, concurrency=64, **options) for _ in range(count)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    await asyncio.sleep(seconds)
-    for w in workers:
-        w.stop()
-    await asyncio.gather(*tasks)
+    try:
+        if until is None:
+            await asyncio.sleep(seconds)
+        else:
+            async with asyncio.timeout(90):  # seconds at most; the bound is for a failure
+                await eventually(until)
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+
+
+def succeeded(url: str, at_least: int):
+    """A check that at least ``at_least`` fires have run to success."""
+    async def check() -> bool:
+        return sum(r["status"] == "success" for r in await fired_runs(url)) >= at_least
+    return check
+
+
+def all_finished(url: str):
+    """A check that no fired run is pending or running."""
+    async def check() -> bool:
+        return all(r["status"] in FINISHED for r in await fired_runs(url))
+    return check
 
 
 async def fired_runs(url: str) -> list[dict]:
@@ -143,7 +165,7 @@ def assert_each_fire_ran_once(done: list[dict], at_least: int) -> None:
 async def test_two_workers_run_each_fire_exactly_once(database_url, targets, monkeypatch):
     monkeypatch.setenv("PONDER_DATABASE_URL", database_url)
     await add_ticks(database_url, f"{targets}:echo", 12)
-    await run_workers(database_url, 2, 3.0)
+    await run_workers(database_url, 2, until=succeeded(database_url, 12 * 4))
     done = await fired_runs(database_url)
     assert_each_fire_ran_once(done, 12 * 4)
     assert len({r["worker"] for r in done}) == 2  # both took part
@@ -159,10 +181,11 @@ async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
     monkeypatch.setenv("PONDER_DATABASE_URL", postgres_url)
     await add_ticks(postgres_url, f"{targets}:echo", 6)
     queued = await submit(f"{targets}:echo", "queued hello", url=postgres_url)
-    await run_workers(postgres_url, 2, 3.0, queue=True)
+    await run_workers(postgres_url, 2, until=succeeded(postgres_url, 6 * 4), queue=True)
     # Fires queued in the last tick may not have been taken yet: a worker that fires no
     # schedules drains them.
-    await run_workers(postgres_url, 1, 1.0, queue=True, schedules=False)
+    await run_workers(postgres_url, 1, until=all_finished(postgres_url), queue=True,
+                      schedules=False)
     assert_each_fire_ran_once(await fired_runs(postgres_url), 6 * 4)
     async with asyncio.timeout(5):
         assert (await wait(queued, url=postgres_url))["output"] == "echo: queued hello"
