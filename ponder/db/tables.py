@@ -12,6 +12,8 @@ from sqlalchemy.schema import CreateColumn
 from ponder.db.sqlite import connect_async
 from ponder.db.url import parse_url
 
+_TABLES_LOCK = 7240919  # an advisory lock key of ponder's own (see persistence.py)
+
 
 class Tables:
     """A store of some tables (``metadata``) in the database at ``url`` (default
@@ -34,10 +36,20 @@ class Tables:
                 # ponder's one SQLite library (see ponder/db/sqlite.py), not aiosqlite's own.
                 path = self.db.path
                 options["async_creator"] = lambda: connect_async(path)
-            self._engine = create_async_engine(self.db.sqlalchemy, **options)
-            async with self._engine.begin() as conn:
-                await conn.run_sync(self.metadata.create_all)
-                await conn.run_sync(_add_missing_columns, self.metadata)
+            engine = create_async_engine(self.db.sqlalchemy, **options)
+            try:
+                async with engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        # Processes starting together would create the tables side by side
+                        # and collide on Postgres's catalog: one at a time (until commit).
+                        await conn.exec_driver_sql(
+                            f"SELECT pg_advisory_xact_lock({_TABLES_LOCK})")
+                    await conn.run_sync(self.metadata.create_all)
+                    await conn.run_sync(_add_missing_columns, self.metadata)
+            except BaseException:
+                await engine.dispose()  # the next call tries again
+                raise
+            self._engine = engine
         return self._engine
 
     async def aclose(self) -> None:

@@ -215,11 +215,16 @@ class RunRecorder(Tables):
             await conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(
                 base_checkpoint=checkpoint_id))
 
-    async def heartbeat(self, worker: str) -> list[str]:
-        """Renew ``worker``'s claims; the ids of its runs someone asked to cancel."""
+    async def heartbeat(self, worker: str, run_ids: list[str]) -> list[str]:
+        """Renew ``worker``'s claims on ``run_ids``, the runs it is executing; the ids of those
+        someone asked to cancel. A claim of ``worker`` whose execution ended without writing
+        its outcome is not renewed: it goes stale, and another worker takes the run over."""
+        if not run_ids:
+            return []
         engine = await self.engine()
         async with engine.begin() as conn:
-            mine = and_(runs_table.c.worker == worker, runs_table.c.status == "running")
+            mine = and_(runs_table.c.id.in_(run_ids), runs_table.c.worker == worker,
+                        runs_table.c.status == "running")
             await conn.execute(update(runs_table).where(mine).values(heartbeat_at=time.time()))
             rows = await conn.execute(select(runs_table.c.id).where(
                 mine, runs_table.c.cancel_requested.is_(True)))

@@ -119,6 +119,8 @@ class Worker:
             else:
                 free = self.concurrency - len(self._running)
                 for run_id in await self.scheduler.claimable(free, self.stale_s) if free else []:
+                    if run_id in self._running:
+                        continue  # ours, its heartbeat late (a busy machine): not abandoned
                     record = await self.scheduler.claim(run_id, self.id, self.stale_s)
                     if record is not None:
                         self._start(record)
@@ -144,11 +146,23 @@ class Worker:
         if time.monotonic() - self._requeued_at < self.stale_s / 2:
             return
         self._requeued_at = time.monotonic()
+        from procrastinate.exceptions import UniqueViolation
+        from procrastinate.jobs import Status
+
         for job in await self._app.job_manager.get_stalled_jobs(
                 seconds_since_heartbeat=self.stale_s):
             log.warning("worker %s: job %s of a stalled worker goes back to the queue",
                         self.id, job.id)
-            await self._app.job_manager.retry_job(job)
+            try:
+                await self._app.job_manager.retry_job(job)
+            except UniqueViolation:
+                # The run has a second job waiting: a worker found the run without a job to
+                # run it (it read the run pending just before this job was taken) and queued
+                # one. That job waits behind this one (the same lock, the run's thread), and
+                # the queue holds one waiting job per run: this one ends, so the other runs.
+                log.warning("worker %s: the run of job %s is queued again; the job ends",
+                            self.id, job.id)
+                await self._app.job_manager.finish_job(job, Status.FAILED, delete_job=False)
 
     def _start(self, record: dict[str, Any]) -> None:
         task = asyncio.create_task(self.execute(record))
@@ -166,7 +180,7 @@ class Worker:
             if not (forever or self._running):
                 return  # the last run ended while we slept (and may have closed the engine)
             try:
-                for run_id in await self.scheduler.heartbeat(self.id):
+                for run_id in await self.scheduler.heartbeat(self.id, list(self._running)):
                     task = self._running.get(run_id)
                     if task is not None:
                         task.cancel()

@@ -1,7 +1,8 @@
 """The agent: graph shape, profile, the tool loop, streaming, interrupts, memory, embedding."""
 
 import asyncio
-import time
+import contextlib
+import threading
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
@@ -14,6 +15,7 @@ from ponder import Agent, InMemoryMemory, Profile
 from ponder.config import ConfigurationError
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer, ScriptedChatModel, tool_calls
+from tests.concurrency import Rendezvous
 
 PROFILE = Profile(role="a ship's navigator", goal="plot safe courses",
                   instructions=["Always state the heading."], constraints=["Never guess depths."])
@@ -92,42 +94,39 @@ async def test_the_profile_is_in_every_model_call():
 
 
 async def test_tool_calls_of_one_step_run_concurrently():
-    spans = []
+    together = Rendezvous(3)
 
     @tool
     async def slow(name: str) -> str:
-        """Wait a while."""
-        start = time.monotonic()
-        await asyncio.sleep(0.5)
-        spans.append((start, time.monotonic()))
+        """Wait for the other calls."""
+        await together.meet()  # only calls running at once all get past this
         return name
 
     navigator, _ = agent([tool_calls(("slow", {"name": "a"}), ("slow", {"name": "b"}),
                                      ("slow", {"name": "c"})), "done"], tools=[slow])
-    started = time.monotonic()
     state = await navigator.ainvoke("go")
-    assert time.monotonic() - started < 1.2  # three 0.5 s calls: 0.5 s at once, 1.5 s in turn
-    assert max(s for s, _ in spans) < min(e for _, e in spans)  # all were running at once
     assert [m.content for m in state["messages"][2:5]] == ["a", "b", "c"]  # order of the calls
 
 
 async def test_a_blocking_sync_tool_does_not_stall_other_agents():
+    entered, release = threading.Event(), threading.Event()
+
     def blocking_lookup(place: str) -> str:
-        """Look something up, slowly and synchronously."""
-        time.sleep(0.6)
-        return "found"
+        """Look something up, synchronously: it blocks until the test lets it go."""
+        entered.set()
+        # Run on the event loop, it would block the quick agent too, for the whole wait.
+        return "found" if release.wait(timeout=30) else "never released"
 
     slow_agent, _ = agent([tool_calls(("blocking_lookup", {"place": "x"})), "ok"],
                           tools=[blocking_lookup])
     quick_agent, _ = agent(["quick answer"])
-    started = time.monotonic()
     slow_task = asyncio.create_task(slow_agent.ainvoke("slow"))
-    await asyncio.sleep(0.05)  # the sync tool is now sleeping in its thread
-    quick = await quick_agent.ainvoke("quick")
-    quick_done = time.monotonic() - started
-    await slow_task
+    assert await asyncio.to_thread(entered.wait, 30)
+    quick = await quick_agent.ainvoke("quick")  # while the sync tool is blocked
+    release.set()
+    slow = await slow_task
     assert quick["messages"][-1].content == "quick answer"
-    assert quick_done < 0.4  # not held behind the 0.6 s sync sleep
+    assert [m.content for m in slow["messages"] if m.type == "tool"] == ["found"]
 
 
 async def test_tool_failures_come_back_to_the_model():
@@ -138,8 +137,8 @@ async def test_tool_failures_come_back_to_the_model():
 
     @tool
     async def stuck(x: int) -> int:
-        """Never returns in time."""
-        await asyncio.sleep(5)
+        """Never returns."""
+        await asyncio.Event().wait()
         return x
 
     reply = AIMessage(content="", tool_calls=[
@@ -151,9 +150,7 @@ async def test_tool_failures_come_back_to_the_model():
                             "error": "bad json", "type": "invalid_tool_call"}])
     navigator, model = agent([reply, "I could not measure it."], tools=[broken, stuck],
                              tool_timeout_s=0.2)
-    started = time.monotonic()
-    state = await navigator.ainvoke("measure")
-    assert time.monotonic() - started < 2
+    state = await navigator.ainvoke("measure")  # returns only if stuck's call is cut
     results = {m.tool_call_id: m for m in state["messages"] if m.type == "tool"}
     assert all(m.status == "error" for m in results.values())
     assert "the gauge is broken" in results["c1"].content
@@ -271,17 +268,21 @@ async def test_time_travel_forks_from_an_earlier_checkpoint():
 
 
 async def test_remember_runs_after_the_reply_without_delaying_it():
+    written = asyncio.Event()
+
     class SlowMemory(InMemoryMemory):
         async def remember(self, messages, *, user_id, thread_id):
-            await asyncio.sleep(0.5)
+            # Until the test lets it write (or 30 s pass): a reply that waited for it would
+            # come after the note.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(written.wait(), 30)
             await super().remember(messages, user_id=user_id, thread_id=thread_id)
 
     memory = SlowMemory()
     navigator, _ = agent(["noted", "you like the north route"], memory=memory)
-    started = time.monotonic()
     await navigator.ainvoke("I prefer the north route", user_id="ann")
-    assert time.monotonic() - started < 0.3
-    assert memory.notes == []  # still being written
+    assert memory.notes == []  # the reply came first; the note is still being written
+    written.set()
     await navigator.flush()
     assert memory.notes[0].text == "The user said: I prefer the north route"
     state = await navigator.ainvoke("which route do I prefer?", user_id="ann")

@@ -145,3 +145,25 @@ async def test_the_default_database_comes_from_the_environment(tmp_path, monkeyp
     await reopened.aclose()
     assert [m.content for m in state["messages"]] == ["hi", "hello", "and now?", "again"]
     assert (tmp_path / "env.db").exists()
+
+
+async def test_processes_opening_a_fresh_postgres_database_at_once_all_succeed(postgres_url):
+    """Workers starting together on a new database: each opens the checkpointer and store, and
+    ponder's tables, at the same moment (separate pools, as separate processes would). Run side
+    by side, the schema migrations collided (duplicate keys, deadlocks) and the runs failed."""
+    from ponder.graphs.runs import RunRecorder
+
+    opened = await asyncio.gather(*[open_persistence(postgres_url) for _ in range(4)],
+                                  return_exceptions=True)
+    recorders = [RunRecorder(postgres_url) for _ in range(4)]
+    made = await asyncio.gather(*[r.engine() for r in recorders], return_exceptions=True)
+    for persistence in opened:
+        if not isinstance(persistence, BaseException):
+            await persistence.aclose()
+    for recorder in recorders:
+        await recorder.aclose()
+    assert [type(x).__name__ for x in opened + made
+            if isinstance(x, BaseException)] == []
+    agent = Agent("echo", ScriptedChatModel(replies=["noted"]), checkpointer=postgres_url)
+    assert (await agent.ainvoke("hello", thread_id="t"))["messages"][-1].content == "noted"
+    await agent.aclose()

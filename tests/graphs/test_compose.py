@@ -1,7 +1,5 @@
 """Composition: sequence, parallel map-reduce, router and supervisor, over agents and graphs."""
 
-import time
-
 import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
@@ -12,13 +10,21 @@ from ponder import Agent, Profile
 from ponder.config import ConfigurationError
 from ponder.graphs.compose import parallel, router, sequence, supervisor
 from ponder.testing import ScriptedChatModel, tool_calls
+from tests.concurrency import Rendezvous
 
 
-def echo(name, latency=0.0, **options):
-    """An agent that answers '<name>: <last user message>' (and counts what it saw)."""
-    def reply(messages):
+def echo(name, latency=0.0, together=None, **options):
+    """An agent that answers '<name>: <last user message>' (and counts what it saw); with
+    ``together`` (a Rendezvous), each model call first waits there for the others."""
+    def answer(messages):
         humans = [m for m in messages if m.type == "human"]
         return f"{name}: {humans[-1].content} (saw {len(messages) - 1} messages)"
+
+    async def answer_together(messages):
+        await together.meet()
+        return answer(messages)
+
+    reply = answer_together if together else answer
     return Agent(name, ScriptedChatModel(replies=reply, latency=latency,
                                          tokens_per_second=500 if latency else None),
                  Profile(role=f"the {name} specialist"), checkpointer=False, **options)
@@ -33,12 +39,10 @@ async def test_sequence_passes_the_conversation_along():
 
 
 async def test_parallel_maps_every_item_at_once_and_reduces():
-    mapper = echo("worker", latency=0.3)
+    mapper = echo("worker", together=Rendezvous(4))  # the four items' calls, side by side
     graph = parallel(mapper, lambda text: text.split(","),
                      reduce=lambda question, results: " | ".join(sorted(results)))
-    started = time.monotonic()
     state = await graph.ainvoke({"messages": [("user", "a,b,c,d")]})
-    assert time.monotonic() - started < 0.8  # four 0.3 s items, side by side
     assert state["messages"][-1].content == " | ".join(
         f"worker: {x} (saw 1 messages)" for x in "abcd")
     by_agent = parallel(echo("worker"), lambda text: ["x", "y"], reduce=echo("summariser"))
@@ -65,12 +69,11 @@ async def test_a_supervisor_calls_two_agents_in_parallel():
         tool_calls(("ask_flights", {"request": "flights to Rome"}),
                    ("ask_hotels", {"request": "hotels in Rome"})),
         "Booked: see the flights and hotels above."])
+    both = Rendezvous(2)  # the two agents' calls, at once
     boss = supervisor("planner", boss_model,
-                      [echo("flights", latency=0.8), echo("hotels", latency=0.8)],
+                      [echo("flights", together=both), echo("hotels", together=both)],
                       checkpointer=False)
-    started = time.monotonic()
     state = await boss.ainvoke("plan a trip to Rome")
-    assert time.monotonic() - started < 1.4  # two 0.8 s agents at once; 1.6 s one by one
     results = [m.content for m in state["messages"] if m.type == "tool"]
     assert results == ["flights: flights to Rome (saw 1 messages)",
                        "hotels: hotels in Rome (saw 1 messages)"]

@@ -95,12 +95,17 @@ async def test_streamed_events_interrupt_and_resume(tmp_path):
 
 
 async def test_cancel_and_the_busy_thread_policies(tmp_path):
-    app, _ = app_for(tmp_path, latency=2.0)
+    app, _ = app_for(tmp_path, latency=60)  # still running when it is cancelled
     async with BackgroundServer(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         thread = (await http.post("/v1/threads", json={"agent": "mission"})).json()["id"]
         slow = asyncio.create_task(http.post(f"/v1/threads/{thread}/runs",
                                              json={"input": "slow"}))
-        await asyncio.sleep(0.3)
+        async with asyncio.timeout(30):  # until the slow run holds the thread
+            while True:
+                listed = (await http.get(f"/v1/threads/{thread}/runs")).json()["data"]
+                if [r for r in listed if r["status"] == "running"]:
+                    break
+                await asyncio.sleep(0.05)
         busy = await http.post(f"/v1/threads/{thread}/runs", json={"input": "also"})
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "thread_busy"
         run_id = (await http.get(f"/v1/threads/{thread}/runs")).json()["data"][0]["id"]

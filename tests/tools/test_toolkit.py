@@ -3,12 +3,12 @@ retries."""
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 from ponder.config import ConfigurationError
 from ponder.tools.toolkit import tool
+from tests.concurrency import Rendezvous
 
 
 async def test_schema_and_description_come_from_the_function():
@@ -25,27 +25,24 @@ async def test_schema_and_description_come_from_the_function():
 
 
 async def test_sync_functions_run_in_a_worker_thread():
-    seen = []
+    seen, ticked = [], threading.Event()
 
     @tool
     def where() -> str:
-        """Report the thread."""
+        """Report the thread, once the event loop has ticked while this blocks."""
         seen.append(threading.current_thread() is threading.main_thread())
-        time.sleep(0.2)
-        return "ok"
-
-    ticks = 0
+        # On the loop itself, the ticks could not happen while it waits.
+        return "ok" if ticked.wait(timeout=30) else "the loop was blocked"
 
     async def heartbeat():
-        nonlocal ticks
-        while True:
+        for _ in range(10):
             await asyncio.sleep(0.01)
-            ticks += 1
+        ticked.set()
 
     beat = asyncio.create_task(heartbeat())
-    await where.ainvoke({})
-    beat.cancel()
-    assert seen == [False] and ticks >= 10  # the loop kept running meanwhile
+    assert await where.ainvoke({}) == "ok"  # the loop kept running meanwhile
+    await beat
+    assert seen == [False]
 
 
 async def test_timeout_limit_and_retries():
@@ -59,6 +56,7 @@ async def test_timeout_limit_and_retries():
         await slow.ainvoke({})
 
     running, peak = 0, 0
+    first_two = Rendezvous(2)  # the cap is reached however slowly the calls start
 
     @tool(max_concurrency=2)
     async def busy(i: int) -> int:
@@ -66,6 +64,7 @@ async def test_timeout_limit_and_retries():
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
+        await first_two.meet()
         await asyncio.sleep(0.05)
         running -= 1
         return i

@@ -1,7 +1,6 @@
 """Chain-of-Thought (few-shot, zero-shot, Auto-CoT) and Self-Consistency."""
 
 import re
-import time
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -19,6 +18,7 @@ from ponder.agents.planning import (
 from ponder.agents.planning.cot import kmeans
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer, HashingEmbeddings, ScriptedChatModel
+from tests.concurrency import Rendezvous
 
 POOL = [
     Example("Tom has 3 apples and buys 2 more apples. How many apples?", "3 + 2 = 5.", "5"),
@@ -147,11 +147,17 @@ async def test_early_stop_once_the_winner_is_certain():
 
 
 async def test_paths_run_concurrently():
-    model = ScriptedChatModel(replies=reasoning_then_answer(["3"] * 20), latency=0.2)
-    started = time.monotonic()
-    await SelfConsistency(20, base=ZeroShotCoT(), early_stop=False).solve("?", model)
-    # Two stages of 0.2 s when the 20 paths overlap; 8 s if they ran one after another.
-    assert time.monotonic() - started < 2.0
+    script = reasoning_then_answer(["3"] * 20)
+    reasoning = Rendezvous(20)  # the 20 paths' reasoning calls, all at once
+
+    async def reply(messages):
+        if not messages[-1].content.endswith("is"):  # not an answer extraction
+            await reasoning.meet()
+        return script(messages)
+
+    model = ScriptedChatModel(replies=reply)
+    solution = await SelfConsistency(20, base=ZeroShotCoT(), early_stop=False).solve("?", model)
+    assert solution.details["votes"] == {"3": 20.0}  # a path that failed to meet has no vote
 
 
 async def test_failed_paths_lose_their_vote_only():
