@@ -15,7 +15,7 @@ from ponder import Agent, InMemoryMemory, Profile
 from ponder.config import ConfigurationError
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer, ScriptedChatModel, tool_calls
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 PROFILE = Profile(role="a ship's navigator", goal="plot safe courses",
                   instructions=["Always state the heading."], constraints=["Never guess depths."])

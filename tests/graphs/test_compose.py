@@ -10,7 +10,7 @@ from ponder import Agent, Profile
 from ponder.config import ConfigurationError
 from ponder.graphs.compose import parallel, router, sequence, supervisor
 from ponder.testing import ScriptedChatModel, tool_calls
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 
 def echo(name, latency=0.0, together=None, **options):

@@ -18,7 +18,7 @@ from ponder.models import (
 )
 from ponder.models.retries import retry_after_s as _retry_after_s
 from ponder.testing import FakeOpenAIServer, Fault, ScriptedChatModel, fake_embedding
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 FAST = ResiliencePolicy(backoff_initial_s=0.01, backoff_max_s=0.05, timeout_s=5)
 NO_ENV = Settings()

@@ -8,7 +8,7 @@ import pytest
 
 from ponder.config import ConfigurationError
 from ponder.tools.toolkit import tool
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 
 async def test_schema_and_description_come_from_the_function():

@@ -18,7 +18,7 @@ from ponder.agents.planning import (
 from ponder.agents.planning.cot import kmeans
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer, HashingEmbeddings, ScriptedChatModel
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 POOL = [
     Example("Tom has 3 apples and buys 2 more apples. How many apples?", "3 + 2 = 5.", "5"),

@@ -17,7 +17,7 @@ from ponder.memory.knowledge.retrieval import (
     weighted_fusion,
 )
 from ponder.testing import HashingEmbeddings, ScriptedChatModel
-from tests.concurrency import Rendezvous
+from tests.helpers.concurrency import Rendezvous
 
 
 def test_reciprocal_rank_fusion_sums_one_over_k_plus_rank():
