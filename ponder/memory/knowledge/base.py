@@ -341,7 +341,9 @@ def _fitted(chunker: Chunker, title: str | None) -> Chunker:
     """``chunker``, its chunks made small enough that the model reads all of each, with the
     title it is embedded with (see ``_embedded_text``)."""
     limit = chunker.tokenizer.max_tokens if chunker.tokenizer else None
-    if limit is None:
+    if limit is None or chunker.size > chunker.tokenizer.window:
+        # No known limit; or chunks asked for larger than the model reads, on purpose (BEIR
+        # ranks whole documents: 512-token chunks keep SciFact's abstracts whole for BM25).
         return chunker
     # A title longer than half the model's input is cut short when embedded, not the chunks.
     room = max(limit - (chunker.tokenizer.count(f"{title}\n") if title else 0), limit // 2)

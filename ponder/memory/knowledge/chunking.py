@@ -26,11 +26,13 @@ from ponder.memory.knowledge.analysis import UNSPACED, UNSPACED_CHARACTERS
 class Tokenizer(Protocol):
     """Counts tokens as one model does. ``name`` identifies the tokenizer (stored with the
     chunks it sized); ``max_tokens`` is how many tokens of a text the model reads (None: no
-    known limit); ``count_all`` counts many texts at once (a tokenizer may batch them);
-    ``starts`` gives the character offset at which each token starts."""
+    known limit), ``window`` the same with the model's special tokens; ``count_all`` counts
+    many texts at once (a tokenizer may batch them); ``starts`` gives the character offset at
+    which each token starts."""
 
     name: str
     max_tokens: int | None
+    window: int | None
 
     def count(self, text: str) -> int:
         """The number of tokens in ``text``."""
@@ -65,7 +67,7 @@ class EstimatedTokenizer:
     it for CJK text."""
 
     name = "estimate"
-    max_tokens = None
+    max_tokens = window = None
 
     def count(self, text: str) -> int:
         """The estimated number of tokens in ``text``."""
@@ -106,6 +108,7 @@ class HuggingFaceTokenizer:
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         special = len(self._tokenizer.encode("", add_special_tokens=True).ids)  # [CLS] [SEP]
+        self.window = max_length
         self.max_tokens = max_length - special if max_length else None
 
     def count(self, text: str) -> int:
@@ -137,7 +140,7 @@ class TiktokenTokenizer:
     """An OpenAI model's byte-pair encoding (tiktoken)."""
 
     # OpenAI's embedding models read up to 8,191 tokens.
-    max_tokens = 8191
+    max_tokens = window = 8191
 
     def __init__(self, encoding: Any) -> None:
         self.name = f"tiktoken:{encoding.name.removesuffix('_offline')}"
