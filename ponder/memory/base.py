@@ -18,12 +18,10 @@ class Memory(Protocol):
     async def recall(self, query: str, *, user_id: str | None, thread_id: str | None
                      ) -> str | None:
         """Context for this query, as text for the system message, or None for nothing."""
-        ...
 
     async def remember(self, messages: Sequence[BaseMessage], *, user_id: str | None,
                        thread_id: str | None) -> None:
         """Learn from the messages of a finished turn."""
-        ...
 
 
 class Memories:

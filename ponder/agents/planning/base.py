@@ -31,7 +31,6 @@ class Planner(Protocol):
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
                    action: Any, config: RunnableConfig) -> dict[str, Any]:
         """Plan the turn: a state update, ``{"plan": text}`` or ``{"messages": [AIMessage]}``."""
-        ...
 
 
 class BudgetExceeded(PonderError, RuntimeError):

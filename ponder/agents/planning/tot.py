@@ -40,55 +40,42 @@ class ThoughtTask(Protocol):
 
     def parse_input(self, question: str) -> Any:
         """The problem ``x`` from the question text; raises ValueError when it is not one."""
-        ...
 
     def propose_prompt(self, x: Any, y: str) -> str:
         """The prompt that proposes next steps from the state ``y`` (the steps so far)."""
-        ...
 
     def sample_prompt(self, x: Any, y: str) -> str:
         """The prompt for one sampled next step from the state ``y``."""
-        ...
 
     def children(self, x: Any, y: str, text: str) -> list[str]:
         """The valid child states that a generation reply ``text`` makes from the state ``y``."""
-        ...
 
     def value_prompt(self, x: Any, y: str) -> str:
         """The prompt that rates the state ``y``."""
-        ...
 
     def parse_value(self, text: str) -> float:
         """The score of one value reply (higher is more promising)."""
-        ...
 
     def vote_prompt(self, x: Any, states: list[str]) -> str:
         """The prompt that picks the most promising of ``states``."""
-        ...
 
     def parse_vote(self, text: str, count: int) -> int | None:
         """The 0-based index of the state a vote reply picks, or None."""
-        ...
 
     def is_final(self, y: str) -> bool:
         """Whether the state ``y`` is an answer."""
-        ...
 
     def final_value(self, x: Any, y: str) -> float:
         """The exact value of a final state (no model call)."""
-        ...
 
     def state_key(self, x: Any, y: str) -> str:
         """A key shared by states worth the same, for the value cache."""
-        ...
 
     def check(self, x: Any, y: str) -> bool:
         """Whether the state ``y`` answers ``x`` correctly."""
-        ...
 
     def answer(self, y: str) -> str | None:
         """The answer text of a final state, or None."""
-        ...
 
 
 class TreeOfThoughts(AnsweringPlanner):

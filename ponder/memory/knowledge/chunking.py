@@ -36,15 +36,12 @@ class Tokenizer(Protocol):
 
     def count(self, text: str) -> int:
         """The number of tokens in ``text``."""
-        ...
 
     def count_all(self, texts: list[str]) -> list[int]:
         """The number of tokens in each of ``texts``, in order."""
-        ...
 
     def starts(self, text: str) -> list[int]:
         """The character offset at which each token of ``text`` starts."""
-        ...
 
 
 # A token never spans more than this many characters: a longer word (a URL, a base64 blob, an

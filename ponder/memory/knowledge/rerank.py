@@ -32,7 +32,6 @@ class Reranker(Protocol):
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         """``hits`` in a new order, best first, with new scores (perhaps only the ``top_k``
         best)."""
-        ...
 
 
 def _keep(hits: list[Hit], top_k: int | None) -> list[Hit]:

@@ -103,7 +103,6 @@ class QueryEnhancer(Protocol):
 
     async def queries(self, question: str) -> list[str | tuple[str, Mode]]:
         """The queries to search for ``question``: text (the base's mode) or (text, mode) pairs."""
-        ...
 
 
 class SynonymRewrite:
@@ -172,7 +171,6 @@ class Gate(Protocol):
 
     async def needs_retrieval(self, question: str) -> bool:
         """Whether ``question`` needs a search of the knowledge base."""
-        ...
 
 
 class AskModelGate:

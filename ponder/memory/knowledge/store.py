@@ -149,7 +149,6 @@ class KnowledgeStore(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close the store's connections; the store is not used again."""
-        ...
 
     async def check_vectors(self, model: str | None, dimensions: int | None = None) -> None:
         """Refuse to write chunks whose vectors (or lack of them: ``model`` None) cannot share
