@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ponder.tools.sql import Database, UnsafeSQLError
-from tests.tools.sql_corpus import (
+from tests.helpers.sql_corpus import (
     HOSTILE,
     HOSTILE_RESTRICTED,
     RESTRICTED_COLUMNS,
