@@ -7,14 +7,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ponder.config import ConfigurationError, Settings
+from ponder.models.http import openai_async_client
 
 _EXAMPLES = (
     "try PONDER_MODEL=openai:gpt-4o-mini (with OPENAI_API_KEY), "
     "PONDER_MODEL=ollama:qwen2.5, or PONDER_MODEL=openai:<name> with "
     "OPENAI_BASE_URL=http://localhost:8000/v1 for any OpenAI-compatible server"
 )
-
-
 
 
 def _split_spec(spec: str | None, setting: str) -> tuple[str, str]:
@@ -66,6 +65,7 @@ def resolve(spec: str | None, setting: str, providers: dict, s: Settings, base_u
         options.update(_openai_options(base_url or s.openai_base_url, api_key or s.openai_api_key,
                                        f"{provider}:{name}"))
         options.setdefault("max_retries", 0)  # our policy is the only retry loop
+        options.setdefault("http_async_client", openai_async_client())
     elif base_url:
         options["base_url"] = _check_base_url(base_url)
     return provider, name

@@ -331,6 +331,22 @@ async def test_embeddings_from_an_openai_compatible_server():
     assert len(many) == 2 and emb.usage.calls == 2
 
 
+def test_models_work_from_any_event_loop():
+    """A model is used from the sync methods' shared loop, each asyncio.run and other models of
+    the same endpoint: no connection opened on one loop may be reused on another."""
+    with FakeOpenAIServer(["sync", "first run", "second run", "other model"]) as srv:
+        model = served(srv)
+        emb = embeddings("openai:e", base_url=srv.base_url, policy=FAST, settings=NO_ENV)
+        replies = [model.invoke("hi").content,
+                   asyncio.run(model.ainvoke("hi")).content,
+                   asyncio.run(model.ainvoke("hi")).content,
+                   asyncio.run(served(srv).ainvoke("hi")).content]
+        vectors = [emb.embed_query("tea"), asyncio.run(emb.aembed_query("tea")),
+                   asyncio.run(emb.aembed_query("tea"))]
+    assert replies == ["sync", "first run", "second run", "other model"]
+    assert all(v == pytest.approx(fake_embedding("tea"), abs=1e-6) for v in vectors)
+
+
 def test_embeddings_config_errors():
     with pytest.raises(ConfigurationError, match="PONDER_EMBEDDINGS is not set"):
         embeddings(settings=NO_ENV)
