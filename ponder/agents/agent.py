@@ -360,12 +360,7 @@ class Agent:
         the thread's pending interrupts (``resume_command``)."""
         if value is None:
             return None
-        pending = await self.ainterrupts(thread_id)
-        if isinstance(value, Command):  # one's own (with an update or a goto): checked as well
-            if value.resume is not None:
-                resume_command(thread_id, pending, value.resume)
-            return value
-        return resume_command(thread_id, pending, value)
+        return resume_input(thread_id, await self.ainterrupts(thread_id), value)
 
     async def aget_state(self, thread_id: str):
         """The thread's current LangGraph ``StateSnapshot`` (its values, next nodes and
@@ -489,6 +484,16 @@ def _as_input(value: Any) -> Any:
         return {"messages": value}
     raise TypeError(f"an agent's input is a str, message, list of messages, state dict, Command "
                     f"or None, not {type(value).__name__}")
+
+
+def resume_input(thread_id: str, pending: Sequence[Interrupt], value: Any) -> Command:
+    """The input that resumes a thread waiting on ``pending`` with ``value``: a ``Command`` of
+    one's own (its resume value checked too), or one from ``resume_command``."""
+    if isinstance(value, Command):  # one's own (with an update or a goto): checked as well
+        if value.resume is not None:
+            resume_command(thread_id, pending, value.resume)
+        return value
+    return resume_command(thread_id, pending, value)
 
 
 def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> Command:

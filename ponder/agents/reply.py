@@ -110,13 +110,6 @@ class ReplyStream:
         return [Piece(text, node)]  # not streamed (a planner's answer, a plain node's message)
 
 
-def reply_stream(runnable: Any) -> ReplyStream:
-    """The ReplyStream for an agent (its own, see ``Agent.reply_stream``) or any other graph
-    (whose replies are known only at the end of the turn)."""
-    make = getattr(runnable, "reply_stream", None)
-    return make() if callable(make) else ReplyStream()
-
-
 def _messages_of(change: Any) -> list[BaseMessage]:
     """The messages a node's update writes (an update may be a dict, a list of them, or None)."""
     changes = change if isinstance(change, list) else [change]

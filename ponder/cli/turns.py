@@ -10,13 +10,11 @@ from typing import Any
 
 import typer
 from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.pregel import Pregel
 from langgraph.types import Command, Interrupt
 from rich.markup import escape
 
-from ponder.agents.agent import Agent, final_text, resume_command, turn_usage
-from ponder.agents.reply import STREAM_MODES, reply_stream
+from ponder.agents.agent import final_text, resume_command, turn_usage
+from ponder.agents.reply import STREAM_MODES
 from ponder.cli.common import (
     TARGET_HELP,
     app,
@@ -24,7 +22,7 @@ from ponder.cli.common import (
     errors,
 )
 from ponder.config import ConfigurationError
-from ponder.graphs.targets import load_target
+from ponder.graphs.targets import Target, load_target
 from ponder.models import track_usage
 
 
@@ -73,8 +71,7 @@ def run(
                     state = await _invoke(runnable, Command(resume=answers), thread_id, user)
                     pending = await _pending(runnable, thread_id, state)
         finally:  # a failed turn too: an open database would keep the process alive
-            if isinstance(runnable, Agent):
-                await runnable.aclose()
+            await runnable.aclose()
         if usage.calls:  # every LangChain model call of the turn, planners' included
             return state, usage.as_dict(), pending
         # A graph whose nodes write messages without LangChain model calls: their metadata.
@@ -104,18 +101,13 @@ def _parse_answer(text: str) -> Any:
         return text
 
 
-async def _pending(runnable: Agent | Pregel, thread_id: str,
+async def _pending(runnable: Target, thread_id: str,
                    state: dict[str, Any] | None = None) -> list[Interrupt]:
     """The interrupts ``thread_id`` waits on, in the order of the calls that raised them
     (none when ``state``, the result of the last run, was not interrupted)."""
     if state is not None and not state.get("__interrupt__"):
         return []
-    if isinstance(runnable, Agent):
-        return await runnable.ainterrupts(thread_id)
-    if not isinstance(runnable.checkpointer, BaseCheckpointSaver):
-        return []  # nothing is saved, so nothing can wait
-    config = {"configurable": {"thread_id": thread_id}}
-    return list((await runnable.aget_state(config)).interrupts)
+    return await runnable.ainterrupts(thread_id)
 
 
 def _question(value: Any) -> str:
@@ -141,23 +133,15 @@ async def _ask(pending: list[Interrupt]) -> dict[str, str] | None:
     return answers
 
 
-async def _invoke(runnable: Agent | Pregel, input: str | Command, thread_id: str,
+async def _invoke(runnable: Target, input: str | Command, thread_id: str,
                   user: str | None) -> dict[str, Any]:
     """One recorded turn (ponder runs list / show): a message, or answers to interrupts."""
     from ponder.graphs.runs import RunRecorder
 
     recorder = RunRecorder()
     try:
-        if isinstance(runnable, Agent):
-            return await recorder.run(runnable.name, runnable, input, thread_id=thread_id,
-                                      user_id=user)
-        name = runnable.name or "graph"
-        async with recorder.recording(name, input, thread_id, user) as (run_id, trace, finish):
-            config = {"configurable": {"thread_id": thread_id, "user_id": user},
-                      "callbacks": [trace]}
-            state = await runnable.ainvoke(_graph_input(input), config)
-            finish("interrupted" if state.get("__interrupt__") else "success", state)
-            return state
+        return await recorder.run(runnable.name or "graph", runnable, input,
+                                  thread_id=thread_id, user_id=user)
     finally:
         await recorder.aclose()
 
@@ -177,7 +161,7 @@ def chat(
     asyncio.run(_chat(runnable, name, thread_id, user))
 
 
-async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str | None) -> None:
+async def _chat(runnable: Target, name: str, thread_id: str, user: str | None) -> None:
     from ponder.graphs.runs import RunRecorder
 
     recorder = RunRecorder()  # each turn is a recorded run: ponder runs list / show
@@ -210,23 +194,17 @@ async def _chat(runnable: Agent | Pregel, name: str, thread_id: str, user: str |
             console.print()
     finally:
         await recorder.aclose()
-        if isinstance(runnable, Agent):
-            await runnable.aclose()
+        await runnable.aclose()
 
 
-async def _stream_turn(runnable: Agent | Pregel, input: str | Command, thread_id: str,
+async def _stream_turn(runnable: Target, input: str | Command, thread_id: str,
                        user: str | None, trace: Any) -> str:
     """Print the reply as it streams, and each tool call and result on a line of its own; the
     text of the reply (text a model wrote before calling a tool is not part of it). ``input``
     is a message, or answers to interrupts."""
-    if isinstance(runnable, Agent):
-        events = runnable.astream(input, thread_id=thread_id, user_id=user,
-                                  stream_mode=STREAM_MODES, config={"callbacks": [trace]})
-    else:
-        config = {"configurable": {"thread_id": thread_id, "user_id": user},
-                  "callbacks": [trace]}
-        events = runnable.astream(_graph_input(input), config, stream_mode=STREAM_MODES)
-    reply, stream = [], reply_stream(runnable)
+    events = runnable.astream(input, thread_id=thread_id, user_id=user,
+                              stream_mode=STREAM_MODES, config={"callbacks": [trace]})
+    reply, stream = [], runnable.reply_stream()
 
     def show(pieces) -> None:
         for piece in pieces:
@@ -246,8 +224,3 @@ async def _stream_turn(runnable: Agent | Pregel, input: str | Command, thread_id
         show(stream.feed(mode, data))
     show(stream.end())
     return "".join(reply)
-
-
-def _graph_input(input: str | Command) -> dict[str, Any] | Command:
-    """A graph's input for a message (its ``messages`` channel) or for answers."""
-    return input if isinstance(input, Command) else {"messages": [("user", input)]}

@@ -25,16 +25,13 @@ from typing_extensions import TypedDict
 from ponder.agents.agent import Agent, final_text
 from ponder.agents.profile import Profile
 from ponder.config import ConfigurationError
+from ponder.graphs.targets import as_target
 
 Part = Agent | Pregel
 
 
 def _graph(part: Part) -> Pregel:
-    if isinstance(part, Agent):
-        return part.graph
-    if isinstance(part, Pregel):
-        return part
-    raise ConfigurationError(f"{part!r} is not an Agent or a compiled LangGraph graph")
+    return as_target(part).graph
 
 
 def _name(part: Part, fallback: str) -> str:

@@ -38,9 +38,10 @@ from sqlalchemy import (
     update,
 )
 
-from ponder.agents.agent import Agent, final_text
+from ponder.agents.agent import final_text
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
+from ponder.graphs.targets import Target
 from ponder.graphs.tracing import Trace, export_spans, otel_configured
 
 metadata = MetaData()
@@ -90,9 +91,10 @@ class RunRecorder(Tables):
 
     metadata = metadata
 
-    async def run(self, target: str, agent: Agent, input: Any, *, thread_id: str | None = None,
-                  user_id: str | None = None) -> dict[str, Any]:
-        """Run one turn of ``agent`` here and now, and record it (also when it fails)."""
+    async def run(self, target: str, agent: Target, input: Any, *,
+                  thread_id: str | None = None, user_id: str | None = None) -> dict[str, Any]:
+        """Run one turn of ``agent`` (an Agent or graph) here and now, and record it (also
+        when it fails); the thread's state, with the record's ``run_id``."""
         async with self.recording(target, input, thread_id, user_id) as (run_id, trace, finish):
             state = await agent.ainvoke(input, thread_id=thread_id, user_id=user_id,
                                         config={"callbacks": [trace]})

@@ -26,15 +26,13 @@ import time
 import uuid
 from typing import Any
 
-from langgraph.pregel import Pregel
-
-from ponder.agents.agent import Agent, final_text
+from ponder.agents.agent import final_text
 from ponder.config import ConfigurationError
 from ponder.db.url import parse_url
 from ponder.errors import PonderError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
-from ponder.graphs.targets import load_target
+from ponder.graphs.targets import Target, as_target, load_target
 from ponder.graphs.tracing import Trace
 
 log = logging.getLogger("ponder.workers")
@@ -69,7 +67,7 @@ class Worker:
         self.shutdown_grace_s, self.fires_schedules = shutdown_grace_s, schedules
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.scheduler = Scheduler(self.url)  # also the run records: one engine
-        self._targets: dict[str, Agent | Pregel] = {}
+        self._targets: dict[str, Target] = {}  # what this worker loaded (and closes)
         self._running: dict[str, asyncio.Task] = {}
         self._stopping = asyncio.Event()
         self._shutting_down = False
@@ -200,8 +198,7 @@ class Worker:
         if self._app is not None:
             await self._app.close_async()
         for target in self._targets.values():
-            if isinstance(target, Agent):
-                await target.aclose()
+            await target.aclose()
         await self.scheduler.aclose()
 
     async def __aenter__(self) -> Worker:
@@ -229,7 +226,7 @@ class Worker:
         finally:
             self._running.pop(run_id, None)
 
-    async def run_local(self, run_id: str, target: Agent | Pregel) -> str | None:
+    async def run_local(self, run_id: str, target: Target) -> str | None:
         """A run ``submit`` started here. The last one to end closes what the worker opened
         (its database engine, the agents it loaded): an open SQLite connection's thread
         would keep the process from exiting. Everything reopens on the next submit."""
@@ -239,12 +236,11 @@ class Worker:
             self._running.pop(run_id, None)
             if not self._running:
                 for loaded in self._targets.values():
-                    if isinstance(loaded, Agent):
-                        await loaded.aclose()
+                    await loaded.aclose()
                 self._targets.clear()
                 await self.scheduler.aclose()
 
-    async def execute_when_free(self, run_id: str, target: Agent | Pregel) -> str | None:
+    async def execute_when_free(self, run_id: str, target: Target) -> str | None:
         """Claim the run as soon as its thread is free (runs of one thread go one at a time),
         then execute it; None if it was cancelled or finished meanwhile."""
         while (record := await self.scheduler.claim(run_id, self.id, self.stale_s)) is None:
@@ -254,8 +250,7 @@ class Worker:
             await asyncio.sleep(self.poll_s)
         return await self.execute(record, target)
 
-    async def execute(self, record: dict[str, Any], target: Agent | Pregel | None = None
-                      ) -> str | None:
+    async def execute(self, record: dict[str, Any], target: Target | None = None) -> str | None:
         """Run a claimed run to its end, retrying failures from the last checkpoint; the
         status it ended with (None when handed back or taken over)."""
         run_id = record["id"]
@@ -298,11 +293,9 @@ class Worker:
             log.warning("run %s was taken over by another worker; its outcome here is dropped",
                         run_id)
 
-    async def _attempt(self, runnable: Agent | Pregel, record: dict[str, Any], trace: Trace
+    async def _attempt(self, runnable: Target, record: dict[str, Any], trace: Trace
                        ) -> tuple[str, dict]:
         thread_id, user_id = record["thread_id"], record["user_id"]
-        config = {"configurable": {"thread_id": thread_id, "user_id": user_id},
-                  "callbacks": [trace]}
         head = await _head(runnable, thread_id)
         if (record["attempts"] or 1) == 1:
             await self.scheduler.set_base_checkpoint(record["id"], head[0] or "")
@@ -315,44 +308,27 @@ class Worker:
         if started and not head[1]:  # it had finished: only its record was not written
             state = head[2]
         else:
-            value = None if started else _input(runnable, json.loads(record["input"]))
+            stored = json.loads(record["input"])
+            # None resumes a thread: a first attempt without input starts an empty one.
+            value = None if started else {} if stored is None else stored
             async with trace.collecting():
-                if isinstance(runnable, Agent):
-                    state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
-                                                   config={"callbacks": [trace]})
-                else:
-                    state = await runnable.ainvoke(value, config)
+                state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
+                                               config={"callbacks": [trace]})
         return ("interrupted" if state.get("__interrupt__") else "success"), state
 
-    def _load(self, target: str) -> Agent | Pregel:
+    def _load(self, target: str) -> Target:
         if target not in self._targets:
-            self._targets[target] = load_target(target)
+            self._targets[target] = load_target(target, database_url=self.url)
         return self._targets[target]
 
 
-async def _head(runnable: Agent | Pregel, thread_id: str | None
-                ) -> tuple[str | None, tuple, dict]:
+async def _head(runnable: Target, thread_id: str | None) -> tuple[str | None, tuple, dict]:
     """The thread's latest checkpoint: (id, next nodes, values); (None, (), {}) if none."""
     if thread_id is None:
         return None, (), {}
-    if isinstance(runnable, Agent):
-        snapshot = await runnable.aget_state(thread_id)
-    elif runnable.checkpointer:
-        snapshot = await runnable.aget_state({"configurable": {"thread_id": thread_id}})
-    else:
-        return None, (), {}
+    snapshot = await runnable.aget_state(thread_id)
     checkpoint = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id")
     return checkpoint, tuple(snapshot.next), dict(snapshot.values or {})
-
-
-def _input(runnable: Agent | Pregel, value: Any) -> Any:
-    if isinstance(runnable, Agent):
-        return value
-    if value is None:
-        return {}  # a graph that needs no input
-    if isinstance(value, str):
-        return {"messages": [("user", value)]}  # a graph with a messages state
-    return value
 
 
 # -- the queue (procrastinate) ---------------------------------------------------------------
@@ -407,12 +383,12 @@ async def defer(app, run_id: str, thread_id: str | None) -> None:
 _local: dict[tuple[int, str], Worker] = {}  # per event loop and database
 
 
-async def submit(target: str | Agent | Pregel, input: Any = None, *,
+async def submit(target: Any, input: Any = None, *,
                  thread_id: str | None = None, user_id: str | None = None,
                  url: str | None = None, queue: bool | None = None) -> str:
     """Start a run in the background; its id (``wait(id)``, ``cancel(id)``).
 
-    ``target`` is a TARGET string or an agent or graph object. It runs in this process,
+    ``target`` is a TARGET string, an Agent or a compiled graph. It runs in this process,
     unless ``queue`` (default: a ``postgresql://`` database and a TARGET string), where a
     ``ponder worker --queue`` takes it.
     """
@@ -438,8 +414,13 @@ async def submit(target: str | Agent | Pregel, input: Any = None, *,
             await defer(app, run_id, record["thread_id"])
         return run_id
     worker = _local_worker(url)
-    name = target if isinstance(target, str) else (getattr(target, "name", None) or "graph")
-    runnable = worker._load(target) if isinstance(target, str) else target
+    if isinstance(target, str):
+        runnable, name = worker._load(target), target
+    else:
+        runnable = as_target(target, database_url=url)
+        name = runnable.name or "graph"
+        if runnable is not target:  # wrapped here: the worker closes it with what it loaded
+            worker._targets[f"{name}@{id(runnable)}"] = runnable
     run_id = await worker.scheduler.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
                                            user_id=user_id)
     worker._running[run_id] = asyncio.create_task(worker.run_local(run_id, runnable))

@@ -6,15 +6,14 @@ import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, PlainTextResponse
-from langgraph.pregel import Pregel
 
-from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
-from ponder.graphs.served import ServedGraph
+from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
 from ponder.server import errors, openai_api
 from ponder.server import threads as threads_api
 from ponder.server.keys import KeyStore
@@ -27,7 +26,7 @@ SERVE_SCHEDULES_ENV = "PONDER_SERVE_SCHEDULES"
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = None,
+def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
                concurrent_runs: str = "reject", run_schedules: bool = False) -> FastAPI:
     """An ASGI app serving ``agents`` (Agents, or compiled LangGraph graphs with a ``messages``
@@ -43,12 +42,14 @@ def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = N
     if concurrent_runs not in ("reject", "enqueue"):
         raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
                                  f"{concurrent_runs!r}")
-    by_name: dict[str, Agent | ServedGraph] = {}
-    for agent in agents:
-        if isinstance(agent, Pregel):
-            agent = ServedGraph(agent, database_url=database_url)
-        elif not isinstance(agent, Agent):
-            raise ConfigurationError(f"{agent!r} is not an Agent or a compiled LangGraph graph")
+    by_name: dict[str, Target] = {}
+    for served in agents:
+        agent = as_target(served, database_url=database_url)
+        if isinstance(agent, GraphTarget) and not agent.chats:
+            raise ConfigurationError(
+                f"the graph {agent.name!r} takes no 'messages' in its input, so it cannot "
+                "chat: give its state (and input schema, if it has one) a messages key, e.g. "
+                "StateGraph(MessagesState) or messages: Annotated[list, add_messages]")
         if agent.name in by_name:
             raise ConfigurationError(f"two agents are named {agent.name!r}: names must differ")
         by_name[agent.name] = agent
@@ -104,8 +105,6 @@ def create_app(agents: Sequence[Agent | Pregel], *, database_url: str | None = N
 
 def app_from_env() -> FastAPI:
     """The app for ``ponder serve --workers N``: each worker process loads the targets."""
-    from ponder.graphs.targets import load_target
-
     refs = [r for r in os.environ.get(SERVE_TARGETS_ENV, "").split(",") if r]
     if not refs:
         raise ConfigurationError(f"{SERVE_TARGETS_ENV} names no target")

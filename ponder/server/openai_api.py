@@ -26,8 +26,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, final_text
-from ponder.agents.reply import STREAM_MODES, reply_stream
+from ponder.agents.agent import final_text
+from ponder.agents.reply import STREAM_MODES
+from ponder.graphs.targets import Target
 from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.errors import APIError
 
@@ -221,7 +222,7 @@ def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
     return next(c["name"] for c in calls if c["id"] == call_id)
 
 
-def router(agents: dict[str, Agent]) -> APIRouter:
+def router(agents: dict[str, Target]) -> APIRouter:
     """The OpenAI-compatible routes over ``agents`` (by name): ``GET /v1/models`` and
     ``POST /v1/chat/completions`` (JSON, or SSE chunks with ``stream``).
 
@@ -275,7 +276,7 @@ def _usage(log: UsageLog) -> dict[str, int]:
             "total_tokens": log.total_tokens}
 
 
-async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_id: str,
+async def _stream(agent: Target, model: str, messages: list[BaseMessage], thread_id: str,
                   include_usage: bool, request: Request) -> AsyncIterator[str]:
     """The OpenAI chunk sequence: role first, content deltas, finish, usage, [DONE]."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
@@ -286,7 +287,7 @@ async def _stream(agent: Agent, model: str, messages: list[BaseMessage], thread_
                                                  "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    reply = reply_stream(agent)
+    reply = agent.reply_stream()
     events: asyncio.Queue = asyncio.Queue()
 
     async def turn() -> UsageLog:

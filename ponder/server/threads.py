@@ -26,9 +26,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 from sse_starlette.sse import EventSourceResponse
 
-from ponder.agents.agent import Agent, ResumeError, final_text
-from ponder.agents.reply import Piece, reply_stream
+from ponder.agents.agent import ResumeError, final_text
+from ponder.agents.reply import Piece
 from ponder.db.tables import Tables
+from ponder.graphs.targets import Target
 from ponder.models import UsageLog, track_usage
 from ponder.server.errors import APIError
 from ponder.server.openai_api import charging
@@ -89,7 +90,7 @@ class ThreadStore(Tables):
     metadata = metadata
 
 
-def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRouter:
+def router(agents: dict[str, Target], store: ThreadStore, policy: str) -> APIRouter:
     """The threads and runs routes under ``/v1/threads`` over ``agents`` (by name).
 
     Create, list, read, read the history of and delete threads; start (JSON or SSE), list and cancel
@@ -217,7 +218,7 @@ def router(agents: dict[str, Agent], store: ThreadStore, policy: str) -> APIRout
     return api
 
 
-async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
+async def _execute(agent: Target, run: Run, payload: Any, lock: asyncio.Lock,
                    events: asyncio.Queue, store: ThreadStore) -> None:
     """Run one turn, posting events; the run record says how it ended."""
     try:
@@ -226,7 +227,7 @@ async def _execute(agent: Agent, run: Run, payload: Any, lock: asyncio.Lock,
             await events.put(("run", {"id": run.id, "status": "running"}))
             final: dict[str, Any] | None = None
             interrupted = False
-            reply = reply_stream(agent)
+            reply = agent.reply_stream()
             async for mode, data in agent.astream(payload, thread_id=run.thread_id,
                                                   stream_mode=["messages", "updates", "values"]):
                 for piece in reply.feed(mode, data):
