@@ -84,14 +84,14 @@ def _stop(workers: list[subprocess.Popen]) -> None:
 
 async def _runs(recorder: RunRecorder, prefix: str) -> list[dict]:
     return [r for r in await recorder.list(100_000)
-            if (r["schedule"] or "").startswith(prefix)]
+            if (r.schedule or "").startswith(prefix)]
 
 
 async def _settle(recorder: RunRecorder, prefix: str, expected: int, deadline: float) -> list:
     """The runs of ``prefix`` schedules once ``expected`` have finished (or at ``deadline``)."""
     while True:
         runs = await _runs(recorder, prefix)
-        finished = [r for r in runs if r["status"] in ("success", "error", "cancelled")]
+        finished = [r for r in runs if r.status in ("success", "error", "cancelled")]
         if len(finished) >= expected or time.time() > deadline:
             return runs
         await asyncio.sleep(0.5)
@@ -121,18 +121,18 @@ async def spread_and_burst(url: str, fires: int, burst: int, window: float) -> d
     finally:
         _stop(workers)
         await scheduler.aclose()
-    ran = [r for r in spread if r["status"] == "success"]
-    distinct = {r["schedule"] for r in ran}
-    drift = [r["started_at"] - r["scheduled_for"] for r in ran]
-    burst_end = max((r["ended_at"] or 0) for r in bursts) if bursts else burst_at
+    ran = [r for r in spread if r.status == "success"]
+    distinct = {r.schedule for r in ran}
+    drift = [r.started_at - r.scheduled_for for r in ran]
+    burst_end = max((r.ended_at or 0) for r in bursts) if bursts else burst_at
     return {"fires_expected": fires, "fires_run": len(distinct),
-            "duplicates": len(spread) - len({r["schedule"] for r in spread}),
+            "duplicates": len(spread) - len({r.schedule for r in spread}),
             "missed": fires - len(distinct),
             "drift_p50_s": round(_percentile(drift, 0.5), 3),
             "drift_p99_s": round(_percentile(drift, 0.99), 3),
             "burst": burst,
             "throughput_runs_per_s": round(
-                sum(r["status"] == "success" for r in bursts) / (burst_end - burst_at), 1)}
+                sum(r.status == "success" for r in bursts) / (burst_end - burst_at), 1)}
 
 
 async def crash(url: str, runs: int) -> dict:
@@ -148,13 +148,13 @@ async def crash(url: str, runs: int) -> dict:
     try:
         while True:  # kill the first worker once it holds runs in the middle of their steps
             held = [r for r in await _runs(scheduler, "crash-")
-                    if r["status"] == "running" and f":{doomed.pid}:" in (r["worker"] or "")]
+                    if r.status == "running" and f":{doomed.pid}:" in (r.worker or "")]
             if held:
                 await asyncio.sleep(1.5)
                 break
             await asyncio.sleep(0.1)
         held = [r for r in await _runs(scheduler, "crash-")
-                if r["status"] == "running" and f":{doomed.pid}:" in (r["worker"] or "")]
+                if r.status == "running" and f":{doomed.pid}:" in (r.worker or "")]
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         workers.append(_worker(env))
@@ -163,14 +163,14 @@ async def crash(url: str, runs: int) -> dict:
     finally:
         _stop(workers)
         await scheduler.aclose()
-    killed = {r["id"] for r in held}
-    finished = {r["id"]: r for r in done if r["status"] == "success"}
-    unfinished = [{"run": r["id"], "status": r["status"], "attempts": r["attempts"],
-                   "worker": r["worker"], "killed": r["id"] in killed, "error": r["error"],
-                   "job": jobs.get(r["id"])} for r in done if r["id"] not in finished]
+    killed = {r.id for r in held}
+    finished = {r.id: r for r in done if r.status == "success"}
+    unfinished = [{"run": r.id, "status": r.status, "attempts": r.attempts,
+                   "worker": r.worker, "killed": r.id in killed, "error": r.error,
+                   "job": jobs.get(r.id)} for r in done if r.id not in finished]
     return {"crash_runs": runs, "killed_runs": len(killed),
             "resumed_runs": sum(1 for i in killed if i in finished
-                                and finished[i]["attempts"] >= 2),
+                                and finished[i].attempts >= 2),
             "lost_runs": runs - len(finished), "unfinished": unfinished}
 
 

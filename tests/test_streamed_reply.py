@@ -175,7 +175,7 @@ async def test_ponder_chat_prints_the_reply_only(tmp_path):
     assert "tea stocks" not in done.stdout  # the summary of the second turn
     recorder = RunRecorder(db)
     try:
-        outputs = [run["output"] for run in await recorder.list()]
+        outputs = [run.output for run in await recorder.list()]
     finally:
         await recorder.aclose()
     assert outputs == [ANSWER, ANSWER]

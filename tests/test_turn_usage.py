@@ -106,8 +106,8 @@ async def test_the_run_record_counts_planner_summary_tool_and_memory_calls(tmp_p
         assert state["messages"][-1].text == "18"
         record = await recorder.record(state["run_id"])
         assert len(planner.model.calls) == 10  # 5 paths, 2 calls each
-        assert record["usage"] == ('{"scripted": {"calls": 10, "input_tokens": 30, '
-                                   '"output_tokens": 40, "total_tokens": 70}}')
+        assert record.usage == {"scripted": {"calls": 10, "input_tokens": 30,
+                                             "output_tokens": 40, "total_tokens": 70}}
 
         agent = shop(checkpointer=f"sqlite:///{tmp_path}/shop.db")
         for question in (LONG, "And now?"):  # the second turn starts with a summary
@@ -118,9 +118,9 @@ async def test_the_run_record_counts_planner_summary_tool_and_memory_calls(tmp_p
                                        "reply"]
         record = await recorder.record(state["run_id"])
         calls = len(second)
-        assert record["usage"] == (f'{{"scripted": {{"calls": {calls}, "input_tokens": '
-                                   f'{3 * calls}, "output_tokens": {4 * calls}, '
-                                   f'"total_tokens": {7 * calls}}}}}')
+        assert record.usage == {"scripted": {"calls": calls, "input_tokens": 3 * calls,
+                                             "output_tokens": 4 * calls,
+                                             "total_tokens": 7 * calls}}
         await agent.aclose()
     finally:
         await recorder.aclose()
@@ -226,6 +226,6 @@ async def test_ponder_run_reports_and_records_a_planners_calls(tmp_path):
         [run] = await recorder.list()
     finally:
         await recorder.aclose()
-    assert json.loads(run["usage"])["scripted"]["total_tokens"] == 70
-    shown = ponder("runs", "show", run["id"], env={"PONDER_DATABASE_URL": db})
+    assert run.usage["scripted"]["total_tokens"] == 70
+    shown = ponder("runs", "show", run.id, env={"PONDER_DATABASE_URL": db})
     assert "scripted: 10 calls, 30 in, 40 out" in shown.stdout, shown.stdout

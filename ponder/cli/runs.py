@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -36,12 +35,11 @@ def runs_list(limit: int = typer.Option(20, "--limit", min=1, help="How many, ne
     table = RichTable("target", "status", "started", "seconds", "tokens", "thread")
     table.add_column("id", no_wrap=True, min_width=20)  # whole, to copy into ponder runs show
     for run in _recorded("list", limit):
-        usage = json.loads(run["usage"] or "{}")
-        tokens = sum(u["input_tokens"] + u["output_tokens"] for u in usage.values())
-        took = f"{run['ended_at'] - run['created_at']:.2f}" if run["ended_at"] else "-"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["created_at"]))
-        table.add_row(run["target"], run["status"], started, took, str(tokens),
-                      run["thread_id"] or "-", run["id"])
+        tokens = sum(u["input_tokens"] + u["output_tokens"] for u in run.usage.values())
+        took = f"{run.ended_at - run.created_at:.2f}" if run.ended_at else "-"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at))
+        table.add_row(run.target, run.status, started, took, str(tokens),
+                      run.thread_id or "-", run.id)
     console.print(table)
 
 
@@ -54,11 +52,11 @@ def runs_show(run_id: str = typer.Argument(..., help="A run id from ponder runs 
     if found is None:
         raise NotFoundError(f"no run has the id {run_id!r}: see ponder runs list")
     run, steps = found
-    console.print(f"[bold]{run['id']}[/] {escape(run['target'])} [bold]{run['status']}[/] "
-                  f"thread {run['thread_id'] or '-'}")
-    if run["error"]:
-        console.print(f"[red]{escape(run['error'])}[/]")
-    for model, usage in json.loads(run["usage"] or "{}").items():
+    console.print(f"[bold]{run.id}[/] {escape(run.target)} [bold]{run.status}[/] "
+                  f"thread {run.thread_id or '-'}")
+    if run.error:
+        console.print(f"[red]{escape(run.error)}[/]")
+    for model, usage in run.usage.items():
         console.print(f"  {escape(model)}: {usage['calls']} calls, {usage['input_tokens']} in, "
                       f"{usage['output_tokens']} out")
     tree = Tree("steps")

@@ -19,17 +19,22 @@ class Tables:
     """A store of some tables (``metadata``) in the database at ``url`` (default
     ``PONDER_DATABASE_URL``; SQLite or Postgres: ConfigurationError for memory://, whose tables
     no other process could see). An async context manager; ``engine()`` makes the tables on
-    first use."""
+    first use. ``share``: use that store's engine instead (its metadata must hold these tables);
+    it closes the engine."""
 
     metadata: ClassVar[MetaData]
 
-    def __init__(self, url: str | None = None) -> None:
-        self.db = parse_url(url).require(("sqlite", "postgres"), "ponder's own tables")
+    def __init__(self, url: str | None = None, *, share: Tables | None = None) -> None:
+        self._owner = share  # whose engine (and connections) this store uses, and closes
+        self.db = share.db if share else parse_url(url).require(("sqlite", "postgres"),
+                                                                "ponder's own tables")
         self.url = self.db.url
         self._engine: AsyncEngine | None = None
 
     async def engine(self) -> AsyncEngine:
         """The engine, with the tables made (and columns a newer ponder added)."""
+        if self._owner is not None:
+            return await self._owner.engine()
         if self._engine is None:
             options = {}
             if self.db.kind == "sqlite":

@@ -15,10 +15,12 @@ worker stopped sending heartbeats may be claimed again (it resumes from its last
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -84,6 +86,53 @@ steps_table = Table(
     Column("output_tokens", Integer, nullable=True),
     Column("error", Text, nullable=True),
 )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``ponder_runs``, decoded. Times are Unix seconds; ``input`` is the run's
+    input as given (JSON); ``usage`` is ``{model: {calls, input_tokens, output_tokens,
+    total_tokens}}``; ``output`` the final reply's text; ``worker`` who holds the claim;
+    ``base_checkpoint`` the thread's head before the first attempt ("" for none)."""
+
+    id: str
+    target: str
+    input: Any
+    thread_id: str | None
+    status: str
+    created_at: float
+    ended_at: float | None = None
+    usage: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    user_id: str | None = None
+    output: str | None = None
+    schedule: str | None = None
+    scheduled_for: float | None = None
+    attempts: int = 0
+    worker: str | None = None
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    cancel_requested: bool = False
+    base_checkpoint: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        """Decode a ``ponder_runs`` row (its JSON columns, its NULLs)."""
+        values = dict(row._mapping)
+        values["input"] = json.loads(values["input"]) if values["input"] else None
+        values["usage"] = json.loads(values["usage"] or "{}")
+        values["attempts"] = values["attempts"] or 0
+        values["cancel_requested"] = bool(values["cancel_requested"])
+        return cls(**values)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (``FINISHED``)."""
+        return self.status in FINISHED
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        return dataclasses.asdict(self)
 
 
 class RunRecorder(Tables):
@@ -164,7 +213,7 @@ class RunRecorder(Tables):
             if otel_configured():
                 run = (await conn.execute(select(runs_table).where(
                     runs_table.c.id == run_id))).first()
-                export_spans(dict(run._mapping), trace.spans if trace else [])
+                export_spans(RunRecord.from_row(run), trace.spans if trace else [])
         return True
 
     # -- claims, for workers -------------------------------------------------------------------
@@ -193,7 +242,7 @@ class RunRecorder(Tables):
                 runs_table.c.created_at).limit(limit))
             return [r.id for r in rows]
 
-    async def claim(self, run_id: str, worker: str, stale_s: float) -> dict[str, Any] | None:
+    async def claim(self, run_id: str, worker: str, stale_s: float) -> RunRecord | None:
         """Take a run for ``worker``; its record, or None when it is not claimable (done,
         held by a live worker, or its thread is busy)."""
         now = time.time()
@@ -207,7 +256,7 @@ class RunRecorder(Tables):
                 return None
             row = (await conn.execute(select(runs_table).where(
                 runs_table.c.id == run_id))).first()
-        return dict(row._mapping)
+        return RunRecord.from_row(row)
 
     async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
         """Record the thread's head checkpoint id before the run's first attempt ("" for none),
@@ -259,36 +308,36 @@ class RunRecorder(Tables):
                 cancel_requested=True))
             return row.status
 
-    async def wait(self, run_id: str, poll_s: float = 0.05) -> dict[str, Any]:
+    async def wait(self, run_id: str, poll_s: float = 0.05) -> RunRecord:
         """The run's record once it has finished (bound it with ``asyncio.timeout``)."""
         while True:
             found = await self.record(run_id)
             if found is None:
                 raise NotFoundError(f"no run has the id {run_id!r}: see ponder runs list")
-            if found["status"] in FINISHED:
+            if found.finished:
                 return found
             await asyncio.sleep(poll_s)
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def record(self, run_id: str) -> dict[str, Any] | None:
-        """The run's row as a dict; None when no run has the id."""
+    async def record(self, run_id: str) -> RunRecord | None:
+        """The run's record; None when no run has the id."""
         engine = await self.engine()
         async with engine.connect() as conn:
             row = (await conn.execute(select(runs_table).where(
                 runs_table.c.id == run_id))).first()
-            return dict(row._mapping) if row else None
+            return RunRecord.from_row(row) if row else None
 
-    async def list(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The ``limit`` newest runs' rows, newest first."""
+    async def list(self, limit: int = 20) -> list[RunRecord]:
+        """The ``limit`` newest runs' records, newest first."""
         engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(runs_table).order_by(
                 runs_table.c.created_at.desc()).limit(limit))
-            return [dict(r._mapping) for r in rows]
+            return [RunRecord.from_row(r) for r in rows]
 
-    async def get(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """A run's record and its steps."""
+    async def get(self, run_id: str) -> tuple[RunRecord, list[dict[str, Any]]] | None:
+        """A run's record and its steps (``ponder_run_steps`` rows, in order)."""
         run = await self.record(run_id)
         if run is None:
             return None

@@ -34,6 +34,7 @@ from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, fun
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError
+from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
 from ponder.graphs.runs import RunRecorder, metadata, runs_table
 from ponder.graphs.targets import load_target
@@ -214,8 +215,16 @@ class Fire:
     thread_id: str
 
 
-class Scheduler(RunRecorder):
-    """The schedules in the database at ``url`` (default ``PONDER_DATABASE_URL``)."""
+class Scheduler(Tables):
+    """The schedules in the database at ``url`` (default ``PONDER_DATABASE_URL``), and
+    ``runs``, the RunRecorder of their runs (on the same engine: a fire and its runs are
+    written in one transaction)."""
+
+    metadata = metadata
+
+    def __init__(self, url: str | None = None) -> None:
+        super().__init__(url)
+        self.runs = RunRecorder(share=self)
 
     async def add(self, name: str, target: str, trigger: Trigger, *, input: Any = None,
                   thread: str = "new", misfire_grace_s: float | None = 60.0,

@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
 
 from ponder.models import UsageLog, track_usage
+
+if TYPE_CHECKING:
+    from ponder.graphs.runs import RunRecord
 
 
 @dataclass
@@ -134,7 +137,7 @@ def otel_configured() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
+def export_spans(run: RunRecord, spans: list[Span]) -> None:
     """A finished run as OpenTelemetry spans: one for the run, one per step beneath it (with
     their real start and end times), to the exporter the application configured."""
     from opentelemetry import trace
@@ -144,10 +147,10 @@ def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
         return int(seconds * 1e9)
 
     tracer = trace.get_tracer("ponder")
-    root = tracer.start_span(f"run {run['target']}", start_time=ns(
-        run["started_at"] or run["created_at"]), attributes={
-        "ponder.run.id": run["id"], "ponder.run.status": run["status"],
-        "ponder.run.target": run["target"], "ponder.thread.id": run["thread_id"] or ""})
+    root = tracer.start_span(f"run {run.target}", start_time=ns(
+        run.started_at or run.created_at), attributes={
+        "ponder.run.id": run.id, "ponder.run.status": run.status,
+        "ponder.run.target": run.target, "ponder.thread.id": run.thread_id or ""})
     opened = {}
     for step in spans:
         parent = opened.get(step.parent, root)
@@ -163,6 +166,6 @@ def export_spans(run: dict[str, Any], spans: list[Span]) -> None:
         opened[step.seq] = span
     for step in spans:
         opened[step.seq].end(end_time=ns(step.started_at + (step.latency_s or 0)))
-    if run["error"]:
-        root.set_status(Status(StatusCode.ERROR, run["error"]))
-    root.end(end_time=ns(run["ended_at"]))
+    if run.error:
+        root.set_status(Status(StatusCode.ERROR, run.error))
+    root.end(end_time=ns(run.ended_at))

@@ -18,7 +18,7 @@ the next worker.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import os
 import socket
@@ -30,7 +30,7 @@ from ponder.agents.agent import final_text
 from ponder.config import ConfigurationError
 from ponder.db.url import parse_url
 from ponder.errors import PonderError
-from ponder.graphs.runs import RunRecorder
+from ponder.graphs.runs import RunRecord, RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import Target, as_target, load_target
 from ponder.graphs.tracing import Trace
@@ -66,7 +66,8 @@ class Worker:
         self.retries, self.backoff_s = retries, backoff_s
         self.shutdown_grace_s, self.fires_schedules = shutdown_grace_s, schedules
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.scheduler = Scheduler(self.url)  # also the run records: one engine
+        self.scheduler = Scheduler(self.url)
+        self.runs = self.scheduler.runs  # the run records, on the scheduler's engine
         self._targets: dict[str, Target] = {}  # what this worker loaded (and closes)
         self._running: dict[str, asyncio.Task] = {}
         self._stopping = asyncio.Event()
@@ -116,10 +117,10 @@ class Worker:
                 await self._requeue()
             else:
                 free = self.concurrency - len(self._running)
-                for run_id in await self.scheduler.claimable(free, self.stale_s) if free else []:
+                for run_id in await self.runs.claimable(free, self.stale_s) if free else []:
                     if run_id in self._running:
                         continue  # ours, its heartbeat late (a busy machine): not abandoned
-                    record = await self.scheduler.claim(run_id, self.id, self.stale_s)
+                    record = await self.runs.claim(run_id, self.id, self.stale_s)
                     if record is not None:
                         self._start(record)
         except Exception:  # a database hiccup must not end the worker: log, next tick
@@ -162,10 +163,10 @@ class Worker:
                             self.id, job.id)
                 await self._app.job_manager.finish_job(job, Status.FAILED, delete_job=False)
 
-    def _start(self, record: dict[str, Any]) -> None:
+    def _start(self, record: RunRecord) -> None:
         task = asyncio.create_task(self.execute(record))
-        self._running[record["id"]] = task
-        task.add_done_callback(lambda _: self._running.pop(record["id"], None))
+        self._running[record.id] = task
+        task.add_done_callback(lambda _: self._running.pop(record.id, None))
 
     def ensure_heartbeats(self) -> None:
         """Renew this process's claims while it has runs (``submit`` starts it)."""
@@ -178,7 +179,7 @@ class Worker:
             if not (forever or self._running):
                 return  # the last run ended while we slept (and may have closed the engine)
             try:
-                for run_id in await self.scheduler.heartbeat(self.id, list(self._running)):
+                for run_id in await self.runs.heartbeat(self.id, list(self._running)):
                     task = self._running.get(run_id)
                     if task is not None:
                         task.cancel()
@@ -213,10 +214,10 @@ class Worker:
 
     async def execute_queued(self, run_id: str) -> None:
         """The queue's task: claim the run, execute it. ``RunBusy`` makes the queue retry."""
-        record = await self.scheduler.claim(run_id, self.id, self.stale_s)
+        record = await self.runs.claim(run_id, self.id, self.stale_s)
         if record is None:
-            current = await self.scheduler.record(run_id)
-            if current is not None and current["status"] in ("pending", "running"):
+            current = await self.runs.record(run_id)
+            if current is not None and not current.finished:
                 raise RunBusy(f"run {run_id} or its thread is held by a live worker")
             return  # finished or cancelled meanwhile: nothing to do
         task = asyncio.current_task()
@@ -243,20 +244,20 @@ class Worker:
     async def execute_when_free(self, run_id: str, target: Target) -> str | None:
         """Claim the run as soon as its thread is free (runs of one thread go one at a time),
         then execute it; None if it was cancelled or finished meanwhile."""
-        while (record := await self.scheduler.claim(run_id, self.id, self.stale_s)) is None:
-            current = await self.scheduler.record(run_id)
-            if current is None or current["status"] not in ("pending", "running"):
+        while (record := await self.runs.claim(run_id, self.id, self.stale_s)) is None:
+            current = await self.runs.record(run_id)
+            if current is None or current.finished:
                 return None
             await asyncio.sleep(self.poll_s)
         return await self.execute(record, target)
 
-    async def execute(self, record: dict[str, Any], target: Target | None = None) -> str | None:
+    async def execute(self, record: RunRecord, target: Target | None = None) -> str | None:
         """Run a claimed run to its end, retrying failures from the last checkpoint; the
         status it ended with (None when handed back or taken over)."""
-        run_id = record["id"]
+        run_id = record.id
         trace, attempt = Trace(), 0
         try:
-            runnable = target or self._load(record["target"])
+            runnable = target or self._load(record.target)
             while True:
                 try:
                     status, state = await self._attempt(runnable, record, trace)
@@ -271,10 +272,10 @@ class Worker:
                     log.warning("run %s failed (%s); retry %d in %.1f s from its last "
                                 "checkpoint", run_id, exc, attempt, delay)
                     await asyncio.sleep(delay)
-                    record = {**record, "attempts": (record["attempts"] or 1) + 1}
+                    record = dataclasses.replace(record, attempts=max(record.attempts, 1) + 1)
         except asyncio.CancelledError:
             if self._shutting_down:
-                await self.scheduler.release(run_id, self.id)
+                await self.runs.release(run_id, self.id)
                 return None
             await self._finish(run_id, "cancelled", trace, error="cancelled")
             raise
@@ -286,31 +287,30 @@ class Worker:
 
     async def _finish(self, run_id: str, status: str, trace: Trace, *,
                       error: str | None = None, state: dict | None = None) -> None:
-        kept = await asyncio.shield(self.scheduler.finish(
+        kept = await asyncio.shield(self.runs.finish(
             run_id, status, error=error, trace=trace, worker=self.id,
             output=final_text(state) if state else None))
         if not kept:
             log.warning("run %s was taken over by another worker; its outcome here is dropped",
                         run_id)
 
-    async def _attempt(self, runnable: Target, record: dict[str, Any], trace: Trace
+    async def _attempt(self, runnable: Target, record: RunRecord, trace: Trace
                        ) -> tuple[str, dict]:
-        thread_id, user_id = record["thread_id"], record["user_id"]
+        thread_id, user_id = record.thread_id, record.user_id
         head = await _head(runnable, thread_id)
-        if (record["attempts"] or 1) == 1:
-            await self.scheduler.set_base_checkpoint(record["id"], head[0] or "")
+        if max(record.attempts, 1) == 1:
+            await self.runs.set_base_checkpoint(record.id, head[0] or "")
             started = False
         else:  # a retry, or a run taken over: did an earlier attempt make progress?
-            base = (await self.scheduler.record(record["id"]))["base_checkpoint"]
+            base = (await self.runs.record(record.id)).base_checkpoint
             # A head still at __start__ holds the input but ran nothing: start over.
             started = (base is not None and head[0] not in (None, base)
                        and head[1] != ("__start__",))
         if started and not head[1]:  # it had finished: only its record was not written
             state = head[2]
         else:
-            stored = json.loads(record["input"])
             # None resumes a thread: a first attempt without input starts an empty one.
-            value = None if started else {} if stored is None else stored
+            value = None if started else {} if record.input is None else record.input
             async with trace.collecting():
                 state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
                                                config={"callbacks": [trace]})
@@ -411,7 +411,7 @@ async def submit(target: Any, input: Any = None, *,
         app = open_queue(url)
         async with app.open_async():
             await _apply_schema(app)
-            await defer(app, run_id, record["thread_id"])
+            await defer(app, run_id, record.thread_id)
         return run_id
     worker = _local_worker(url)
     if isinstance(target, str):
@@ -421,14 +421,14 @@ async def submit(target: Any, input: Any = None, *,
         name = runnable.name or "graph"
         if runnable is not target:  # wrapped here: the worker closes it with what it loaded
             worker._targets[f"{name}@{id(runnable)}"] = runnable
-    run_id = await worker.scheduler.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
+    run_id = await worker.runs.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
                                            user_id=user_id)
     worker._running[run_id] = asyncio.create_task(worker.run_local(run_id, runnable))
     worker.ensure_heartbeats()
     return run_id
 
 
-async def wait(run_id: str, *, url: str | None = None) -> dict[str, Any]:
+async def wait(run_id: str, *, url: str | None = None) -> RunRecord:
     """Wait for a run (from ``ponder.graphs.submit``) to finish; its record. Bound the wait
     with ``asyncio.timeout``."""
     recorder = RunRecorder(url)

@@ -1,7 +1,6 @@
 """Run records and traces: what ran, how it ended, what it cost, step by step."""
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -30,9 +29,9 @@ async def test_a_successful_run_and_its_step_tree(recorder):
     agent = Agent("calc", model, tools=[calculator], checkpointer=False)
     state = await recorder.run("calc", agent, "6 times 7?", thread_id="t1")
     run, steps = await recorder.get(state["run_id"])
-    assert (run["status"], run["target"], run["thread_id"]) == ("success", "calc", "t1")
-    assert json.loads(run["input"]) == "6 times 7?" and run["ended_at"] >= run["created_at"]
-    assert json.loads(run["usage"])["scripted"]["calls"] == 2
+    assert (run.status, run.target, run.thread_id) == ("success", "calc", "t1")
+    assert run.input == "6 times 7?" and run.ended_at >= run.created_at
+    assert run.usage["scripted"]["calls"] == 2
     shape = [(s["kind"], s["name"], s["parent"]) for s in steps]
     assert shape == [("node", "act", None), ("model", "scripted", 0), ("node", "tools", None),
                      ("tool", "calculator", 2), ("node", "act", None), ("model", "scripted", 4)]
@@ -54,11 +53,11 @@ async def test_failed_and_interrupted_runs_are_recorded(recorder):
                                                                       {"what": "ok?"}))]),
                     tools=[approve], checkpointer=InMemorySaver())
     await recorder.run("waiting", waiting, "go", thread_id="w")
-    runs = {r["target"]: r for r in await recorder.list()}
-    assert runs["broken"]["status"] == "error"
-    assert "ran out of replies" in runs["broken"]["error"]
-    assert runs["waiting"]["status"] == "interrupted"
-    _, steps = await recorder.get(runs["broken"]["id"])
+    runs = {r.target: r for r in await recorder.list()}
+    assert runs["broken"].status == "error"
+    assert "ran out of replies" in runs["broken"].error
+    assert runs["waiting"].status == "interrupted"
+    _, steps = await recorder.get(runs["broken"].id)
     assert any(s["error"] for s in steps)  # the failing model call is in the trace
     assert await recorder.get("run_nope") is None
 
@@ -105,8 +104,8 @@ def test_ponder_run_is_recorded_and_shown(tmp_path):  # agents and graphs alike
             await recorder.aclose()
 
     graph_run = asyncio.run(latest())
-    assert (graph_run["target"], graph_run["status"]) == ("greeter", "success")
-    assert graph_run["output"] == "graph says hi"
+    assert (graph_run.target, graph_run.status) == ("greeter", "success")
+    assert graph_run.output == "graph says hi"
     missing = ponder("runs", "show", "run_nope")
     assert missing.returncode == 2 and "no run has the id" in missing.stderr
 

@@ -1,7 +1,6 @@
 """Schedules: cron, interval and once, across daylight-saving changes; misfires, coalescing,
 max instances, pause and resume; bad input stores nothing. On SQLite and on Postgres."""
 
-import json
 import textwrap
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -122,8 +121,8 @@ async def test_fires_become_pending_runs_once(scheduler, target):
     assert [f.scheduled_for - first for f in fires] == [0, 10, 20]
     assert await scheduler.claim_due(first + 25) == []  # claimed already
     assert len({f.thread_id for f in fires}) == 3  # a new thread per fire
-    record = await scheduler.record(fires[0].run_id)
-    assert record["status"] == "pending" and json.loads(record["input"]) == {"q": 1}
+    record = await scheduler.runs.record(fires[0].run_id)
+    assert record.status == "pending" and record.input == {"q": 1}
     assert (await scheduler.get("tick")).next_fire_at == first + 30
 
 
@@ -171,7 +170,7 @@ async def test_pause_resume_remove_run_now_and_next_fires(scheduler, target):
     resumed = await scheduler.resume("hourly")
     assert not resumed.paused and resumed.next_fire_at == schedule.next_fire_at
     fire = await scheduler.run_now("hourly")
-    assert (await scheduler.record(fire.run_id))["status"] == "pending"
+    assert (await scheduler.runs.record(fire.run_id)).status == "pending"
     await scheduler.remove("hourly")
     assert await scheduler.schedules() == []
     with pytest.raises(NotFoundError, match="no schedule is named 'hourly'"):

@@ -69,7 +69,7 @@ async def test_submit_wait_and_cancel(database_url):
     run_id = await submit(agent, "hello", thread_id="t1", url=database_url, queue=False)
     async with asyncio.timeout(20):
         done = await wait(run_id, url=database_url)
-    assert (done["status"], done["output"], done["thread_id"]) == ("success", "echo: hello", "t1")
+    assert (done.status, done.output, done.thread_id) == ("success", "echo: hello", "t1")
     assert (await agent.aget_state("t1")).values["messages"][-1].content == "echo: hello"
 
     slow = Agent("slow", ScriptedChatModel(replies=["too late"], latency=30),
@@ -79,14 +79,14 @@ async def test_submit_wait_and_cancel(database_url):
         recorder = RunRecorder(database_url)
 
         async def running() -> bool:
-            return (await recorder.record(run_id))["status"] == "running"
+            return (await recorder.record(run_id)).status == "running"
 
         await eventually(running)
         started = time.monotonic()
         assert await cancel(run_id, url=database_url) == "running"
         cancelled = await wait(run_id, url=database_url)
     # Within a heartbeat (1 s); the bound is far from both that and the model's 30 s.
-    assert cancelled["status"] == "cancelled" and time.monotonic() - started < 15
+    assert cancelled.status == "cancelled" and time.monotonic() - started < 15
     await recorder.aclose()
     await agent.aclose()
     await slow.aclose()
@@ -100,8 +100,8 @@ async def test_runs_of_one_thread_go_one_at_a_time(tmp_path):
     ids = [await submit(agent, f"message {i}", thread_id="shared", url=url) for i in range(3)]
     async with asyncio.timeout(30):
         done = [await wait(i, url=url) for i in ids]
-    assert [d["output"] for d in done] == ["seen 1", "seen 2", "seen 3"]
-    spans = sorted((d["started_at"], d["ended_at"]) for d in done)
+    assert [d.output for d in done] == ["seen 1", "seen 2", "seen 3"]
+    spans = sorted((d.started_at, d.ended_at) for d in done)
     assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))  # no overlap
     await agent.aclose()
 
@@ -128,21 +128,21 @@ async def run_workers(url: str, count: int, seconds: float = 0.0, until=None,
 def succeeded(url: str, at_least: int):
     """A check that at least ``at_least`` fires have run to success."""
     async def check() -> bool:
-        return sum(r["status"] == "success" for r in await fired_runs(url)) >= at_least
+        return sum(r.status == "success" for r in await fired_runs(url)) >= at_least
     return check
 
 
 def all_finished(url: str):
     """A check that no fired run is pending or running."""
     async def check() -> bool:
-        return all(r["status"] in FINISHED for r in await fired_runs(url))
+        return all(r.status in FINISHED for r in await fired_runs(url))
     return check
 
 
 async def fired_runs(url: str) -> list[dict]:
     recorder = RunRecorder(url)
     try:
-        return [r for r in await recorder.list(10_000) if r["schedule"]]
+        return [r for r in await recorder.list(10_000) if r.schedule]
     finally:
         await recorder.aclose()
 
@@ -157,9 +157,9 @@ async def add_ticks(url: str, target: str, count: int) -> None:
 
 
 def assert_each_fire_ran_once(done: list[dict], at_least: int) -> None:
-    fires = collections.Counter((r["schedule"], r["scheduled_for"]) for r in done)
+    fires = collections.Counter((r.schedule, r.scheduled_for) for r in done)
     assert len(done) >= at_least and max(fires.values()) == 1
-    assert {r["status"] for r in done} == {"success"}
+    assert {r.status for r in done} == {"success"}
 
 
 async def test_two_workers_run_each_fire_exactly_once(database_url, targets, monkeypatch):
@@ -168,12 +168,12 @@ async def test_two_workers_run_each_fire_exactly_once(database_url, targets, mon
     await run_workers(database_url, 2, until=succeeded(database_url, 12 * 4))
     done = await fired_runs(database_url)
     assert_each_fire_ran_once(done, 12 * 4)
-    assert len({r["worker"] for r in done}) == 2  # both took part
-    assert all(r["started_at"] >= r["scheduled_for"] for r in done)  # none before its time
+    assert len({r.worker for r in done}) == 2  # both took part
+    assert all(r.started_at >= r.scheduled_for for r in done)  # none before its time
     # Fires are claimed as they come due (workers poll every 0.05 s), not in batches: about
     # 0.1 s late on a quiet machine, 0.7 s on one at load 6; a worker that polled every few
     # seconds would be late by seconds.
-    lateness = sorted(r["created_at"] - r["scheduled_for"] for r in done)
+    lateness = sorted(r.created_at - r.scheduled_for for r in done)
     assert lateness[len(lateness) // 2] < 2.0
 
 
@@ -188,7 +188,7 @@ async def test_queue_workers_on_postgres(postgres_url, targets, monkeypatch):
                       schedules=False)
     assert_each_fire_ran_once(await fired_runs(postgres_url), 6 * 4)
     async with asyncio.timeout(5):
-        assert (await wait(queued, url=postgres_url))["output"] == "echo: queued hello"
+        assert (await wait(queued, url=postgres_url)).output == "echo: queued hello"
 
 
 async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
@@ -205,12 +205,12 @@ async def test_shutdown_hands_a_running_run_back_and_another_worker_resumes_it(
         await eventually(log.exists)  # the first step has started
         first.stop()
         await task
-        assert (await recorder.record(run_id))["status"] == "pending"  # handed back
+        assert (await recorder.record(run_id)).status == "pending"  # handed back
         await run_workers(database_url, 1, 0.1)  # takes it, finishes it while stopping
         done = await recorder.wait(run_id)
     await recorder.aclose()
-    assert done["status"] == "success" and done["output"] == "all three steps done"
-    assert done["attempts"] == 2
+    assert done.status == "success" and done.output == "all three steps done"
+    assert done.attempts == 2
     assert log.read_text().split() == ["1", "1", "2", "3"]  # step 1 was cut; 1-3 once after
 
 
@@ -223,7 +223,7 @@ async def test_a_run_whose_outcome_could_not_be_written_is_taken_over(
     recorder = RunRecorder(database_url)
     run_id = await recorder.create(f"{targets}:echo", "hello", thread_id="t")
     worker = Worker(database_url, poll_s=0.05, heartbeat_s=0.1, stale_s=1.0)
-    finish, failed = worker.scheduler.finish, []
+    finish, failed = worker.runs.finish, []
 
     async def finish_fails_once(*args, **kwargs):
         if not failed:
@@ -231,13 +231,13 @@ async def test_a_run_whose_outcome_could_not_be_written_is_taken_over(
             raise ConnectionError("the database went away")  # a hiccup on a busy machine
         return await finish(*args, **kwargs)
 
-    monkeypatch.setattr(worker.scheduler, "finish", finish_fails_once)
+    monkeypatch.setattr(worker.runs, "finish", finish_fails_once)
     async with worker:
         async with asyncio.timeout(30):  # a second or two; the bound is for the failure
             done = await recorder.wait(run_id)
     await recorder.aclose()
     assert failed and failed[0][:2] == (run_id, "success")
-    assert (done["status"], done["output"], done["attempts"]) == ("success", "echo: hello", 2)
+    assert (done.status, done.output, done.attempts) == ("success", "echo: hello", 2)
 
 
 async def test_a_dead_worker_s_job_is_replaced_when_its_run_was_queued_again(
@@ -270,7 +270,7 @@ async def test_a_dead_worker_s_job_is_replaced_when_its_run_was_queued_again(
         async with asyncio.timeout(30):  # seconds; the bound is for the failure
             done = await recorder.wait(run_id)
     await recorder.aclose()
-    assert (done["status"], done["output"], done["attempts"]) == ("success", "echo: hello", 2)
+    assert (done.status, done.output, done.attempts) == ("success", "echo: hello", 2)
 
 
 @pytest.mark.parametrize("queue", [False, True], ids=["embedded", "queue"])
@@ -305,8 +305,8 @@ async def test_a_killed_worker_s_run_resumes_from_its_last_checkpoint(
             finally:
                 rescuer.terminate()
                 await rescuer.wait()
-        assert done["status"] == "success" and done["output"] == "all three steps done"
-        assert done["attempts"] == 2
+        assert done.status == "success" and done.output == "all three steps done"
+        assert done.attempts == 2
         assert log.read_text().split() == ["1", "2", "2", "3"]  # only step 2 ran again
     finally:
         await recorder.aclose()
@@ -324,10 +324,10 @@ async def test_the_server_can_be_the_embedded_worker(tmp_path, targets, monkeypa
     echo = Agent("echo", ScriptedChatModel(replies=["hi"]), checkpointer=url)
     async with BackgroundServer(create_app([echo], database_url=url, run_schedules=True)):
         async def three_ran() -> bool:
-            return sum(r["status"] == "success" for r in await fired_runs(url)) >= 3
+            return sum(r.status == "success" for r in await fired_runs(url)) >= 3
 
         async with asyncio.timeout(60):  # three fires (about a second) however busy
             await eventually(three_ran)
     done = await fired_runs(url)
-    assert len(done) >= 3 and {r["output"] for r in done if r["status"] == "success"} == {
+    assert len(done) >= 3 and {r.output for r in done if r.status == "success"} == {
         "echo: tick"}
