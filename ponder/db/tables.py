@@ -3,6 +3,7 @@ engine: aiosqlite on ponder's one SQLite library, or psycopg."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from sqlalchemy import MetaData, inspect
@@ -30,11 +31,20 @@ class Tables:
                                                                 "ponder's own tables")
         self.url = self.db.url
         self._engine: AsyncEngine | None = None
+        self._making: asyncio.Lock | None = None
 
     async def engine(self) -> AsyncEngine:
         """The engine, with the tables made (and columns a newer ponder added)."""
         if self._owner is not None:
             return await self._owner.engine()
+        if self._engine is None:
+            # Concurrent first calls (a server's first requests) make the tables once.
+            self._making = self._making or asyncio.Lock()
+            async with self._making:
+                return await self._make_engine()
+        return self._engine
+
+    async def _make_engine(self) -> AsyncEngine:
         if self._engine is None:
             options = {}
             if self.db.kind == "sqlite":
@@ -43,26 +53,36 @@ class Tables:
                 options["async_creator"] = lambda: connect_async(path)
             engine = create_async_engine(self.db.sqlalchemy, **options)
             try:
-                async with engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        # Processes starting together would create the tables side by side
-                        # and collide on Postgres's catalog: one at a time (until commit).
-                        await conn.exec_driver_sql(
-                            f"SELECT pg_advisory_xact_lock({_TABLES_LOCK})")
-                    await conn.run_sync(self.metadata.create_all)
-                    await conn.run_sync(_add_missing_columns, self.metadata)
+                for attempt in range(3):
+                    try:
+                        await self._make_tables(engine)
+                        break
+                    except Exception as exc:
+                        # SQLite: another process made a table between our check and our
+                        # CREATE ("already exists"); the next attempt sees it.
+                        if "already exists" not in str(exc) or attempt == 2:
+                            raise
             except BaseException:
                 await engine.dispose()  # the next call tries again
                 raise
             self._engine = engine
         return self._engine
 
+    async def _make_tables(self, engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Processes starting together would create the tables side by side and
+                # collide on Postgres's catalog: one at a time (until commit).
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_TABLES_LOCK})")
+            await conn.run_sync(self.metadata.create_all)
+            await conn.run_sync(_add_missing_columns, self.metadata)
+
     async def aclose(self) -> None:
         """Dispose of the engine and its connections; ``engine()`` opens a new one if called
         again."""
         if self._engine is not None:
             await self._engine.dispose()
-            self._engine = None
+            self._engine, self._making = None, None
 
     async def __aenter__(self) -> Tables:
         return self

@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import os
+import socket
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -41,11 +44,13 @@ from sqlalchemy import (
 )
 
 from ponder.agents.agent import final_text
+from ponder.config import ConfigurationError
 from ponder.db.tables import Tables
-from ponder.errors import NotFoundError
+from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import Target
 from ponder.graphs.tracing import Trace, export_spans, otel_configured
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
 runs_table = Table(
     "ponder_runs", metadata,
@@ -135,16 +140,36 @@ class RunRecord:
         return dataclasses.asdict(self)
 
 
+class ThreadBusy(PonderError):
+    """A run was sent with ``multitask_strategy="reject"`` to a thread another run holds."""
+
+
 class RunRecorder(Tables):
-    """Records runs in ``ponder_runs`` and ``ponder_run_steps``."""
+    """Records runs in ``ponder_runs`` and ``ponder_run_steps``, in the database at ``url``
+    (default ``PONDER_DATABASE_URL``).
+
+    Runs it executes itself (``run``, ``recording``) hold their thread's lease as ``holder``
+    (host:pid:random); ``heartbeat_s``, ``stale_s`` and ``poll_s`` (seconds) are how often the
+    lease is renewed, how long a silent holder keeps it, and how often a waiting run asks.
+    """
 
     metadata = metadata
 
+    def __init__(self, url: str | None = None, *, share: Tables | None = None,
+                 heartbeat_s: float = 1.0, stale_s: float = 10.0, poll_s: float = 0.02) -> None:
+        super().__init__(url, share=share)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.heartbeat_s, self.stale_s, self.poll_s = heartbeat_s, stale_s, poll_s
+
     async def run(self, target: str, agent: Target, input: Any, *,
-                  thread_id: str | None = None, user_id: str | None = None) -> dict[str, Any]:
-        """Run one turn of ``agent`` (an Agent or graph) here and now, and record it (also
-        when it fails); the thread's state, with the record's ``run_id``."""
-        async with self.recording(target, input, thread_id, user_id) as (run_id, trace, finish):
+                  thread_id: str | None = None, user_id: str | None = None,
+                  multitask_strategy: str = "enqueue") -> dict[str, Any]:
+        """Run one turn of ``agent`` (an Agent or graph) here, once its thread is free (see
+        ``recording``), and record it (also when it fails); the thread's state, with the
+        record's ``run_id``."""
+        async with self.recording(target, input, thread_id, user_id,
+                                  multitask_strategy=multitask_strategy) as (
+                run_id, trace, finish):
             state = await agent.ainvoke(input, thread_id=thread_id, user_id=user_id,
                                         config={"callbacks": [trace]})
             finish("interrupted" if state.get("__interrupt__") else "success", state)
@@ -153,16 +178,28 @@ class RunRecorder(Tables):
 
     @asynccontextmanager
     async def recording(self, target: str, input: Any, thread_id: str | None,
-                        user_id: str | None = None):
-        """Record what runs inside the block: ``(run_id, trace, finish)``, where
-        ``finish(status, state)`` sets the outcome."""
-        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id,
-                                   status="running")
+                        user_id: str | None = None, *, multitask_strategy: str = "enqueue"):
+        """Run what is inside the block as a recorded run holding its thread's lease:
+        ``(run_id, trace, finish)``, where ``finish(status, state)`` sets the outcome.
+
+        The run is recorded ``pending`` and waits until it may claim its thread: runs of one
+        thread go one at a time, in arrival order, across processes sharing the database
+        (``multitask_strategy="enqueue"``); with ``"reject"`` a busy thread raises ThreadBusy
+        and nothing is kept. While the block runs, the claim is heartbeated (every
+        ``heartbeat_s``; a holder silent for ``stale_s`` loses it) and a ``cancel`` from any
+        process cancels the block. The outcome is written on every exit path.
+        """
+        if multitask_strategy not in ("enqueue", "reject"):
+            raise ConfigurationError(f"multitask_strategy must be 'enqueue' or 'reject', not "
+                                     f"{multitask_strategy!r}")
+        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id)
+        await self._acquire(run_id, multitask_strategy == "reject")
         trace, outcome = Trace(), {"status": "success", "output": None}
 
         def finish(status: str, state: dict[str, Any] | None = None) -> None:
             outcome.update(status=status, output=final_text(state) if state else None)
 
+        beating = asyncio.create_task(self._heartbeats(run_id, asyncio.current_task()))
         error = None
         try:
             async with trace.collecting():
@@ -173,8 +210,46 @@ class RunRecorder(Tables):
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            beating.cancel()
             await asyncio.shield(self.finish(run_id, outcome["status"], error=error,
-                                             output=outcome["output"], trace=trace))
+                                             output=outcome["output"], trace=trace,
+                                             worker=self.holder))
+
+    async def _acquire(self, run_id: str, reject: bool) -> None:
+        """Claim ``run_id`` for this recorder once its thread is free; on reject (ThreadBusy)
+        or when the caller gives up waiting, the pending record is removed or cancelled."""
+        try:
+            while await self.claim(run_id, self.holder, self.stale_s) is None:
+                if reject:
+                    raise ThreadBusy(f"the thread of run {run_id} is busy with another run: "
+                                     "wait for it to end, or send with the enqueue strategy")
+                await asyncio.sleep(self.poll_s)
+        except BaseException as exc:
+            await asyncio.shield(self._withdraw(run_id, keep=not isinstance(exc, ThreadBusy)))
+            raise
+
+    async def _withdraw(self, run_id: str, keep: bool) -> None:
+        """A run that never started: cancelled (``keep``), or gone without a trace."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            pending = and_(runs_table.c.id == run_id, runs_table.c.status == "pending")
+            if keep:
+                await conn.execute(update(runs_table).where(pending).values(
+                    status="cancelled", ended_at=time.time(), error="cancelled while waiting "
+                    "for its thread"))
+            else:
+                await conn.execute(runs_table.delete().where(pending))
+
+    async def _heartbeats(self, run_id: str, holder: asyncio.Task | None) -> None:
+        """Renew the claim on ``run_id`` until cancelled; cancel ``holder`` when asked to."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                if await self.heartbeat(self.holder, [run_id]) and holder is not None:
+                    holder.cancel()
+                    return
+            except Exception:
+                log.exception("run %s: heartbeat failed", run_id)
 
     async def create(self, target: str, input: Any, *, thread_id: str | None = None,
                      user_id: str | None = None, status: str = "pending") -> str:

@@ -13,9 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from ponder.config import ConfigurationError
+from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
 from ponder.server import errors, openai_api
 from ponder.server import threads as threads_api
+from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
 from ponder.server.security import BodySizeLimit, Guard
@@ -28,14 +30,17 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
-               concurrent_runs: str = "reject", run_schedules: bool = False) -> FastAPI:
+               concurrent_runs: str = "reject", multitask_strategy: str | None = None,
+               run_schedules: bool = False) -> FastAPI:
     """An ASGI app serving ``agents`` (Agents, or compiled LangGraph graphs with a ``messages``
     state) under their names; mount it in your own app, or run it.
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
     separated) may call from browsers. ``concurrent_runs``: a second run on a busy thread is
-    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``). ``run_schedules``: the
+    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``). ``multitask_strategy``
+    (default ``PONDER_MULTITASK_STRATEGY``, else ``"enqueue"``) does the same for chat
+    completions, across every process serving the database. ``run_schedules``: the
     app is also an embedded worker (``ponder worker``): it fires due schedules and executes
     background runs of the same database.
     """
@@ -54,12 +59,21 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
             raise ConfigurationError(f"two agents are named {agent.name!r}: names must differ")
         by_name[agent.name] = agent
 
+    strategy = multitask_strategy or os.environ.get("PONDER_MULTITASK_STRATEGY") or "enqueue"
+    if strategy not in ("enqueue", "reject"):
+        raise ConfigurationError(f"PONDER_MULTITASK_STRATEGY must be 'enqueue' or 'reject', not "
+                                 f"{strategy!r}")
     keys = KeyStore(database_url)
     guard = Guard(keys)
     threads = ThreadStore(keys.url)
+    runs = RunRecorder(keys.url)
+    conversations = ConversationStore(keys.url)
+    stores = (keys, threads, runs, conversations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        for store in stores:  # every table made before the first request, never lazily
+            await store.engine()
         if run_schedules:
             from ponder.graphs.workers import Worker
 
@@ -69,8 +83,8 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
             yield
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()
-        await keys.aclose()
-        await threads.aclose()
+        for store in stores:
+            await store.aclose()
 
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
@@ -78,7 +92,8 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     app.state.metrics = metrics = Metrics()
     errors.install(app)
     secured = [Depends(guard.authenticate)]
-    app.include_router(openai_api.router(by_name), dependencies=secured)
+    app.include_router(openai_api.router(by_name, runs, conversations, strategy),
+                       dependencies=secured)
     app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [
         o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]

@@ -2,9 +2,15 @@
 
 ``model`` is an agent's name. Chat clients resend the whole conversation each turn, so each
 conversation maps to one persistent thread: the ``X-Thread-Id`` header, ``metadata.thread_id`` or
-``user`` when given, else a stable hash of the conversation's first messages (and the caller's
-key). Only the messages after the thread's last reply are applied to it; the agent's profile is
-its system message, so a client's system messages only help name the thread.
+``user`` when given (scoped to the caller's key), else the thread whose latest conversation
+equals everything before the new messages (see ``conversations.py``), else a new thread, seeded
+with the client's history. Only the messages after the last reply are applied to a continued
+thread; the agent's profile is its system message. The thread comes back in ``x-thread-id``.
+
+Every turn is a recorded run (``ponder runs list``) that holds its thread's lease: turns of one
+thread run one at a time, in arrival order, across server processes sharing the database
+(``multitask_strategy="enqueue"``, ``PONDER_MULTITASK_STRATEGY``), or a turn on a busy thread is
+refused with 409 ``thread_busy`` (``"reject"``).
 
 A request is answered as asked or refused with a 400 naming what cannot be honoured (``n > 1``,
 client tools, JSON modes, stop sequences, images ...): never silently answered differently.
@@ -13,23 +19,30 @@ client tools, JSON modes, stop sequences, images ...): never silently answered d
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    convert_to_openai_messages,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import final_text
 from ponder.agents.reply import STREAM_MODES
+from ponder.graphs.runs import RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
 from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
+from ponder.server.conversations import ConversationStore, digest
 from ponder.server.errors import APIError
 
 
@@ -125,19 +138,45 @@ def _text(message: ChatMessage) -> str:
     return message.content or ""
 
 
-def thread_for(request: ChatRequest, header: str | None, key: str | None) -> str:
-    """The thread a conversation lives in: explicit when given, else a stable hash."""
-    explicit = header or (request.metadata or {}).get("thread_id") or request.user
-    if explicit:
-        return f"{key or 'public'}:{explicit}" if key else str(explicit)
-    # The opening, up to and including the first user message: the same on every later turn.
-    opening = []
-    for message in request.messages:
-        opening.append((message.role, _text(message)))
+def _pair(message: ChatMessage) -> list[Any]:
+    """A message as its conversation digest reads it."""
+    return [message.role, _text(message), message.tool_calls or message.function_call]
+
+
+def _history(messages: list[ChatMessage]) -> list[BaseMessage]:
+    """A client's earlier messages as a new thread's opening (system messages are the agent's
+    profile's business, so they are left out)."""
+    history: list[BaseMessage] = []
+    for i, message in enumerate(messages):
         if message.role == "user":
-            break
-    digest = hashlib.sha256(json.dumps([key, request.model, opening]).encode()).hexdigest()
-    return f"chat-{digest[:24]}"
+            history.append(HumanMessage(_text(message)))
+        elif message.role == "assistant":
+            history.append(AIMessage(_text(message), tool_calls=_calls(message, i)))
+        elif message.role in ("tool", "function"):
+            history.append(ToolMessage(_text(message), name=message.name,
+                                       tool_call_id=message.tool_call_id or f"call_{i}"))
+    return history
+
+
+async def conversation(body: ChatRequest, header: str | None, key: str | None,
+                       store: ConversationStore) -> tuple[str, list[BaseMessage], bool]:
+    """The thread a request's conversation lives in, the messages this turn adds to it, and
+    whether the thread was found by the conversation's content (then its digest is stored
+    again after the turn)."""
+    turn = new_messages(body)
+    explicit = header or (body.metadata or {}).get("thread_id") or body.user
+    if explicit:
+        return (f"{key}:{explicit}" if key else str(explicit)), turn, False
+    last = max((i for i, m in enumerate(body.messages) if m.role == "assistant"), default=-1)
+    if last >= 0:
+        earlier = body.messages[:last + 1]
+        found = await store.find(digest(key, body.model, map(_pair, earlier)))
+        if found:
+            return found, turn, True
+        # Unknown: a new thread, opened with what the client says came before.
+        seeded = _history(earlier[:last] if isinstance(turn[0], AIMessage) else earlier)
+        turn = seeded + turn
+    return f"chat-{uuid.uuid4().hex}", turn, True
 
 
 def new_messages(request: ChatRequest) -> list[BaseMessage]:
@@ -222,12 +261,14 @@ def _name_of(calls: list[dict[str, Any]], call_id: str) -> str:
     return next(c["name"] for c in calls if c["id"] == call_id)
 
 
-def router(agents: dict[str, Target]) -> APIRouter:
+def router(agents: dict[str, Target], runs: RunRecorder, conversations: ConversationStore,
+           multitask_strategy: str = "enqueue") -> APIRouter:
     """The OpenAI-compatible routes over ``agents`` (by name): ``GET /v1/models`` and
     ``POST /v1/chat/completions`` (JSON, or SSE chunks with ``stream``).
 
-    A completion answers 404 for an unknown model and 400 for what cannot be honoured; its
-    ``x-thread-id`` header names the thread the conversation maps to.
+    A completion answers 404 for an unknown model, 400 for what cannot be honoured and 409
+    ``thread_busy`` on a busy thread under ``"reject"``; its ``x-thread-id`` header names the
+    thread the conversation maps to. Turns are recorded by ``runs``.
     """
     api = APIRouter()
 
@@ -245,19 +286,92 @@ def router(agents: dict[str, Target]) -> APIRouter:
                                 f"{', '.join(agents)}", param="model", code="model_not_found")
         refuse_unsupported(body)
         key = getattr(request.state, "api_key_id", None)
-        thread_id = thread_for(body, request.headers.get("x-thread-id"), key)
-        messages = new_messages(body)
+        thread_id, messages, implicit = await conversation(
+            body, request.headers.get("x-thread-id"), key, conversations)
+        turn = _Turn(agent, runs, thread_id, messages, charging(request, body.model),
+                     multitask_strategy)
+        if implicit:  # where the conversation is now, for the client's next turn to find
+            turn.on_reply = lambda text: conversations.remember(
+                digest(key, body.model, [*map(_pair, body.messages), ["assistant", text, None]]),
+                thread_id)
+        await turn.start(stream=body.stream)
+        headers = {"x-thread-id": thread_id}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventSourceResponse(_stream(agent, body.model, messages, thread_id,
-                                               include_usage, request),
-                                       ping=15, headers={"x-thread-id": thread_id})
-        with track_usage(UsageLog(on_call=charging(request, body.model))) as usage:
-            state = await agent.ainvoke(messages, thread_id=thread_id)
-        return JSONResponse(_completion(body.model, final_text(state), usage),
-                            headers={"x-thread-id": thread_id})
+            return EventSourceResponse(_stream(turn, body.model, include_usage), ping=15,
+                                       headers=headers)
+        text, usage = await turn.result()
+        return JSONResponse(_completion(body.model, text, usage), headers=headers)
 
     return api
+
+
+class _Turn:
+    """One turn of a chat completion, as a recorded run holding its thread's lease, in a task
+    of its own: its usage scope is set and reset in one context, whichever task consumes (or
+    abandons) the stream. ``start`` returns once the run holds the thread (409 under
+    ``reject`` when it is busy)."""
+
+    def __init__(self, agent: Target, runs: RunRecorder, thread_id: str,
+                 messages: list[BaseMessage], charge: Callable[[ModelCall], None],
+                 strategy: str) -> None:
+        self.agent, self.runs, self.thread_id, self.messages = agent, runs, thread_id, messages
+        self.charge, self.strategy = charge, strategy
+        self.events: asyncio.Queue = asyncio.Queue()  # (mode, data) items, then None
+        self.on_reply: Callable[[str], Awaitable[None]] | None = None
+        self._stream = False
+        self._holding: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task | None = None
+
+    async def start(self, stream: bool) -> None:
+        self._stream = stream
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait([self._holding, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not self._holding.done():
+            await self._task  # it failed before it held the thread: raise that
+        self._holding.result()
+
+    async def _run(self) -> tuple[str, UsageLog]:
+        recorded = convert_to_openai_messages(self.messages)
+        try:
+            async with self.runs.recording(self.agent.name, recorded, self.thread_id,
+                                           multitask_strategy=self.strategy) as (
+                    _, trace, finish):
+                self._holding.set_result(None)
+                with track_usage(UsageLog(on_call=self.charge)) as log:
+                    text = await (self._streamed(trace) if self._stream
+                                  else self._invoked(trace))
+                finish("success", {"messages": [AIMessage(text)]})
+        except ThreadBusy as exc:
+            raise APIError(409, str(exc), code="thread_busy") from None
+        finally:
+            self.events.put_nowait(None)
+        if self.on_reply is not None:
+            await self.on_reply(text)
+        return text, log
+
+    async def _invoked(self, trace: Any) -> str:
+        state = await self.agent.ainvoke(self.messages, thread_id=self.thread_id,
+                                         config={"callbacks": [trace]})
+        return final_text(state)
+
+    async def _streamed(self, trace: Any) -> str:
+        reply, pieces = self.agent.reply_stream(), []
+        async for item in self.agent.astream(self.messages, thread_id=self.thread_id,
+                                             stream_mode=STREAM_MODES,
+                                             config={"callbacks": [trace]}):
+            pieces += [p.text for p in reply.feed(*item)]
+            self.events.put_nowait(item)
+        return "".join(pieces + [p.text for p in reply.end()])
+
+    async def result(self) -> tuple[str, UsageLog]:
+        """The reply's text and the turn's usage, once it has ended."""
+        return await self._task
+
+    def cancel(self) -> None:
+        """Stop the turn (the client left); a no-op once it has ended."""
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _completion(model: str, text: str, usage: UsageLog) -> dict[str, Any]:
@@ -276,8 +390,7 @@ def _usage(log: UsageLog) -> dict[str, int]:
             "total_tokens": log.total_tokens}
 
 
-async def _stream(agent: Target, model: str, messages: list[BaseMessage], thread_id: str,
-                  include_usage: bool, request: Request) -> AsyncIterator[str]:
+async def _stream(turn: _Turn, model: str, include_usage: bool) -> AsyncIterator[str]:
     """The OpenAI chunk sequence: role first, content deltas, finish, usage, [DONE]."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
@@ -287,27 +400,12 @@ async def _stream(agent: Target, model: str, messages: list[BaseMessage], thread
                                                  "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    reply = agent.reply_stream()
-    events: asyncio.Queue = asyncio.Queue()
-
-    async def turn() -> UsageLog:
-        # The turn runs in a task of its own: its usage scope is set and reset in one context,
-        # whichever task consumes (or abandons) this generator.
-        try:
-            with track_usage(UsageLog(on_call=charging(request, model))) as log:
-                async for item in agent.astream(messages, thread_id=thread_id,
-                                                stream_mode=STREAM_MODES):
-                    events.put_nowait(item)
-            return log
-        finally:
-            events.put_nowait(None)
-
-    running = asyncio.create_task(turn())
+    reply = turn.agent.reply_stream()
     try:
-        while (item := await events.get()) is not None:
+        while (item := await turn.events.get()) is not None:
             for piece in reply.feed(*item):
                 yield chunk({"content": piece.text})
-        log = await running
+        _, log = await turn.result()
         for piece in reply.end():
             yield chunk({"content": piece.text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
@@ -316,7 +414,7 @@ async def _stream(agent: Target, model: str, messages: list[BaseMessage], thread
         yield "[DONE]"
         return
     finally:
-        running.cancel()  # the client left: stop the turn (a no-op once it has ended)
+        turn.cancel()  # the client left: stop the turn (a no-op once it has ended)
     yield chunk({}, "stop")
     if include_usage:
         yield json.dumps({**head, "choices": [], "usage": _usage(log)})
