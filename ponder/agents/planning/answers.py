@@ -7,6 +7,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+from ponder.models.replies import first_json
+
 KINDS = ("number", "option", "text", "json")
 
 # Commas only as thousands separators ("1,234"), so "3,4,5" is three numbers.
@@ -44,7 +46,8 @@ def extract_answer(text: str | None, kind: str = "number", trigger: str | None =
             return None
         return found[0] if after_trigger else found[-1]
     if kind == "json":
-        return _first_json(tail)
+        value = first_json(tail)
+        return None if value is None else json.dumps(value, sort_keys=True)
     lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
     if not lines:
         return None
@@ -77,14 +80,3 @@ def normalize_answer(answer: str | None, kind: str = "number") -> str | None:
             return None
     return re.sub(r"\s+", " ", answer.strip().strip(".").strip('"').lower()) or None
 
-
-def _first_json(text: str) -> str | None:
-    decoder = json.JSONDecoder()
-    for start, char in enumerate(text):
-        if char in "{[":
-            try:
-                value, _ = decoder.raw_decode(text[start:])
-            except json.JSONDecodeError:
-                continue
-            return json.dumps(value, sort_keys=True)
-    return None

@@ -28,10 +28,9 @@ from ponder.agents.planning.decompose import (
     REVISE_PROMPT,
     SYNTHESIS_PROMPT,
     Decompose,
-    parse_subtasks,
     results_text,
 )
-from ponder.models import as_chat_model
+from ponder.models import as_chat_model, list_items
 
 
 class PlanExecuteState(TypedDict):
@@ -66,7 +65,7 @@ def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Call
     async def plan(state: PlanExecuteState) -> dict[str, Any]:
         task = question_of(state)
         reply = await Trace(model).ask("plan", PLAN_PROMPT.format(n=max_subtasks, question=task))
-        return {"task": task, "plan": parse_subtasks(reply.text, max_subtasks), "done": [],
+        return {"task": task, "plan": list_items(reply.text, max_subtasks), "done": [],
                 "failure": None, "revisions": 0}
 
     async def execute(state: PlanExecuteState) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Call
             question=state["task"], results=results_text(state["done"]), subtask=subtask,
             reason=reason, n=max_subtasks))
         return {"failure": None, "revisions": state["revisions"] + 1,
-                "plan": parse_subtasks(reply.text, max_subtasks)}
+                "plan": list_items(reply.text, max_subtasks)}
 
     async def synthesize(state: PlanExecuteState) -> dict[str, Any]:
         reply = await Trace(model).ask("synthesize", SYNTHESIS_PROMPT.format(

@@ -28,10 +28,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from ponder.agents.planning.base import Trace
-from ponder.agents.planning.decompose import parse_subtasks
 from ponder.config import ConfigurationError
 from ponder.memory.knowledge.evaluation import rouge_l
-from ponder.models import as_chat_model
+from ponder.models import as_chat_model, list_items
 
 GENERATE_PROMPT = "Come up with a series of tasks:\n{examples}\n{next}."
 
@@ -125,7 +124,7 @@ def self_instruct(model: BaseChatModel | str, seed_tasks: str | Path | list[Task
         lines = reply.text.strip().splitlines()
         if lines and not re.match(r"^\s*\d+[.)]", lines[0]):
             lines[0] = f"{len(examples) + 1}. {lines[0]}"
-        instructions = parse_subtasks("\n".join(lines), per_round)
+        instructions = list_items("\n".join(lines), per_round)
         return {"generated": generated, "rounds": rounds + 1,
                 "candidates": [Task(instruction=i, is_classification=False, instances=[])
                                for i in instructions]}
