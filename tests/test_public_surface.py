@@ -14,7 +14,7 @@ SURFACE = {
     "ponder.agents.planning": ["AutoCoT", "Budget", "BudgetExceeded", "ChainOfThought",
                                "Decompose", "Example", "Game24", "Planner", "SelfConsistency",
                                "Solution", "Step", "TreeOfThoughts", "ZeroShotCoT",
-                               "extract_answer", "normalize_answer"],
+                               "canonical_answer", "extract_answer"],
     "ponder.cli": ["app", "main"],
     "ponder.db": ["DatabaseURL", "parse_url"],
     "ponder.graphs": ["cancel", "delegate", "parallel", "router", "sequence", "submit",

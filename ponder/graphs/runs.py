@@ -41,7 +41,7 @@ from sqlalchemy import (
 from ponder.agents.agent import Agent, final_text
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
-from ponder.graphs.tracing import Trace, export_spans, otel_configured
+from ponder.graphs.tracing import RunTracer, export_spans, otel_configured
 
 metadata = MetaData()
 runs_table = Table(
@@ -107,7 +107,7 @@ class RunRecorder(Tables):
         ``finish(status, state)`` sets the outcome."""
         run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id,
                                    status="running")
-        trace, outcome = Trace(), {"status": "success", "output": None}
+        trace, outcome = RunTracer(), {"status": "success", "output": None}
 
         def finish(status: str, state: dict[str, Any] | None = None) -> None:
             outcome.update(status=status, output=final_text(state) if state else None)
@@ -139,7 +139,7 @@ class RunRecorder(Tables):
         return run_id
 
     async def finish(self, run_id: str, status: str, *, error: str | None = None,
-                     output: str | None = None, trace: Trace | None = None,
+                     output: str | None = None, trace: RunTracer | None = None,
                      worker: str | None = None) -> bool:
         """End a run (only if ``worker`` still holds it, when given); write its trace."""
         condition = runs_table.c.id == run_id

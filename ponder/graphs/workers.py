@@ -35,7 +35,7 @@ from ponder.errors import PonderError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import load_target
-from ponder.graphs.tracing import Trace
+from ponder.graphs.tracing import RunTracer
 
 log = logging.getLogger("ponder.workers")
 TASK = "ponder.run"
@@ -259,7 +259,7 @@ class Worker:
         """Run a claimed run to its end, retrying failures from the last checkpoint; the
         status it ended with (None when handed back or taken over)."""
         run_id = record["id"]
-        trace, attempt = Trace(), 0
+        trace, attempt = RunTracer(), 0
         try:
             runnable = target or self._load(record["target"])
             while True:
@@ -289,7 +289,7 @@ class Worker:
         await self._finish(run_id, status, trace, state=state)
         return status
 
-    async def _finish(self, run_id: str, status: str, trace: Trace, *,
+    async def _finish(self, run_id: str, status: str, trace: RunTracer, *,
                       error: str | None = None, state: dict | None = None) -> None:
         kept = await asyncio.shield(self.scheduler.finish(
             run_id, status, error=error, trace=trace, worker=self.id,
@@ -298,7 +298,7 @@ class Worker:
             log.warning("run %s was taken over by another worker; its outcome here is dropped",
                         run_id)
 
-    async def _attempt(self, runnable: Agent | Pregel, record: dict[str, Any], trace: Trace
+    async def _attempt(self, runnable: Agent | Pregel, record: dict[str, Any], trace: RunTracer
                        ) -> tuple[str, dict]:
         thread_id, user_id = record["thread_id"], record["user_id"]
         config = {"configurable": {"thread_id": thread_id, "user_id": user_id},

@@ -5,7 +5,7 @@ Each strategy is an object usable alone (``await planner.solve(question, model)`
 ``planner=``, where its steps show in the ``custom`` stream and its tokens in ``messages``.
 """
 
-from ponder.agents.planning.answers import extract_answer, normalize_answer
+from ponder.agents.planning.answers import canonical_answer, extract_answer
 from ponder.agents.planning.base import Budget, BudgetExceeded, Planner, Solution, Step
 from ponder.agents.planning.cot import AutoCoT, ChainOfThought, Example, ZeroShotCoT
 from ponder.agents.planning.decompose import Decompose
@@ -27,6 +27,6 @@ __all__ = [
     "Step",
     "TreeOfThoughts",
     "ZeroShotCoT",
+    "canonical_answer",
     "extract_answer",
-    "normalize_answer",
 ]

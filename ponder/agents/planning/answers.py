@@ -1,4 +1,5 @@
-"""Answers out of reasoning text: extraction per task kind, and normalisation for voting."""
+"""Answers out of reasoning text: extraction per answer kind, and the canonical form votes
+compare."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def extract_answer(text: str | None, kind: str = "number", trigger: str | None =
         found = _NUMBER.findall(tail)
         if not found:
             return None
-        return normalize_answer(found[0] if after_trigger else found[-1], kind)
+        return canonical_answer(found[0] if after_trigger else found[-1], kind)
     if kind == "option":
         found = _PARENTHESISED_OPTION.findall(tail) or _OPTION.findall(tail)
         if not found:
@@ -52,11 +53,13 @@ def extract_answer(text: str | None, kind: str = "number", trigger: str | None =
     if not lines:
         return None
     line = lines[0] if after_trigger else lines[-1]
-    return normalize_answer(line.lstrip(":-– ").strip(), kind) or None
+    return canonical_answer(line.lstrip(":-– ").strip(), kind) or None
 
 
-def normalize_answer(answer: str | None, kind: str = "number") -> str | None:
-    """A canonical form, so equal answers vote together ("18.00" == "$18" == "18")."""
+def canonical_answer(answer: str | None, kind: str = "number") -> str | None:
+    """The canonical form of an answer of ``kind``, so equal answers vote together: "18.00",
+    "$18" and "18" are "18"; an option is its upper-case letter; JSON is re-serialised with sorted
+    keys; text is lower case with single spaces. None when ``answer`` is not of the kind."""
     if answer is None:
         return None
     if kind == "number":

@@ -1,4 +1,5 @@
-"""What planners share: the Planner protocol, the trace of a solve, budgets, and solutions."""
+"""What planners share: the Planner protocol, the reasoning trace of a solve, budgets, and
+solutions."""
 
 from __future__ import annotations
 
@@ -96,8 +97,9 @@ class Solution:
         return self.input_tokens + self.output_tokens
 
 
-class Trace:
-    """Makes a solve's model calls: records each as a Step, streams it, enforces the budget."""
+class ReasoningTrace:
+    """A planner's reasoning trace: makes a solve's model calls, records each as a Step, streams
+    it, and enforces the budget. (A run's trace of spans is ``graphs.tracing.RunTracer``.)"""
 
     def __init__(self, model: BaseChatModel, system: SystemMessage | None = None,
                  budget: Budget | None = None) -> None:

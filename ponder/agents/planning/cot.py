@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
 from ponder.agents.planning.answers import KINDS, extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace
+from ponder.agents.planning.base import AnsweringPlanner, Budget, ReasoningTrace, Solution
 from ponder.models import as_chat_model
 from ponder.similarity import cosine
 
@@ -99,7 +99,8 @@ class ChainOfThought(AnsweringPlanner):
         """The few-shot prompt for ``question`` with ``examples`` (see ``few_shot_prompt``)."""
         return few_shot_prompt(examples, question)
 
-    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+    async def reason(self, trace: ReasoningTrace, question: str, **kwargs
+                     ) -> tuple[AIMessage, str | None]:
         """One reasoning path: the model's reasoning and the answer extracted from it."""
         examples = await self.choose(question)
         reply = await trace.ask("cot", self.prompt(question, examples), **kwargs)
@@ -114,7 +115,7 @@ class ChainOfThought(AnsweringPlanner):
         Examples for GPT-3?". Raises BudgetExceeded when the budget allows no call; the Solution's
         error says so when no answer could be extracted.
         """
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         _, answer = await self.reason(trace, question)
         return trace.solution(answer, error=None if answer else "no answer in the reasoning")
 
@@ -128,7 +129,8 @@ class ZeroShotCoT(AnsweringPlanner):
         self.trigger = trigger or TRIGGERS[answer]
         self.budget = budget
 
-    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+    async def reason(self, trace: ReasoningTrace, question: str, **kwargs
+                     ) -> tuple[AIMessage, str | None]:
         """One reasoning path: the model's reasoning and the answer extracted from it."""
         opening = f"Q: {question}\nA: Let's think step by step."
         reasoning = await trace.ask("reason", opening, **kwargs)
@@ -148,7 +150,7 @@ class ZeroShotCoT(AnsweringPlanner):
         ``details["reasoning"]`` holds the first stage's text. Raises BudgetExceeded when the budget
         does not allow the calls.
         """
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         reasoning, answer = await self.reason(trace, question)
         return trace.solution(answer, reasoning=reasoning.text,
                               error=None if answer else "the extraction stage gave no answer")
@@ -193,7 +195,7 @@ class AutoCoT(AnsweringPlanner):
             if self.demos is None:
                 vectors = await self.embeddings.aembed_documents(self.questions)
                 zero_shot = ZeroShotCoT(answer=self.answer)
-                trace = Trace(model, system, self.budget)
+                trace = ReasoningTrace(model, system, self.budget)
 
                 async def demo_for(cluster: list[int]) -> Example | None:
                     for i in cluster:  # nearest first; the first that passes the heuristics wins

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
 from ponder.agents.action import ActionModule
-from ponder.agents.planning.base import Budget, Solution, Trace, question_of
+from ponder.agents.planning.base import Budget, ReasoningTrace, Solution, question_of
 from ponder.models import as_chat_model, list_items
 
 PLAN_PROMPT = """Break this task into at most {n} subtasks that, done in order, solve it. Each \
@@ -80,7 +80,7 @@ class Decompose:
         error.
         """
         action = action or self.action or ActionModule(max_steps=self.max_tool_steps)
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         reply = await trace.ask("plan", PLAN_PROMPT.format(n=self.max_subtasks, question=question))
         plan = list_items(reply.text, self.max_subtasks)
         if not plan:
@@ -107,7 +107,7 @@ class Decompose:
             question=question, results=results_text(done)))
         return trace.solution(final.text, plan=executed, revisions=revisions)
 
-    async def run_subtask(self, trace: Trace, action: ActionModule, question: str,
+    async def run_subtask(self, trace: ReasoningTrace, action: ActionModule, question: str,
                           subtask: str, done: list[tuple[str, str]]) -> tuple[bool, str]:
         """A small tool loop for one subtask: (succeeded, result or reason)."""
         tool_kwargs = trace.model.bind_tools(action.tools).kwargs if action.tools else {}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
-from ponder.agents.planning.answers import normalize_answer
-from ponder.agents.planning.base import Solution, Trace
+from ponder.agents.planning.answers import canonical_answer
+from ponder.agents.planning.base import ReasoningTrace, Solution
 from ponder.agents.planning.cot import ChainOfThought, Example, ZeroShotCoT
 from ponder.agents.planning.game24 import check_expression
 from ponder.agents.planning.self_consistency import SelfConsistency
@@ -185,7 +185,7 @@ def load_gsm8k(path: str | Path, start: int = 0, limit: int | None = None
             try:
                 record = json.loads(line)
                 gold = record["answer"].rsplit("####", 1)[1].strip()
-                items.append((record["question"], normalize_answer(gold)))
+                items.append((record["question"], canonical_answer(gold)))
             except (json.JSONDecodeError, KeyError, IndexError, AttributeError):
                 raise ConfigurationError(f"{path}, line {number}: not a GSM8K record "
                                          "(question, answer ending in '#### N')") from None
@@ -238,7 +238,7 @@ async def evaluate_game24(model: BaseChatModel, method: str, puzzles: list[str],
         if method == "tot":
             solution = await tot.solve(puzzle, model)
         else:
-            trace = Trace(model)
+            trace = ReasoningTrace(model)
             prompt = (GAME24_IO_PROMPT if method == "io" else GAME24_COT_PROMPT).format(
                 puzzle=puzzle)
             samples = k if method == "sc" else 1
