@@ -10,7 +10,7 @@ from fractions import Fraction
 
 from ponder.models.replies import first_json
 
-KINDS = ("number", "option", "text", "json")
+KINDS = ("number", "option", "text", "json", "expression")
 
 # Commas only as thousands separators ("1,234"), so "3,4,5" is three numbers.
 _NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
@@ -59,7 +59,8 @@ def extract_answer(text: str | None, kind: str = "number", trigger: str | None =
 def canonical_answer(answer: str | None, kind: str = "number") -> str | None:
     """The canonical form of an answer of ``kind``, so equal answers vote together: "18.00",
     "$18" and "18" are "18"; an option is its upper-case letter; JSON is re-serialised with sorted
-    keys; text is lower case with single spaces. None when ``answer`` is not of the kind."""
+    keys; text is lower case with single spaces; an expression loses its spaces. None when
+    ``answer`` is not of the kind."""
     if answer is None:
         return None
     if kind == "number":
@@ -81,5 +82,7 @@ def canonical_answer(answer: str | None, kind: str = "number") -> str | None:
             return json.dumps(json.loads(answer), sort_keys=True)
         except (json.JSONDecodeError, TypeError):
             return None
+    if kind == "expression":  # "(6 - 4) * (4 + 8) = 24" and "(6-4)*(4+8)=24" are one answer
+        return re.sub(r"\s+", "", answer.strip().rstrip(".")) or None
     return re.sub(r"\s+", " ", answer.strip().strip(".").strip('"').lower()) or None
 

@@ -34,6 +34,16 @@ class Planner(Protocol):
         """Plan the turn: a state update, ``{"plan": text}`` or ``{"messages": [AIMessage]}``."""
 
 
+@runtime_checkable
+class Solver(Protocol):
+    """A planner usable alone, outside any agent: every planner ponder ships is one."""
+
+    async def solve(self, question: str, model: BaseChatModel | str | None = None
+                    ) -> Solution:
+        """Solve ``question`` with ``model`` (a chat model, a provider string, or None for
+        ``PONDER_MODEL``): the answer (None when none was found) and the trace of every step."""
+
+
 class BudgetExceeded(PonderError, RuntimeError):
     """A solve reached its budget of calls, tokens or dollars."""
 

@@ -17,7 +17,6 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
-from ponder.agents.planning.answers import extract_answer
 from ponder.agents.planning.base import (
     AnsweringPlanner,
     Budget,
@@ -30,7 +29,11 @@ from ponder.models import as_chat_model
 
 
 class SelfConsistency(AnsweringPlanner):
-    """Majority vote over ``k`` sampled paths of a CoT prompt (default: Zero-Shot-CoT)."""
+    """Majority vote over ``k`` sampled paths of a CoT prompt (default: Zero-Shot-CoT).
+
+    ``base`` is the planner whose ``reason`` samples one path (a ``ChainOfThought`` in any prompt
+    format, or a ``ZeroShotCoT``); its answer kind decides which answers are equal.
+    """
 
     def __init__(self, k: int = 10, *, base: ChainOfThought | ZeroShotCoT | None = None,
                  temperature: float = 0.7, use_n: bool = False, weighted: bool = False,
@@ -111,7 +114,7 @@ class SelfConsistency(AnsweringPlanner):
             # Providers report one request's usage on every choice: count it once.
             recorded = message if i == 0 else message.model_copy(update={"usage_metadata": None})
             trace.record("cot", messages, recorded, latency if i == 0 else 0.0)
-            answer = extract_answer(message.text, self.base.answer, trigger="The answer is")
+            answer = self.base.extract(message.text)
             paths.append((answer, path_probability(message) if self.weighted else 1.0))
         return paths
 

@@ -37,6 +37,12 @@ def test_free_text_and_json():
     assert extract_answer("no json here {oops", "json") is None
 
 
+def test_expressions_vote_alike_whatever_their_spacing():
+    reply = "Steps: ...\nAnswer: (6 - 4) * (4 + 8) = 24\nInput: 1 1 1 1\nAnswer: 1 = 24"
+    assert extract_answer(reply, "expression", trigger="Answer:") == "(6-4)*(4+8)=24"
+    assert canonical_answer(" (6-4) *(4+8) = 24.", "expression") == "(6-4)*(4+8)=24"
+
+
 def test_equal_answers_normalise_alike():
     assert {canonical_answer(a) for a in ("18", "18.0", "$18", "18.", "1,8")} == {"18"}
     assert canonical_answer(" Paris. ", "text") == canonical_answer("paris", "text")
