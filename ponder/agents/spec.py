@@ -9,7 +9,8 @@ profile:
 tools: [calculator, myshop.tools:stock_level]   # built-in names or module:attr
 knowledge: [handbook.md, faq/*.md]               # files (relative to this spec) for a
                                                  # knowledge base in PONDER_DATABASE_URL
-planner: self-consistency                        # or {type: tree-of-thoughts, breadth: 3},
+planner: self-consistency                        # or sc, or {type: tot, breadth: 3} (the
+                                                 # names of agents/planning/registry.py),
                                                  # or module:attr for your own Planner
 max_steps: 8
 ```
