@@ -21,30 +21,14 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Send
 from pydantic import ValidationError
 
 from ponder.config import ConfigurationError
 from ponder.tasks import gather_cancelling
-
-
-def as_tool(obj: BaseTool | Callable[..., Any]) -> BaseTool:
-    """A LangChain tool from a tool, or from a plain (sync or async) function with a docstring."""
-    if isinstance(obj, BaseTool):
-        return obj
-    if not callable(obj):
-        raise ConfigurationError(f"{obj!r} is not a tool: pass a LangChain tool or a function")
-    if not (obj.__doc__ or "").strip():
-        name = getattr(obj, "__name__", repr(obj))
-        raise ConfigurationError(
-            f"the function {name!r} has no docstring: the model reads it to decide when to call "
-            "the tool, so describe what it does in one line"
-        )
-    if asyncio.iscoroutinefunction(obj):
-        return StructuredTool.from_function(coroutine=obj)
-    return StructuredTool.from_function(func=obj)
+from ponder.tools.toolkit import BoundedTool, ToolTimeoutError, as_tool
 
 
 class ToolTask(TypedDict):
@@ -61,7 +45,13 @@ class ToolTask(TypedDict):
 
 
 class ActionModule:
-    """Runs the tool calls of one AI message, concurrently, and bounds the steps of a turn."""
+    """Runs the tool calls of one AI message, concurrently, and bounds the steps of a turn.
+
+    ``tools`` are LangChain tools or plain functions with a docstring (made into tools by
+    ``ponder.tools.tool``, bounded by ``timeout_s``). A call of a tool that does not bound its
+    own calls is cut after ``timeout_s`` seconds; one made by ``ponder.tools.tool`` keeps its own
+    bound. A turn takes at most ``max_steps`` tool steps.
+    """
 
     def __init__(self, tools: Sequence[BaseTool | Callable[..., Any]] = (), *,
                  timeout_s: float = 30.0, max_steps: int = 10) -> None:
@@ -69,7 +59,8 @@ class ActionModule:
             raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}")
         if timeout_s <= 0:
             raise ConfigurationError(f"tool_timeout_s must be greater than zero, got {timeout_s}")
-        self.tools = [as_tool(t) for t in tools]
+        # A plain function becomes a tool bounded by timeout_s itself (ponder.tools.tool).
+        self.tools = [as_tool(t, timeout_s) for t in tools]
         self.by_name = {t.name: t for t in self.tools}
         if len(self.by_name) != len(self.tools):
             names = [t.name for t in self.tools]
@@ -129,11 +120,16 @@ class ActionModule:
         if tool is None:
             known = ", ".join(sorted(self.by_name)) or "none"
             return _error(call, f"there is no tool named {name!r}. Available tools: {known}.")
+        # A tool made by ponder.tools.tool bounds its own calls (its timeout_s, per retry); only
+        # other tools get the module's bound, so no call is timed twice.
+        limit = None if isinstance(tool, BoundedTool) else self.timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(limit):
                 result = await tool.ainvoke({**call, "type": "tool_call"}, config)
         except GraphBubbleUp:
             raise  # an interrupt or a parent command: LangGraph handles those
+        except ToolTimeoutError as exc:
+            return _error(call, f"{exc}.")
         except TimeoutError:
             return _error(call, f"tool {name!r} timed out after {self.timeout_s:g} s.")
         except ValidationError as exc:

@@ -72,6 +72,8 @@ class Agent:
     ``checkpointer`` is a LangGraph saver, a database URL, ``None`` for ``PONDER_DATABASE_URL``
     (opened on the first run), or ``False`` for no persistence. ``agent.graph`` is compiled with
     the saver only when one is passed in, so it can be a subgraph that shares its parent's.
+    ``tool_timeout_s`` bounds each tool call, in seconds, except for a tool made with
+    ``ponder.tools.tool``, which keeps its own ``timeout_s``.
     """
 
     def __init__(

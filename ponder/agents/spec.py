@@ -9,7 +9,8 @@ profile:
 tools: [calculator, myshop.tools:stock_level]   # built-in names or module:attr
 knowledge: [handbook.md, faq/*.md]               # files (relative to this spec) for a
                                                  # knowledge base in PONDER_DATABASE_URL
-planner: self-consistency                        # or {type: tree-of-thoughts, breadth: 3},
+planner: self-consistency                        # or sc, or {type: tot, breadth: 3} (the
+                                                 # names of agents/planning/registry.py),
                                                  # or module:attr for your own Planner
 max_steps: 8
 ```
@@ -24,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ponder.agents.planning.registry import make_planner, planner_name
 from ponder.agents.profile import Profile
 from ponder.config import ConfigurationError
 from ponder.loading import load_object
@@ -127,22 +129,20 @@ def _load(ref: str, base: Path, path: Path, what: str) -> Any:
 
 
 def _planner(value: str | dict[str, Any], base: Path, path: Path):
-    """A named planner (``self-consistency``, or ``{type: tot, breadth: 3}``) or module:attr."""
-    from ponder.agents import planning
-
-    named = {"zero-shot-cot": planning.ZeroShotCoT, "self-consistency": planning.SelfConsistency,
-             "tree-of-thoughts": planning.TreeOfThoughts, "decompose": planning.Decompose}
+    """A named planner (``self-consistency``, ``sc``, or ``{type: tot, breadth: 3}``: the names
+    of ``planning.registry``) or module:attr."""
     options = dict(value) if isinstance(value, dict) else {}
-    name = options.pop("type", None) if options or isinstance(value, dict) else value
+    name = options.pop("type", None) if isinstance(value, dict) else value
     if isinstance(name, str) and ":" in name and not options:
         return _load(name, base, path, "planner")
-    if name not in named:
-        raise SpecError(f"{path}: unknown planner {name!r}: use one of {', '.join(named)}, "
-                        "or module:attr for your own")
     try:
-        return named[name](**options)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{path}: planner {name!r}: {exc}") from None
+        planner_name(name)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {exc}, or module:attr for your own") from None
+    try:
+        return make_planner(name, **options)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def _knowledge(name: str, patterns: list[str], base: Path, path: Path):

@@ -39,7 +39,8 @@ def _print_report(report, as_json: bool, model: str | None) -> None:
 @eval_app.command("game24")
 def eval_game24(
     model: str | None = typer.Option(None, "--model", help="provider:name (default PONDER_MODEL)"),
-    method: str = typer.Option("tot", "--method", help="io, cot, sc or tot"),
+    method: str = typer.Option("tot", "--method", help="io, cot, sc or tot (or their full "
+                               "names: ponder.agents.planning.registry)"),
     limit: int = typer.Option(10, "--limit", min=1, help="How many puzzles."),
     start: int = typer.Option(900, "--start", min=0, help="First row (the ToT paper: 900)."),
     data: str = typer.Option("game24.csv", "--data", help="The Game of 24 CSV."),
@@ -48,7 +49,8 @@ def eval_game24(
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Puzzles at once."),
     as_json: bool = JSON,
 ) -> None:
-    """Game of 24: accuracy of io, cot, sc or tot (exact arithmetic checks the answers)."""
+    """Game of 24: accuracy of io, cot, sc or tot (exact arithmetic checks the answers), the
+    planners of the agent specs' names."""
     from ponder.agents.planning.evaluation import evaluate_game24, load_game24
 
     puzzles = load_game24(data, start, limit)
@@ -60,7 +62,8 @@ def eval_game24(
 @eval_app.command("gsm8k")
 def eval_gsm8k(
     model: str | None = typer.Option(None, "--model", help="provider:name (default PONDER_MODEL)"),
-    method: str = typer.Option("cot", "--method", help="cot, zero-shot-cot or sc"),
+    method: str = typer.Option("cot", "--method", help="io, cot, zero-shot-cot or sc (or "
+                               "their full names: ponder.agents.planning.registry)"),
     limit: int = typer.Option(50, "--limit", min=1, help="How many problems."),
     start: int = typer.Option(0, "--start", min=0, help="First problem."),
     data: str = typer.Option("gsm8k_test.jsonl", "--data", help="The GSM8K test JSONL."),
@@ -68,7 +71,7 @@ def eval_gsm8k(
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Problems at once."),
     as_json: bool = JSON,
 ) -> None:
-    """GSM8K: accuracy of cot (8-shot), zero-shot-cot or sc against the gold answers."""
+    """GSM8K: accuracy of io or cot (8-shot), zero-shot-cot or sc against the gold answers."""
     from ponder.agents.planning.evaluation import evaluate_gsm8k, load_gsm8k
 
     items = load_gsm8k(data, start, limit)

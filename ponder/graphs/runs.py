@@ -48,7 +48,7 @@ from ponder.config import ConfigurationError
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import Target
-from ponder.graphs.tracing import Trace, export_spans, otel_configured
+from ponder.graphs.tracing import RunTracer, export_spans, otel_configured
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -194,7 +194,7 @@ class RunRecorder(Tables):
                                      f"{multitask_strategy!r}")
         run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id)
         await self._acquire(run_id, multitask_strategy == "reject")
-        trace, outcome = Trace(), {"status": "success", "output": None}
+        trace, outcome = RunTracer(), {"status": "success", "output": None}
 
         def finish(status: str, state: dict[str, Any] | None = None) -> None:
             outcome.update(status=status, output=final_text(state) if state else None)
@@ -265,7 +265,7 @@ class RunRecorder(Tables):
         return run_id
 
     async def finish(self, run_id: str, status: str, *, error: str | None = None,
-                     output: str | None = None, trace: Trace | None = None,
+                     output: str | None = None, trace: RunTracer | None = None,
                      worker: str | None = None) -> bool:
         """End a run (only if ``worker`` still holds it, when given); write its trace."""
         condition = runs_table.c.id == run_id

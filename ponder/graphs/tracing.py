@@ -1,6 +1,6 @@
-"""Run traces: a LangChain callback handler (``Trace``) that records each step of a run (node,
-model and tool spans with latency and tokens), and their export as OpenTelemetry spans when the
-application configures an SDK."""
+"""Run traces: a LangChain tracer (``RunTracer``, a callback handler) that records each step of a
+run (node, model and tool spans with latency and tokens), and their export as OpenTelemetry spans
+when the application configures an SDK."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ class Span:
     error: str | None = None
 
 
-class Trace(AsyncCallbackHandler):
-    """A LangChain callback handler that turns a run's events into a tree of spans; and the
-    run's usage, of every model call made while it is ``collecting()`` (also calls that do not
-    pass the run's callbacks on: they make no span, but they are paid for)."""
+class RunTracer(AsyncCallbackHandler):
+    """A run's tracer: a LangChain callback handler that turns a run's events into a tree of
+    spans; and the run's usage, of every model call made while it is ``collecting()`` (also calls
+    that do not pass the run's callbacks on: they make no span, but they are paid for)."""
 
     def __init__(self) -> None:
         super().__init__()

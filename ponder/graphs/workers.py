@@ -33,7 +33,7 @@ from ponder.errors import PonderError
 from ponder.graphs.runs import RunRecord, RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import Target, as_target, load_target
-from ponder.graphs.tracing import Trace
+from ponder.graphs.tracing import RunTracer
 
 log = logging.getLogger("ponder.workers")
 TASK = "ponder.run"
@@ -255,7 +255,7 @@ class Worker:
         """Run a claimed run to its end, retrying failures from the last checkpoint; the
         status it ended with (None when handed back or taken over)."""
         run_id = record.id
-        trace, attempt = Trace(), 0
+        trace, attempt = RunTracer(), 0
         try:
             runnable = target or self._load(record.target)
             while True:
@@ -285,7 +285,7 @@ class Worker:
         await self._finish(run_id, status, trace, state=state)
         return status
 
-    async def _finish(self, run_id: str, status: str, trace: Trace, *,
+    async def _finish(self, run_id: str, status: str, trace: RunTracer, *,
                       error: str | None = None, state: dict | None = None) -> None:
         kept = await asyncio.shield(self.runs.finish(
             run_id, status, error=error, trace=trace, worker=self.id,
@@ -294,7 +294,7 @@ class Worker:
             log.warning("run %s was taken over by another worker; its outcome here is dropped",
                         run_id)
 
-    async def _attempt(self, runnable: Target, record: RunRecord, trace: Trace
+    async def _attempt(self, runnable: Target, record: RunRecord, trace: RunTracer
                        ) -> tuple[str, dict]:
         thread_id, user_id = record.thread_id, record.user_id
         head = await _head(runnable, thread_id)

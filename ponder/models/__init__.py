@@ -15,7 +15,7 @@ from ponder.models.embeddings import (
     embeddings,
 )
 from ponder.models.quotas import ResiliencePolicy
-from ponder.models.replies import json_list
+from ponder.models.replies import first_json, json_list, list_items
 from ponder.models.retries import ModelCallError
 from ponder.models.usage import ModelCall, UsageLog, follow_background, track_usage
 
@@ -31,7 +31,9 @@ __all__ = [
     "chat_model",
     "embedding_model_id",
     "embeddings",
+    "first_json",
     "follow_background",
     "json_list",
+    "list_items",
     "track_usage",
 ]

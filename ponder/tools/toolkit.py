@@ -1,8 +1,10 @@
-"""Make a safe tool from a function: ``@tool(timeout_s=5, max_concurrency=4, retries=2)``.
+"""Functions -> LangChain tools, the one way ponder makes them: ``@tool(timeout_s=5,
+max_concurrency=4, retries=2)``, and ``as_tool`` for whatever an agent is given.
 
 The schema comes from the signature and the docstring (the model reads both). A sync function runs
 in a worker thread; an async one on the loop. Each call is bounded by a timeout, the calls in
-flight by a semaphore, and transient failures are retried with backoff.
+flight by a semaphore, and transient failures are retried with backoff. A tool made here bounds
+its own calls, so an agent's action module adds no second timeout around it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from langchain_core.tools.base import create_schema_from_function
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ponder.config import ConfigurationError
+from ponder.errors import PonderError
 
-__all__ = ["tool"]
+__all__ = ["BoundedTool", "ToolTimeoutError", "as_tool", "tool"]
+
+
+class ToolTimeoutError(PonderError, TimeoutError):
+    """A call of a tool made by ``tool`` ran past its ``timeout_s`` (also a ``TimeoutError``)."""
+
+
+class BoundedTool(StructuredTool):
+    """A tool made by ``tool``: each call is bounded by ``timeout_s`` seconds (None: no bound),
+    which the tool enforces itself, retries included."""
+
+    timeout_s: float | None = None
 
 
 def tool(func: Callable[..., Any] | None = None, *, name: str | None = None,
@@ -27,24 +40,47 @@ def tool(func: Callable[..., Any] | None = None, *, name: str | None = None,
          max_concurrency: int | None = None, retries: int = 0,
          retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
          ) -> Any:
-    """Decorate a function (``@tool`` or ``@tool(...)``) to make a LangChain tool."""
+    """Decorate a function (``@tool`` or ``@tool(...)``) to make a LangChain tool (a BoundedTool).
+
+    ``timeout_s`` bounds each attempt (None: no bound; ToolTimeoutError when it passes),
+    ``max_concurrency`` the calls in flight, and ``retries`` the extra attempts after an
+    exception of ``retry_on``, with exponential backoff. Raises ConfigurationError for a function
+    without a docstring (or ``description``) or a bad limit.
+    """
     if func is None:
         return functools.partial(tool, name=name, description=description, timeout_s=timeout_s,
                                  max_concurrency=max_concurrency, retries=retries,
                                  retry_on=retry_on)
-    return _make(func, name or func.__name__, description, timeout_s, max_concurrency, retries,
-                 retry_on)
+    return _make(func, name or getattr(func, "__name__", None), description, timeout_s,
+                 max_concurrency, retries, retry_on)
 
 
-def _make(func: Callable[..., Any], name: str, description: str | None,
+def as_tool(obj: BaseTool | Callable[..., Any], timeout_s: float | None = 30.0) -> BaseTool:
+    """A LangChain tool as it is, or a plain (sync or async) function with a docstring made into
+    one by ``tool``, each call bounded by ``timeout_s`` seconds. Raises ConfigurationError for
+    anything else."""
+    if isinstance(obj, BaseTool):
+        return obj
+    if not callable(obj):
+        raise ConfigurationError(f"{obj!r} is not a tool: pass a LangChain tool or a function")
+    return tool(obj, timeout_s=timeout_s)
+
+
+def _make(func: Callable[..., Any], name: str | None, description: str | None,
           timeout_s: float | None, max_concurrency: int | None, retries: int,
           retry_on: tuple[type[BaseException], ...]) -> BaseTool:
+    if not name:
+        raise ConfigurationError(f"{func!r} has no __name__: pass name= to make it a tool")
     description = description or inspect.getdoc(func)
     if not description:
-        raise ConfigurationError(f"the tool {name!r} needs a docstring or description=: the "
-                                 "model reads it to decide when to call the tool")
+        raise ConfigurationError(
+            f"the function {name!r} has no docstring: a tool needs a docstring or description=, "
+            "because the model reads it to decide when to call the tool")
     if retries < 0 or (max_concurrency is not None and max_concurrency < 1):
         raise ConfigurationError(f"tool {name!r}: retries must be >= 0 and max_concurrency >= 1")
+    if timeout_s is not None and timeout_s <= 0:
+        raise ConfigurationError(f"tool {name!r}: timeout_s must be greater than zero, got "
+                                 f"{timeout_s}")
     is_async = inspect.iscoroutinefunction(func)
     gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
@@ -56,7 +92,7 @@ def _make(func: Callable[..., Any], name: str, description: str | None,
             async with asyncio.timeout(timeout_s):
                 return await call
         except TimeoutError:
-            raise TimeoutError(f"tool {name!r} timed out after {timeout_s:g} s") from None
+            raise ToolTimeoutError(f"tool {name!r} timed out after {timeout_s:g} s") from None
 
     @functools.wraps(func)
     async def run(**kwargs: Any) -> Any:
@@ -70,7 +106,7 @@ def _make(func: Callable[..., Any], name: str, description: str | None,
                 async with gate:
                     return await once(**kwargs)
 
-    return StructuredTool.from_function(
-        coroutine=run, name=name, description=description,
-        args_schema=create_schema_from_function(name, func, parse_docstring=False),
-    )
+    # The schema is LangChain's own, read through the wrapper from the function: its
+    # arguments, with a RunnableConfig parameter or injected ones left to LangChain to fill.
+    return BoundedTool.from_function(coroutine=run, name=name, description=description,
+                                     timeout_s=timeout_s)

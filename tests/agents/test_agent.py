@@ -12,9 +12,11 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
 
 from ponder import Agent, InMemoryMemory, Profile
+from ponder.agents import ActionModule
 from ponder.config import ConfigurationError
 from ponder.models import chat_model
 from ponder.testing import FakeOpenAIServer, ScriptedChatModel, tool_calls
+from ponder.tools import tool as bounded_tool
 from tests.helpers.concurrency import Rendezvous
 
 PROFILE = Profile(role="a ship's navigator", goal="plot safe courses",
@@ -127,6 +129,34 @@ async def test_a_blocking_sync_tool_does_not_stall_other_agents():
     slow = await slow_task
     assert quick["messages"][-1].content == "quick answer"
     assert [m.content for m in slow["messages"] if m.type == "tool"] == ["found"]
+
+
+async def test_each_tool_call_is_timed_once():
+    async def plain(x: int) -> str:
+        """A plain function: the action module makes it a tool bounded by its timeout."""
+        await asyncio.sleep(5)
+        return "never"
+
+    @bounded_tool(timeout_s=0.05)
+    async def quick_bound(x: int) -> str:
+        """Bounded by its own, shorter timeout."""
+        await asyncio.sleep(5)
+        return "never"
+
+    @bounded_tool(timeout_s=None)
+    async def unbounded(x: int) -> str:
+        """Bounded by nothing: the module's timeout is not added around it."""
+        await asyncio.sleep(0.3)
+        return "finished"
+
+    action = ActionModule([plain, quick_bound, unbounded], timeout_s=0.1)
+    results = await action.run(AIMessage(content="", tool_calls=[
+        {"name": name, "args": {"x": 1}, "id": name}
+        for name in ("plain", "quick_bound", "unbounded")]))
+    assert [m.content for m in results] == [
+        "Error: tool 'plain' timed out after 0.1 s.",
+        "Error: tool 'quick_bound' timed out after 0.05 s.",
+        "finished"]
 
 
 async def test_tool_failures_come_back_to_the_model():

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from ponder.config import ConfigurationError
-from ponder.tools.toolkit import tool
+from ponder.errors import PonderError
+from ponder.tools.toolkit import BoundedTool, ToolTimeoutError, as_tool, tool
 from tests.helpers.concurrency import Rendezvous
 
 
@@ -91,3 +92,30 @@ def test_a_tool_needs_a_description():
         @tool
         def mystery(x: int) -> int:
             return x
+
+
+async def test_as_tool_makes_functions_with_tool_and_keeps_tools():
+    def stock(item: str) -> int:
+        """Units of an item in stock."""
+        return 7
+
+    made = as_tool(stock, timeout_s=5)
+    assert isinstance(made, BoundedTool) and made.timeout_s == 5
+    assert await made.ainvoke({"item": "tea"}) == 7
+    assert as_tool(made) is made
+    with pytest.raises(ConfigurationError, match="is not a tool"):
+        as_tool("stock")
+    with pytest.raises(ConfigurationError, match="has no docstring"):
+        as_tool(lambda: 1)
+
+
+async def test_a_tools_own_timeout_is_a_ponder_error_and_a_timeout_error():
+    @tool(timeout_s=0.05)
+    async def slow() -> str:
+        """Too slow."""
+        await asyncio.sleep(5)
+        return "never"
+
+    with pytest.raises(ToolTimeoutError) as caught:
+        await slow.ainvoke({})
+    assert isinstance(caught.value, TimeoutError) and isinstance(caught.value, PonderError)

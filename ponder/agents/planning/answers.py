@@ -1,4 +1,5 @@
-"""Answers out of reasoning text: extraction per task kind, and normalisation for voting."""
+"""Answers out of reasoning text: extraction per answer kind, and the canonical form votes
+compare."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-KINDS = ("number", "option", "text", "json")
+from ponder.models.replies import first_json
+
+KINDS = ("number", "option", "text", "json", "expression")
 
 # Commas only as thousands separators ("1,234"), so "3,4,5" is three numbers.
 _NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
@@ -37,23 +40,27 @@ def extract_answer(text: str | None, kind: str = "number", trigger: str | None =
         found = _NUMBER.findall(tail)
         if not found:
             return None
-        return normalize_answer(found[0] if after_trigger else found[-1], kind)
+        return canonical_answer(found[0] if after_trigger else found[-1], kind)
     if kind == "option":
         found = _PARENTHESISED_OPTION.findall(tail) or _OPTION.findall(tail)
         if not found:
             return None
         return found[0] if after_trigger else found[-1]
     if kind == "json":
-        return _first_json(tail)
+        value = first_json(tail)
+        return None if value is None else json.dumps(value, sort_keys=True)
     lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
     if not lines:
         return None
     line = lines[0] if after_trigger else lines[-1]
-    return normalize_answer(line.lstrip(":-– ").strip(), kind) or None
+    return canonical_answer(line.lstrip(":-– ").strip(), kind) or None
 
 
-def normalize_answer(answer: str | None, kind: str = "number") -> str | None:
-    """A canonical form, so equal answers vote together ("18.00" == "$18" == "18")."""
+def canonical_answer(answer: str | None, kind: str = "number") -> str | None:
+    """The canonical form of an answer of ``kind``, so equal answers vote together: "18.00",
+    "$18" and "18" are "18"; an option is its upper-case letter; JSON is re-serialised with sorted
+    keys; text is lower case with single spaces; an expression loses its spaces. None when
+    ``answer`` is not of the kind."""
     if answer is None:
         return None
     if kind == "number":
@@ -75,16 +82,7 @@ def normalize_answer(answer: str | None, kind: str = "number") -> str | None:
             return json.dumps(json.loads(answer), sort_keys=True)
         except (json.JSONDecodeError, TypeError):
             return None
+    if kind == "expression":  # "(6 - 4) * (4 + 8) = 24" and "(6-4)*(4+8)=24" are one answer
+        return re.sub(r"\s+", "", answer.strip().rstrip(".")) or None
     return re.sub(r"\s+", " ", answer.strip().strip(".").strip('"').lower()) or None
 
-
-def _first_json(text: str) -> str | None:
-    decoder = json.JSONDecoder()
-    for start, char in enumerate(text):
-        if char in "{[":
-            try:
-                value, _ = decoder.raw_decode(text[start:])
-            except json.JSONDecodeError:
-                continue
-            return json.dumps(value, sort_keys=True)
-    return None

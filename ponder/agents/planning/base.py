@@ -1,4 +1,5 @@
-"""What planners share: the Planner protocol, the trace of a solve, budgets, and solutions."""
+"""What planners share: the Planner protocol, the reasoning trace of a solve, budgets, and
+solutions."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ class Planner(Protocol):
     async def plan(self, state: dict[str, Any], *, model: BaseChatModel, system: SystemMessage,
                    action: Any, config: RunnableConfig) -> dict[str, Any]:
         """Plan the turn: a state update, ``{"plan": text}`` or ``{"messages": [AIMessage]}``."""
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """A planner usable alone, outside any agent: every planner ponder ships is one."""
+
+    async def solve(self, question: str, model: BaseChatModel | str | None = None
+                    ) -> Solution:
+        """Solve ``question`` with ``model`` (a chat model, a provider string, or None for
+        ``PONDER_MODEL``): the answer (None when none was found) and the trace of every step."""
 
 
 class BudgetExceeded(PonderError, RuntimeError):
@@ -96,8 +107,9 @@ class Solution:
         return self.input_tokens + self.output_tokens
 
 
-class Trace:
-    """Makes a solve's model calls: records each as a Step, streams it, enforces the budget."""
+class ReasoningTrace:
+    """A planner's reasoning trace: makes a solve's model calls, records each as a Step, streams
+    it, and enforces the budget. (A run's trace of spans is ``graphs.tracing.RunTracer``.)"""
 
     def __init__(self, model: BaseChatModel, system: SystemMessage | None = None,
                  budget: Budget | None = None) -> None:

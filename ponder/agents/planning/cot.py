@@ -2,7 +2,9 @@
 
 - ``ChainOfThought``: worked examples in the prompt, chosen from a pool by similarity to the
   question (nearest neighbours in embedding space, KATE; the nearest goes last, next to the
-  question), by diversity (one per k-means cluster), or all of them.
+  question), by diversity (one per k-means cluster), or all of them; written in a
+  ``PromptFormat`` (the CoT paper's "Q: ... A: ... The answer is X." by default). With examples
+  that give answers only (``ANSWERS_ONLY``), it is standard (input-output) prompting.
 - ``ZeroShotCoT``: "Let's think step by step." for the reasoning, then the reasoning plus an
   answer trigger ("Therefore, the answer is") to extract the answer.
 - ``AutoCoT``: clusters a question bank, picks one question per cluster under the published
@@ -22,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
 from ponder.agents.planning.answers import KINDS, extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, Solution, Trace
+from ponder.agents.planning.base import AnsweringPlanner, Budget, ReasoningTrace, Solution
 from ponder.models import as_chat_model
 from ponder.similarity import cosine
 
@@ -31,6 +33,7 @@ TRIGGERS = {
     "option": "Therefore, among A through E, the answer is",
     "text": "Therefore, the answer is",
     "json": "Therefore, the answer as JSON is",
+    "expression": "Therefore, the answer (an arithmetic expression) is",
 }
 
 
@@ -43,11 +46,32 @@ class Example:
     answer: str
 
 
-def few_shot_prompt(examples: Sequence[Example], question: str) -> str:
-    """The few-shot prompt: per example "Q: ... A: rationale The answer is X.", then the
-    question."""
-    shots = [f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in examples]
-    return "\n\n".join([*shots, f"Q: {question}\nA:"])
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a few-shot prompt is written, and where its reply's answer is.
+
+    The prompt is the ``instruction`` (if any), each worked example written by ``example`` (with
+    ``{question}``, ``{rationale}`` and ``{answer}``), then the question written by ``question``,
+    joined by ``separator``. The answer is read after the first ``trigger`` in the reply. The
+    default is the Chain-of-Thought paper's "Q: ... A: rationale The answer is X.".
+    """
+
+    example: str = "Q: {question}\nA: {rationale} The answer is {answer}."
+    question: str = "Q: {question}\nA:"
+    instruction: str = ""
+    separator: str = "\n\n"
+    trigger: str = "The answer is"
+
+    def render(self, examples: Sequence[Example], question: str) -> str:
+        """The prompt for ``question`` with ``examples``, in order."""
+        shots = [self.example.format(question=e.question, rationale=e.rationale, answer=e.answer)
+                 for e in examples]
+        head = [self.instruction] if self.instruction else []
+        return self.separator.join([*head, *shots, self.question.format(question=question)])
+
+
+# Standard prompting (Brown et al. 2020; the CoT paper's baseline): the examples' answers alone.
+ANSWERS_ONLY = PromptFormat(example="Q: {question}\nA: The answer is {answer}.")
 
 
 def _check_kind(answer: str) -> str:
@@ -57,10 +81,15 @@ def _check_kind(answer: str) -> str:
 
 
 class ChainOfThought(AnsweringPlanner):
-    """Few-shot Chain-of-Thought. ``select``: "similarity" (KATE), "diversity" or "all"."""
+    """Few-shot Chain-of-Thought. ``select``: "similarity" (KATE), "diversity" or "all".
+
+    ``answer`` is the answer kind (see ``answers.KINDS``); ``prompt_format`` writes the prompt and
+    says where the answer is (default: "Q: ... A: ... The answer is X.").
+    """
 
     def __init__(self, examples: Sequence[Example], *, k: int = 8, select: str = "all",
                  embeddings: Embeddings | None = None, answer: str = "number",
+                 prompt_format: PromptFormat | None = None,
                  budget: Budget | None = None) -> None:
         if select not in ("similarity", "diversity", "all"):
             raise ValueError(f"select must be 'similarity', 'diversity' or 'all', not {select!r}")
@@ -71,6 +100,7 @@ class ChainOfThought(AnsweringPlanner):
         self.examples = list(examples)
         self.k, self.select, self.embeddings = k, select, embeddings
         self.answer = _check_kind(answer)
+        self.prompt_format = prompt_format or PromptFormat()
         self.budget = budget
         self._vectors: list[list[float]] | None = None
         self._diverse: list[Example] | None = None
@@ -96,14 +126,19 @@ class ChainOfThought(AnsweringPlanner):
         return self._diverse
 
     def prompt(self, question: str, examples: Sequence[Example]) -> str:
-        """The few-shot prompt for ``question`` with ``examples`` (see ``few_shot_prompt``)."""
-        return few_shot_prompt(examples, question)
+        """The few-shot prompt for ``question`` with ``examples``, in the prompt format."""
+        return self.prompt_format.render(examples, question)
 
-    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+    def extract(self, text: str) -> str | None:
+        """The answer in a reply: the first after the format's trigger, else the last one."""
+        return extract_answer(text, self.answer, trigger=self.prompt_format.trigger)
+
+    async def reason(self, trace: ReasoningTrace, question: str, **kwargs
+                     ) -> tuple[AIMessage, str | None]:
         """One reasoning path: the model's reasoning and the answer extracted from it."""
         examples = await self.choose(question)
         reply = await trace.ask("cot", self.prompt(question, examples), **kwargs)
-        return reply, extract_answer(reply.text, self.answer, trigger="The answer is")
+        return reply, self.extract(reply.text)
 
     async def solve(self, question: str, model: BaseChatModel | str | None = None, *,
                     system: SystemMessage | None = None) -> Solution:
@@ -114,7 +149,7 @@ class ChainOfThought(AnsweringPlanner):
         Examples for GPT-3?". Raises BudgetExceeded when the budget allows no call; the Solution's
         error says so when no answer could be extracted.
         """
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         _, answer = await self.reason(trace, question)
         return trace.solution(answer, error=None if answer else "no answer in the reasoning")
 
@@ -128,7 +163,8 @@ class ZeroShotCoT(AnsweringPlanner):
         self.trigger = trigger or TRIGGERS[answer]
         self.budget = budget
 
-    async def reason(self, trace: Trace, question: str, **kwargs) -> tuple[AIMessage, str | None]:
+    async def reason(self, trace: ReasoningTrace, question: str, **kwargs
+                     ) -> tuple[AIMessage, str | None]:
         """One reasoning path: the model's reasoning and the answer extracted from it."""
         opening = f"Q: {question}\nA: Let's think step by step."
         reasoning = await trace.ask("reason", opening, **kwargs)
@@ -148,7 +184,7 @@ class ZeroShotCoT(AnsweringPlanner):
         ``details["reasoning"]`` holds the first stage's text. Raises BudgetExceeded when the budget
         does not allow the calls.
         """
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         reasoning, answer = await self.reason(trace, question)
         return trace.solution(answer, reasoning=reasoning.text,
                               error=None if answer else "the extraction stage gave no answer")
@@ -193,7 +229,7 @@ class AutoCoT(AnsweringPlanner):
             if self.demos is None:
                 vectors = await self.embeddings.aembed_documents(self.questions)
                 zero_shot = ZeroShotCoT(answer=self.answer)
-                trace = Trace(model, system, self.budget)
+                trace = ReasoningTrace(model, system, self.budget)
 
                 async def demo_for(cluster: list[int]) -> Example | None:
                     for i in cluster:  # nearest first; the first that passes the heuristics wins

@@ -9,7 +9,6 @@ rewrites the remaining plan, knowing what failed, up to ``max_revisions`` times.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,8 +18,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
 from ponder.agents.action import ActionModule
-from ponder.agents.planning.base import Budget, Solution, Trace, question_of
-from ponder.models import as_chat_model
+from ponder.agents.planning.base import Budget, ReasoningTrace, Solution, question_of
+from ponder.models import as_chat_model, list_items
 
 PLAN_PROMPT = """Break this task into at most {n} subtasks that, done in order, solve it. Each \
 subtask should be one action: look something up, call a tool, compute, or write. Reply with \
@@ -54,17 +53,6 @@ Results of the steps taken:
 
 Using these results, write the final answer to the task."""
 
-_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*])\s+(.+)$")
-
-
-def parse_subtasks(text: str, limit: int) -> list[str]:
-    """The numbered (or bulleted) lines of a plan; a plan of plain lines is taken line by line."""
-    lines = [m[1].strip() for line in text.splitlines() if (m := _NUMBERED.match(line))]
-    if not lines:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[:limit]
-
-
 class Decompose:
     """Plan-and-execute. Alone: ``await Decompose(tools=[...]).solve(question, model)``."""
 
@@ -92,9 +80,9 @@ class Decompose:
         error.
         """
         action = action or self.action or ActionModule(max_steps=self.max_tool_steps)
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         reply = await trace.ask("plan", PLAN_PROMPT.format(n=self.max_subtasks, question=question))
-        plan = parse_subtasks(reply.text, self.max_subtasks)
+        plan = list_items(reply.text, self.max_subtasks)
         if not plan:
             return trace.solution(None, plan=[], error="the planner wrote no subtasks")
         done: list[tuple[str, str]] = []
@@ -114,12 +102,12 @@ class Decompose:
             reply = await trace.ask("revise", REVISE_PROMPT.format(
                 question=question, results=results_text(done), subtask=subtask, reason=result,
                 n=self.max_subtasks))
-            plan = parse_subtasks(reply.text, self.max_subtasks)
+            plan = list_items(reply.text, self.max_subtasks)
         final = await trace.ask("synthesize", SYNTHESIS_PROMPT.format(
             question=question, results=results_text(done)))
         return trace.solution(final.text, plan=executed, revisions=revisions)
 
-    async def run_subtask(self, trace: Trace, action: ActionModule, question: str,
+    async def run_subtask(self, trace: ReasoningTrace, action: ActionModule, question: str,
                           subtask: str, done: list[tuple[str, str]]) -> tuple[bool, str]:
         """A small tool loop for one subtask: (succeeded, result or reason)."""
         tool_kwargs = trace.model.bind_tools(action.tools).kwargs if action.tools else {}

@@ -1,9 +1,13 @@
-"""Reasoning benchmarks: Game of 24 (io, cot, sc, tot) and GSM8K (cot, zero-shot-cot, sc).
+"""Reasoning benchmarks: Game of 24 (io, cot, sc, tot) and GSM8K (io, cot, zero-shot-cot, sc).
 
-They run against any chat model (an OpenAI-compatible endpoint included), so the published
-comparisons can be reproduced with a real model: ToT (b=5) against CoT on Game of 24 rows
-900-999, Self-Consistency against CoT on GSM8K. Answers are checked, never trusted: Game of 24
-expressions with exact arithmetic, GSM8K numbers against the gold answer after ``####``.
+``evaluate(planner, items, metric)`` runs any planner object (its ``solve``) over (question, gold)
+items and counts what ``metric`` accepts; each benchmark makes its methods' planners from the
+names of ``planning.registry`` (``sc`` is ``SelfConsistency``, ``tot`` ``TreeOfThoughts``, ...),
+with the task's examples. They run against any chat model (an OpenAI-compatible endpoint
+included), so the published comparisons can be reproduced with a real model: ToT (b=5) against
+CoT on Game of 24 rows 900-999, Self-Consistency against CoT on GSM8K. Answers are checked, never
+trusted: Game of 24 expressions with exact arithmetic, GSM8K numbers against the gold answer
+after ``####``.
 """
 
 from __future__ import annotations
@@ -11,73 +15,26 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import re
 import time
-from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from ponder.agents.planning.answers import normalize_answer
-from ponder.agents.planning.base import Solution, Trace
-from ponder.agents.planning.cot import ChainOfThought, Example, ZeroShotCoT
-from ponder.agents.planning.game24 import check_expression
-from ponder.agents.planning.self_consistency import SelfConsistency
-from ponder.agents.planning.tot import TreeOfThoughts
+from ponder.agents.planning import game24
+from ponder.agents.planning.answers import canonical_answer
+from ponder.agents.planning.base import Solution, Solver
+from ponder.agents.planning.cot import Example
+from ponder.agents.planning.registry import make_planner, planner_name
 from ponder.config import ConfigurationError
 
-GAME24_METHODS = ("io", "cot", "sc", "tot")
-GSM8K_METHODS = ("cot", "zero-shot-cot", "sc")
+Gold = TypeVar("Gold")
 
-GAME24_IO_PROMPT = """Use numbers and basic arithmetic operations (+ - * /) to obtain 24.
-Input: 4 4 6 8
-Answer: (4 + 8) * (6 - 4) = 24
-Input: 2 9 10 12
-Answer: 2 * 12 * (10 - 9) = 24
-Input: 4 9 10 13
-Answer: (13 - 9) * (10 - 4) = 24
-Input: 1 4 8 8
-Answer: (8 / 4 + 1) * 8 = 24
-Input: 5 5 5 9
-Answer: 5 + 5 + 5 + 9 = 24
-Input: {puzzle}
-"""
-
-GAME24_COT_PROMPT = """Use numbers and basic arithmetic operations (+ - * /) to obtain 24. \
-Each step, you are only allowed to choose two of the remaining numbers to obtain a new number.
-Input: 4 4 6 8
-Steps:
-4 + 8 = 12 (left: 4 6 12)
-6 - 4 = 2 (left: 2 12)
-2 * 12 = 24 (left: 24)
-Answer: (6 - 4) * (4 + 8) = 24
-Input: 2 9 10 12
-Steps:
-12 * 2 = 24 (left: 9 10 24)
-10 - 9 = 1 (left: 1 24)
-24 * 1 = 24 (left: 24)
-Answer: (12 * 2) * (10 - 9) = 24
-Input: 4 9 10 13
-Steps:
-13 - 10 = 3 (left: 3 4 9)
-9 - 3 = 6 (left: 4 6)
-4 * 6 = 24 (left: 24)
-Answer: 4 * (9 - (13 - 10)) = 24
-Input: 1 4 8 8
-Steps:
-8 / 4 = 2 (left: 1 2 8)
-1 + 2 = 3 (left: 3 8)
-3 * 8 = 24 (left: 24)
-Answer: (1 + 8 / 4) * 8 = 24
-Input: 5 5 5 9
-Steps:
-5 + 5 = 10 (left: 5 9 10)
-10 + 5 = 15 (left: 9 15)
-15 + 9 = 24 (left: 24)
-Answer: ((5 + 5) + 5) + 9 = 24
-Input: {puzzle}
-"""
+# The methods of each benchmark, by the planners' own names (their aliases work too).
+GAME24_METHODS = ("input-output", "chain-of-thought", "self-consistency", "tree-of-thoughts")
+GSM8K_METHODS = ("input-output", "chain-of-thought", "zero-shot-cot", "self-consistency")
 
 # The eight worked examples of the Chain-of-Thought paper (Wei et al. 2022) for GSM8K.
 GSM8K_EXAMPLES = [
@@ -185,7 +142,7 @@ def load_gsm8k(path: str | Path, start: int = 0, limit: int | None = None
             try:
                 record = json.loads(line)
                 gold = record["answer"].rsplit("####", 1)[1].strip()
-                items.append((record["question"], normalize_answer(gold)))
+                items.append((record["question"], canonical_answer(gold)))
             except (json.JSONDecodeError, KeyError, IndexError, AttributeError):
                 raise ConfigurationError(f"{path}, line {number}: not a GSM8K record "
                                          "(question, answer ending in '#### N')") from None
@@ -195,85 +152,101 @@ def load_gsm8k(path: str | Path, start: int = 0, limit: int | None = None
 # -- runs ---------------------------------------------------------------------------------------
 
 
-async def _run_all(report: EvalReport, items: list, attempt, concurrency: int) -> EvalReport:
-    """Attempt every item, ``concurrency`` at a time; one failure is one wrong answer."""
+async def evaluate(planner: Solver, items: Sequence[tuple[str, Gold]],
+                   metric: Callable[[str | None, Gold], bool], *,
+                   model: BaseChatModel | str | None = None, concurrency: int = 8,
+                   task: str = "", method: str | None = None) -> EvalReport:
+    """Solve every (question, gold) item with ``planner`` and count the answers ``metric(answer,
+    gold)`` accepts.
+
+    ``planner`` is any planner usable alone (``await planner.solve(question, model)``).
+    ``concurrency`` items run at a time. An item whose solve or check raises is a wrong answer,
+    its "Type: message" line in the report's ``errors``. ``task`` and ``method`` (default: the
+    planner's class name) label the report.
+    """
+    report = EvalReport(task, method or type(planner).__name__)
     gate = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
 
-    async def one(item) -> None:
+    async def one(question: str, gold: Gold) -> None:
         async with gate:
             try:
-                solution, correct = await attempt(item)
+                solution = await planner.solve(question, model)
+                correct = metric(solution.answer, gold)
             except Exception as exc:
                 report.errors.append(f"{type(exc).__name__}: {exc}")
                 solution, correct = Solution(None), False
             report.add(solution, correct)
 
-    await asyncio.gather(*(one(item) for item in items))
+    await asyncio.gather(*(one(question, gold) for question, gold in items))
     report.wall_s = time.perf_counter() - started
     return report
 
 
-def _game24_answer(text: str) -> str | None:
-    found = re.findall(r"Answer:\s*(.+)", text)  # the first: later ones are invented puzzles
-    return found[0].strip() if found else None
+def game24_planner(method: str, *, k: int = 5, breadth: int = 5, n_evaluate: int = 3) -> Solver:
+    """The planner of a Game of 24 method: io, cot, sc or tot (or their own names).
+
+    ``io`` and ``cot`` are the Tree-of-Thoughts paper's five-example prompts (a
+    ``ChainOfThought`` in ``game24.IO_FORMAT`` and ``game24.COT_FORMAT``); ``sc`` is
+    ``SelfConsistency`` over ``k`` samples of ``cot``, all of them drawn, as in the paper's CoT-SC
+    baseline; ``tot`` is ``TreeOfThoughts`` with ``breadth`` and ``n_evaluate``. Answers are
+    expressions, voted on without their spaces. Raises ConfigurationError for another method.
+    """
+    name = planner_name(method, GAME24_METHODS, what="method")
+    cot = {"examples": game24.COT_EXAMPLES, "prompt_format": game24.COT_FORMAT,
+           "answer": "expression"}
+    options: dict[str, Any] = {
+        "input-output": {"examples": game24.IO_EXAMPLES, "prompt_format": game24.IO_FORMAT,
+                         "answer": "expression"},
+        "chain-of-thought": cot,
+        "self-consistency": {"k": k, "base": make_planner("cot", **cot), "early_stop": False},
+        "tree-of-thoughts": {"breadth": breadth, "n_evaluate": n_evaluate},
+    }[name]
+    return make_planner(name, **options)
+
+
+def _makes_24(answer: str | None, puzzle: str) -> bool:
+    return answer is not None and game24.check_expression(
+        answer, [int(n) for n in puzzle.split()])
 
 
 async def evaluate_game24(model: BaseChatModel, method: str, puzzles: list[str], *, k: int = 5,
                           breadth: int = 5, n_evaluate: int = 3, concurrency: int = 8
                           ) -> EvalReport:
-    """Run Game of 24 ``puzzles`` ("4 5 6 10") with ``method``: io, cot, sc or tot.
+    """Run Game of 24 ``puzzles`` ("4 5 6 10") with ``method``: io, cot, sc or tot (see
+    ``game24_planner``).
 
-    ``sc`` votes over ``k`` samples at temperature 0.7; ``tot`` is TreeOfThoughts with ``breadth``
-    and ``n_evaluate``. An answer counts only if its expression uses the four numbers and makes 24
-    exactly. ``concurrency`` puzzles run at a time. Raises ConfigurationError for an unknown method.
+    An answer counts only if its expression uses the four numbers and makes 24 exactly.
+    ``concurrency`` puzzles run at a time. Raises ConfigurationError for an unknown method.
     """
-    if method not in GAME24_METHODS:
-        raise ConfigurationError(f"unknown method {method!r} for game24: use "
-                                 + ", ".join(GAME24_METHODS))
-    tot = TreeOfThoughts(breadth=breadth, n_evaluate=n_evaluate)
+    planner = game24_planner(method, k=k, breadth=breadth, n_evaluate=n_evaluate)
+    return await evaluate(planner, [(p, p) for p in puzzles], _makes_24, model=model,
+                          concurrency=concurrency, task="game24", method=method)
 
-    async def attempt(puzzle: str) -> tuple[Solution, bool]:
-        numbers = [int(n) for n in puzzle.split()]
-        if method == "tot":
-            solution = await tot.solve(puzzle, model)
-        else:
-            trace = Trace(model)
-            prompt = (GAME24_IO_PROMPT if method == "io" else GAME24_COT_PROMPT).format(
-                puzzle=puzzle)
-            samples = k if method == "sc" else 1
-            options = {"temperature": 0.7} if method == "sc" else {}
-            replies = await asyncio.gather(*(trace.ask(method, prompt, **options)
-                                             for _ in range(samples)))
-            answers = [a for r in replies if (a := _game24_answer(r.text))]
-            # Vote on the expression without spaces; the first spelling of the winner answers.
-            spelling = {re.sub(r"\s+", "", a): a for a in reversed(answers)}
-            votes = Counter(re.sub(r"\s+", "", a) for a in answers)
-            solution = trace.solution(spelling[votes.most_common(1)[0][0]] if votes else None)
-        return solution, bool(solution.answer) and check_expression(solution.answer, numbers)
 
-    return await _run_all(EvalReport("game24", method), puzzles, attempt, concurrency)
+def gsm8k_planner(method: str, *, k: int = 5) -> Solver:
+    """The planner of a GSM8K method: io, cot, zero-shot-cot or sc (or their own names).
+
+    ``cot`` is few-shot with the CoT paper's eight examples (``GSM8K_EXAMPLES``), ``io`` the same
+    examples with their answers alone, and ``sc`` is ``SelfConsistency`` over ``k`` paths of
+    ``cot``. Raises ConfigurationError for another method.
+    """
+    name = planner_name(method, GSM8K_METHODS, what="method")
+    few_shot = {"examples": GSM8K_EXAMPLES}
+    options: dict[str, Any] = {
+        "input-output": few_shot, "chain-of-thought": few_shot, "zero-shot-cot": {},
+        "self-consistency": {"k": k, "base": make_planner("cot", **few_shot)},
+    }[name]
+    return make_planner(name, **options)
 
 
 async def evaluate_gsm8k(model: BaseChatModel, method: str, items: list[tuple[str, str]], *,
                          k: int = 5, concurrency: int = 8) -> EvalReport:
-    """Run GSM8K ``items`` ((question, gold answer) pairs) with ``method``: cot, zero-shot-cot or
-    sc.
+    """Run GSM8K ``items`` ((question, gold answer) pairs) with ``method``: io, cot, zero-shot-cot
+    or sc (see ``gsm8k_planner``).
 
-    ``cot`` is few-shot with the built-in examples; ``sc`` votes over ``k`` of its paths. An answer
-    counts when its normalised form equals the gold one. ``concurrency`` items run at a time. Raises
-    ConfigurationError for an unknown method.
+    An answer counts when its canonical form equals the gold one. ``concurrency`` items run at a
+    time. Raises ConfigurationError for an unknown method.
     """
-    if method not in GSM8K_METHODS:
-        raise ConfigurationError(f"unknown method {method!r} for gsm8k: use "
-                                 + ", ".join(GSM8K_METHODS))
-    few_shot = ChainOfThought(GSM8K_EXAMPLES)
-    planner = {"cot": few_shot, "zero-shot-cot": ZeroShotCoT(),
-               "sc": SelfConsistency(k, base=few_shot)}[method]
-
-    async def attempt(item: tuple[str, str]) -> tuple[Solution, bool]:
-        question, gold = item
-        solution = await planner.solve(question, model)
-        return solution, solution.answer is not None and solution.answer == gold
-
-    return await _run_all(EvalReport("gsm8k", method), items, attempt, concurrency)
+    return await evaluate(gsm8k_planner(method, k=k), items, lambda answer, gold: answer == gold,
+                          model=model, concurrency=concurrency, task="gsm8k", method=method)

@@ -4,6 +4,10 @@ A state is the steps so far, one per line, e.g. ``4 + 8 = 12 (left: 4 6 12)``. T
 leave one number; a fourth writes the answer, ``Answer: (6 - 4) * (4 + 8) = 24``. The model's
 arithmetic is never trusted: every proposed step is checked with exact fractions against the
 numbers actually left, and an answer counts only if it uses exactly the four numbers and equals 24.
+
+The one-prompt baselines of the Tree-of-Thoughts paper, input-output and Chain-of-Thought
+prompting with five worked examples, are ``ChainOfThought`` planners in the formats and with the
+examples below (``IO_FORMAT``, ``IO_EXAMPLES``, ``COT_FORMAT``, ``COT_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import re
 from collections import Counter
 from fractions import Fraction
 from itertools import combinations
+
+from ponder.agents.planning.cot import Example, PromptFormat
 
 PROPOSE_PROMPT = """Use basic arithmetic (+ - * /) on two of the input numbers to propose possible next steps. Each step combines two numbers into one.
 Input: 2 8 8 14
@@ -72,6 +78,36 @@ next step that keeps 24 reachable. Write it as "a op b = c (left: ...)".
 Input: {left}
 Next step:
 """
+
+_INSTRUCTION = "Use numbers and basic arithmetic operations (+ - * /) to obtain 24."
+
+# The ToT paper's standard (input-output) prompt: the puzzle, then the answer.
+IO_FORMAT = PromptFormat(instruction=_INSTRUCTION, example="Input: {question}\nAnswer: {answer}",
+                         question="Input: {question}\n", separator="\n", trigger="Answer:")
+IO_EXAMPLES = [Example("4 4 6 8", "", "(4 + 8) * (6 - 4) = 24"),
+               Example("2 9 10 12", "", "2 * 12 * (10 - 9) = 24"),
+               Example("4 9 10 13", "", "(13 - 9) * (10 - 4) = 24"),
+               Example("1 4 8 8", "", "(8 / 4 + 1) * 8 = 24"),
+               Example("5 5 5 9", "", "5 + 5 + 5 + 9 = 24")]
+
+# The ToT paper's CoT prompt: three steps, each combining two numbers, then the expression.
+COT_FORMAT = PromptFormat(
+    instruction=f"{_INSTRUCTION} Each step, you are only allowed to choose two of the remaining "
+                "numbers to obtain a new number.",
+    example="Input: {question}\nSteps:\n{rationale}\nAnswer: {answer}",
+    question="Input: {question}\n", separator="\n", trigger="Answer:")
+COT_EXAMPLES = [
+    Example("4 4 6 8", "4 + 8 = 12 (left: 4 6 12)\n6 - 4 = 2 (left: 2 12)\n2 * 12 = 24 (left: 24)",
+            "(6 - 4) * (4 + 8) = 24"),
+    Example("2 9 10 12", "12 * 2 = 24 (left: 9 10 24)\n10 - 9 = 1 (left: 1 24)\n"
+            "24 * 1 = 24 (left: 24)", "(12 * 2) * (10 - 9) = 24"),
+    Example("4 9 10 13", "13 - 10 = 3 (left: 3 4 9)\n9 - 3 = 6 (left: 4 6)\n4 * 6 = 24 (left: 24)",
+            "4 * (9 - (13 - 10)) = 24"),
+    Example("1 4 8 8", "8 / 4 = 2 (left: 1 2 8)\n1 + 2 = 3 (left: 3 8)\n3 * 8 = 24 (left: 24)",
+            "(1 + 8 / 4) * 8 = 24"),
+    Example("5 5 5 9", "5 + 5 = 10 (left: 5 9 10)\n10 + 5 = 15 (left: 9 15)\n"
+            "15 + 9 = 24 (left: 24)", "((5 + 5) + 5) + 9 = 24"),
+]
 
 _STEP = re.compile(
     r"^\s*(-?[\d.]+(?:/\d+)?)\s*([-+*/×÷x])\s*(-?[\d.]+(?:/\d+)?)\s*=\s*(-?[\d.]+(?:/\d+)?)"

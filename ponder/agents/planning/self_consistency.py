@@ -17,14 +17,23 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 
-from ponder.agents.planning.answers import extract_answer
-from ponder.agents.planning.base import AnsweringPlanner, Budget, BudgetExceeded, Solution, Trace
+from ponder.agents.planning.base import (
+    AnsweringPlanner,
+    Budget,
+    BudgetExceeded,
+    ReasoningTrace,
+    Solution,
+)
 from ponder.agents.planning.cot import ChainOfThought, ZeroShotCoT
 from ponder.models import as_chat_model
 
 
 class SelfConsistency(AnsweringPlanner):
-    """Majority vote over ``k`` sampled paths of a CoT prompt (default: Zero-Shot-CoT)."""
+    """Majority vote over ``k`` sampled paths of a CoT prompt (default: Zero-Shot-CoT).
+
+    ``base`` is the planner whose ``reason`` samples one path (a ``ChainOfThought`` in any prompt
+    format, or a ``ZeroShotCoT``); its answer kind decides which answers are equal.
+    """
 
     def __init__(self, k: int = 10, *, base: ChainOfThought | ZeroShotCoT | None = None,
                  temperature: float = 0.7, use_n: bool = False, weighted: bool = False,
@@ -55,7 +64,7 @@ class SelfConsistency(AnsweringPlanner):
         lost vote. Ties go to the earliest answer. A spent budget with ``use_n`` gives no answer and
         an error.
         """
-        trace = Trace(as_chat_model(model), system, self.budget)
+        trace = ReasoningTrace(as_chat_model(model), system, self.budget)
         failures: list[str] = []
         if self.use_n and isinstance(self.base, ChainOfThought):
             try:
@@ -66,7 +75,7 @@ class SelfConsistency(AnsweringPlanner):
             paths = await self._concurrent(trace, question, failures)
         return self._vote(trace, paths, failures)
 
-    async def _concurrent(self, trace: Trace, question: str, failures: list[str]
+    async def _concurrent(self, trace: ReasoningTrace, question: str, failures: list[str]
                           ) -> list[tuple[str | None, float]]:
         """Launch all k paths; stop the rest once they cannot change the winner."""
         tasks = [asyncio.ensure_future(self._path(trace, question)) for _ in range(self.k)]
@@ -86,11 +95,12 @@ class SelfConsistency(AnsweringPlanner):
             await asyncio.gather(*tasks, return_exceptions=True)
         return paths
 
-    async def _path(self, trace: Trace, question: str) -> tuple[str | None, float]:
+    async def _path(self, trace: ReasoningTrace, question: str) -> tuple[str | None, float]:
         reasoning, answer = await self.base.reason(trace, question, **self._sampling())
         return answer, path_probability(reasoning) if self.weighted else 1.0
 
-    async def _one_request(self, trace: Trace, question: str) -> list[tuple[str | None, float]]:
+    async def _one_request(self, trace: ReasoningTrace, question: str
+                           ) -> list[tuple[str | None, float]]:
         """All k paths from one request with ``n=k`` (few-shot CoT only: one call per path)."""
         trace.check_budget(self.k)
         examples = await self.base.choose(question)
@@ -104,7 +114,7 @@ class SelfConsistency(AnsweringPlanner):
             # Providers report one request's usage on every choice: count it once.
             recorded = message if i == 0 else message.model_copy(update={"usage_metadata": None})
             trace.record("cot", messages, recorded, latency if i == 0 else 0.0)
-            answer = extract_answer(message.text, self.base.answer, trigger="The answer is")
+            answer = self.base.extract(message.text)
             paths.append((answer, path_probability(message) if self.weighted else 1.0))
         return paths
 
@@ -117,7 +127,7 @@ class SelfConsistency(AnsweringPlanner):
         lead = counts[0][1] - (counts[1][1] if len(counts) > 1 else 0)
         return lead > self.k - len(paths)
 
-    def _vote(self, trace: Trace, paths: list[tuple[str | None, float]],
+    def _vote(self, trace: ReasoningTrace, paths: list[tuple[str | None, float]],
               failures: list[str] = ()) -> Solution:
         votes: dict[str, float] = {}
         for answer, weight in paths:  # first come, first placed: ties go to the earliest

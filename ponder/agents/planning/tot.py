@@ -25,8 +25,8 @@ from ponder.agents.planning.base import (
     AnsweringPlanner,
     Budget,
     BudgetExceeded,
+    ReasoningTrace,
     Solution,
-    Trace,
 )
 from ponder.agents.planning.game24 import Game24
 from ponder.models import as_chat_model
@@ -120,7 +120,7 @@ class TreeOfThoughts(AnsweringPlanner):
         rejected_steps and sequential_calls (model-call phases in a row).
         """
         x = self.task.parse_input(question)
-        run = _Search(self, x, Trace(as_chat_model(model), system, self.budget))
+        run = _Search(self, x, ReasoningTrace(as_chat_model(model), system, self.budget))
         error = None
         try:
             found = await (run.dfs("", 0) if self.search == "dfs" else run.levels())
@@ -135,7 +135,7 @@ class TreeOfThoughts(AnsweringPlanner):
 class _Search:
     """The state of one search: its trace, value cache and counters."""
 
-    def __init__(self, tot: TreeOfThoughts, x: Any, trace: Trace) -> None:
+    def __init__(self, tot: TreeOfThoughts, x: Any, trace: ReasoningTrace) -> None:
         self.tot, self.task, self.x, self.trace = tot, tot.task, x, trace
         self.cache: dict[str, asyncio.Future] = {}
         self.cache_hits = self.visited = self.pruned = self.backtracks = self.rejected = 0

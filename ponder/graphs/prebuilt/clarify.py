@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
-from ponder.agents.planning.base import Trace, question_of
+from ponder.agents.planning.base import ReasoningTrace, question_of
 from ponder.graphs.prebuilt.passages import numbered, search
 from ponder.memory.knowledge import KnowledgeBase
 from ponder.models import as_chat_model, json_list
@@ -105,7 +105,7 @@ def clarification_tree(model: BaseChatModel | str, retriever: KnowledgeBase | Ba
         async def readings_of(node: Reading) -> list[Reading]:
             parent = (f"It was already narrowed to: {node['question']}\n"
                       if node["depth"] else "")
-            reply = await Trace(model).ask("refine", REFINE_PROMPT.format(
+            reply = await ReasoningTrace(model).ask("refine", REFINE_PROMPT.format(
                 question=state["question"], parent=parent, width=width,
                 passages=numbered(state["passages"][node["question"]])))
             return [Reading(question=str(item["question"]), answer=str(item.get("answer", "")),
@@ -126,7 +126,7 @@ def clarification_tree(model: BaseChatModel | str, retriever: KnowledgeBase | Ba
         passages = [p for found in state["passages"].values() for p in found]
 
         async def accepted(reading: Reading) -> bool:
-            reply = await Trace(model).ask("verify", VERIFY_PROMPT.format(
+            reply = await ReasoningTrace(model).ask("verify", VERIFY_PROMPT.format(
                 question=state["question"], reading=reading["question"],
                 answer=reading["answer"], passages=numbered(list(dict.fromkeys(passages)))))
             return reply.text.strip().upper().startswith("YES")
@@ -138,7 +138,7 @@ def clarification_tree(model: BaseChatModel | str, retriever: KnowledgeBase | Ba
 
     async def merge(state: ClarificationState) -> dict[str, Any]:
         readings = "\n".join(f"- {r['question']} {r['answer']}" for r in state["readings"])
-        reply = await Trace(model).ask("merge", MERGE_PROMPT.format(
+        reply = await ReasoningTrace(model).ask("merge", MERGE_PROMPT.format(
             question=state["question"], readings=readings or "(none were found)"))
         return {"messages": [AIMessage(reply.text)]}
 

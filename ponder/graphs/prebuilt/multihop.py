@@ -21,7 +21,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
-from ponder.agents.planning.base import Trace, question_of
+from ponder.agents.planning.base import ReasoningTrace, question_of
 from ponder.graphs.prebuilt.passages import numbered, search
 from ponder.memory.knowledge import KnowledgeBase
 from ponder.models import as_chat_model
@@ -81,7 +81,7 @@ def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriev
         passages = [] if fresh else state.get("passages", [])
         prompt = (NEXT_QUERY_PROMPT.format(question=question, context=numbered(passages))
                   if queries else FIRST_QUERY_PROMPT.format(question=question))
-        reply = (await Trace(model).ask("query", prompt)).text.strip().strip('"')
+        reply = (await ReasoningTrace(model).ask("query", prompt)).text.strip().strip('"')
         done = bool(queries) and (not reply or reply.upper().startswith("DONE"))
         return {"question": question, "passages": passages, "searching": not done,
                 "queries": queries if done else [*queries, reply or question]}
@@ -92,7 +92,7 @@ def multi_hop(model: BaseChatModel | str, retriever: KnowledgeBase | BaseRetriev
         return {"passages": passages + [p for p in dict.fromkeys(found) if p not in passages]}
 
     async def predict(state: MultiHopState) -> dict[str, Any]:
-        reply = await Trace(model).ask("predict", PREDICT_PROMPT.format(
+        reply = await ReasoningTrace(model).ask("predict", PREDICT_PROMPT.format(
             context=numbered(state["passages"]), question=state["question"]))
         return {"messages": [AIMessage(reply.text)]}
 

@@ -22,16 +22,15 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 
 from ponder.agents.action import ActionModule
-from ponder.agents.planning.base import Trace, question_of
+from ponder.agents.planning.base import ReasoningTrace, question_of
 from ponder.agents.planning.decompose import (
     PLAN_PROMPT,
     REVISE_PROMPT,
     SYNTHESIS_PROMPT,
     Decompose,
-    parse_subtasks,
     results_text,
 )
-from ponder.models import as_chat_model
+from ponder.models import as_chat_model, list_items
 
 
 class PlanExecuteState(TypedDict):
@@ -65,14 +64,15 @@ def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Call
 
     async def plan(state: PlanExecuteState) -> dict[str, Any]:
         task = question_of(state)
-        reply = await Trace(model).ask("plan", PLAN_PROMPT.format(n=max_subtasks, question=task))
-        return {"task": task, "plan": parse_subtasks(reply.text, max_subtasks), "done": [],
+        reply = await ReasoningTrace(model).ask("plan", PLAN_PROMPT.format(n=max_subtasks,
+                                                                        question=task))
+        return {"task": task, "plan": list_items(reply.text, max_subtasks), "done": [],
                 "failure": None, "revisions": 0}
 
     async def execute(state: PlanExecuteState) -> dict[str, Any]:
         subtask, *rest = state["plan"]
-        ok, result = await decompose.run_subtask(Trace(model), action, state["task"], subtask,
-                                                 state["done"])
+        ok, result = await decompose.run_subtask(ReasoningTrace(model), action, state["task"],
+                                                 subtask, state["done"])
         if ok:
             return {"plan": rest, "done": [*state["done"], (subtask, result)]}
         return {"plan": rest, "failure": (subtask, result)}
@@ -81,14 +81,14 @@ def plan_and_execute(model: BaseChatModel | str, tools: Sequence[BaseTool | Call
         subtask, reason = state["failure"]
         if state["revisions"] >= max_revisions:  # out of revisions: note it, carry on
             return {"failure": None, "done": [*state["done"], (subtask, f"(failed: {reason})")]}
-        reply = await Trace(model).ask("revise", REVISE_PROMPT.format(
+        reply = await ReasoningTrace(model).ask("revise", REVISE_PROMPT.format(
             question=state["task"], results=results_text(state["done"]), subtask=subtask,
             reason=reason, n=max_subtasks))
         return {"failure": None, "revisions": state["revisions"] + 1,
-                "plan": parse_subtasks(reply.text, max_subtasks)}
+                "plan": list_items(reply.text, max_subtasks)}
 
     async def synthesize(state: PlanExecuteState) -> dict[str, Any]:
-        reply = await Trace(model).ask("synthesize", SYNTHESIS_PROMPT.format(
+        reply = await ReasoningTrace(model).ask("synthesize", SYNTHESIS_PROMPT.format(
             question=state["task"], results=results_text(state["done"])))
         return {"messages": [AIMessage(reply.text)]}
 

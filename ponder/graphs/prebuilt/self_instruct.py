@@ -27,11 +27,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from ponder.agents.planning.base import Trace
-from ponder.agents.planning.decompose import parse_subtasks
+from ponder.agents.planning.base import ReasoningTrace
 from ponder.config import ConfigurationError
 from ponder.memory.knowledge.evaluation import rouge_l
-from ponder.models import as_chat_model
+from ponder.models import as_chat_model, list_items
 
 GENERATE_PROMPT = "Come up with a series of tasks:\n{examples}\n{next}."
 
@@ -119,20 +118,20 @@ def self_instruct(model: BaseChatModel | str, seed_tasks: str | Path | list[Task
         examples = sampler.sample(seeds, min(6, len(seeds)))
         examples += sampler.sample(generated, min(2, len(generated)))
         listed = "\n".join(f"{i}. {t['instruction']}" for i, t in enumerate(examples, 1))
-        reply = await Trace(model).ask("generate", GENERATE_PROMPT.format(
+        reply = await ReasoningTrace(model).ask("generate", GENERATE_PROMPT.format(
             examples=listed, next=len(examples) + 1))
         # The model continues the numbering: its first line has no number of its own.
         lines = reply.text.strip().splitlines()
         if lines and not re.match(r"^\s*\d+[.)]", lines[0]):
             lines[0] = f"{len(examples) + 1}. {lines[0]}"
-        instructions = parse_subtasks("\n".join(lines), per_round)
+        instructions = list_items("\n".join(lines), per_round)
         return {"generated": generated, "rounds": rounds + 1,
                 "candidates": [Task(instruction=i, is_classification=False, instances=[])
                                for i in instructions]}
 
     async def classify(state: SelfInstructState) -> dict[str, Any]:
         async def classification(task: Task) -> Task:
-            reply = await Trace(model).ask("classify", CLASSIFY_PROMPT.format(
+            reply = await ReasoningTrace(model).ask("classify", CLASSIFY_PROMPT.format(
                 instruction=task["instruction"]))
             return {**task, "is_classification": reply.text.strip().lower().startswith("yes")}
 
@@ -142,7 +141,7 @@ def self_instruct(model: BaseChatModel | str, seed_tasks: str | Path | list[Task
     async def write_instances(state: SelfInstructState) -> dict[str, Any]:
         async def instances(task: Task) -> Task:
             prompt = OUTPUT_FIRST_PROMPT if task["is_classification"] else INPUT_FIRST_PROMPT
-            reply = await Trace(model).ask("instances", prompt.format(
+            reply = await ReasoningTrace(model).ask("instances", prompt.format(
                 instruction=task["instruction"]))
             return {**task, "instances": _parse_instances(reply.text, task["is_classification"])}
 

@@ -10,8 +10,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from ponder.memory.knowledge.documents import Document
-from ponder.memory.knowledge.retrieval import list_items
 from ponder.memory.knowledge.store import Chunk
+from ponder.models import list_items
 
 
 class Enricher:
@@ -43,7 +43,7 @@ class Enricher:
         reply = await self._ask(
             f"Write {self.queries_per_chunk} different questions that this passage answers, "
             f"one per line, nothing else.", chunk.text)
-        return list_items(reply)[: self.queries_per_chunk]
+        return list_items(reply, self.queries_per_chunk)
 
     async def enrich(self, documents: list[Document], chunks: list[Chunk]) -> None:
         """Fill in missing titles and add pseudo-queries, concurrently, in place."""

@@ -77,7 +77,9 @@ def recall_at(ranked: Sequence[str], relevant: dict[str, float], k: int) -> floa
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, articles or extra spaces."""
+    """SQuAD's normalisation of answer text, as its official evaluation script names and does it:
+    lower case, no punctuation, articles or extra spaces. (A planner's answers are made
+    comparable by ``agents.planning.answers.canonical_answer``, per answer kind.)"""
     text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 

@@ -20,11 +20,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from ponder.memory.knowledge.store import Chunk, Hit
+from ponder.models import list_items
 
 Mode = Literal["sparse", "dense", "hybrid"]
 Fusion = Literal["rrf", "weighted"]
 RRF_K = 60
-_LIST_MARKER = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•])\s*)+")
 
 
 Ranking = Sequence[tuple[Hashable, float]]  # (key, score) pairs, best first
@@ -92,12 +92,6 @@ async def _ask(model: BaseChatModel, instruction: str, text: str, **options) -> 
     return reply.text.strip()
 
 
-def list_items(text: str) -> list[str]:
-    """The non-empty lines of a model's list, without their markers ("1.", "-", "*")."""
-    items = (_LIST_MARKER.sub("", line).strip() for line in text.splitlines())
-    return [item for item in items if item]
-
-
 class QueryEnhancer(Protocol):
     """Turns a question into the queries to search; each is (text, mode) or text."""
 
@@ -130,7 +124,7 @@ class MultiQuery:
         prompt = (f"Write {self.n} different search queries that look for the information the "
                   f"user's question needs, worded differently from it and from each other. "
                   f"One query per line, nothing else.")
-        return [question, *list_items(await _ask(self.model, prompt, question))[: self.n]]
+        return [question, *list_items(await _ask(self.model, prompt, question), self.n)]
 
 
 class SubQuestions:
@@ -144,8 +138,8 @@ class SubQuestions:
         prompt = (f"Break the user's question into at most {self.max_questions} simpler "
                   f"sub-questions, each from a different angle, that together answer it. "
                   f"One per line, nothing else.")
-        return [question, *list_items(await _ask(self.model, prompt, question))[
-            : self.max_questions]]
+        return [question, *list_items(await _ask(self.model, prompt, question),
+                                      self.max_questions)]
 
 
 class HyDE:

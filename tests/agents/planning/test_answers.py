@@ -2,7 +2,7 @@
 
 import pytest
 
-from ponder.agents.planning import extract_answer, normalize_answer
+from ponder.agents.planning import canonical_answer, extract_answer
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -37,10 +37,16 @@ def test_free_text_and_json():
     assert extract_answer("no json here {oops", "json") is None
 
 
+def test_expressions_vote_alike_whatever_their_spacing():
+    reply = "Steps: ...\nAnswer: (6 - 4) * (4 + 8) = 24\nInput: 1 1 1 1\nAnswer: 1 = 24"
+    assert extract_answer(reply, "expression", trigger="Answer:") == "(6-4)*(4+8)=24"
+    assert canonical_answer(" (6-4) *(4+8) = 24.", "expression") == "(6-4)*(4+8)=24"
+
+
 def test_equal_answers_normalise_alike():
-    assert {normalize_answer(a) for a in ("18", "18.0", "$18", "18.", "1,8")} == {"18"}
-    assert normalize_answer(" Paris. ", "text") == normalize_answer("paris", "text")
-    assert normalize_answer("not a number") is None
+    assert {canonical_answer(a) for a in ("18", "18.0", "$18", "18.", "1,8")} == {"18"}
+    assert canonical_answer(" Paris. ", "text") == canonical_answer("paris", "text")
+    assert canonical_answer("not a number") is None
 
 
 def test_unknown_kind():

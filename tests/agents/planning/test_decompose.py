@@ -4,7 +4,6 @@ from langchain_core.tools import tool
 
 from ponder import Agent, Profile
 from ponder.agents.planning import Decompose
-from ponder.agents.planning.decompose import parse_subtasks
 from ponder.testing import ScriptedChatModel, tool_calls
 
 PRICES = {"sencha": 12.5, "assam": 9.8}
@@ -40,11 +39,6 @@ def shop_model():
         return "?"
 
     return ScriptedChatModel(replies=reply)
-
-
-def test_plans_are_parsed_from_numbered_or_plain_lines():
-    assert parse_subtasks("Plan:\n1. a\n2) b\n- c", 5) == ["a", "b", "c"]
-    assert parse_subtasks("look up\ncompute\nwrite", 2) == ["look up", "compute"]
 
 
 async def test_plan_execute_revise_synthesise():

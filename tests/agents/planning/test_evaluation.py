@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
+from ponder.agents.planning import SelfConsistency
 from ponder.agents.planning.evaluation import (
+    evaluate,
     evaluate_game24,
     evaluate_gsm8k,
+    game24_planner,
     load_game24,
     load_gsm8k,
 )
+from ponder.agents.planning.game24 import check_expression
 from ponder.config import ConfigurationError
 from ponder.models import chat_model
-from ponder.testing import FakeOpenAIServer
+from ponder.testing import FakeOpenAIServer, ScriptedChatModel
 from ponder.testing.game24 import _next_steps, game24_expert
 from tests.helpers.data import DATA
 
@@ -89,6 +93,28 @@ async def test_game24_accuracy_is_checked_with_exact_arithmetic():
     assert sc.accuracy == expected and sc.calls == 3 * len(puzzles)
 
 
+async def test_game24_sc_is_self_consistency_voting_on_expressions():
+    # Two spellings of one expression and a wrong answer: the spellings vote together.
+    samples = iter(["Steps: ...\nAnswer: (6 - 4) * (4 + 8) = 24\nInput: 1 1 1 1",
+                    "Answer: 4 * 6 = 24", "Answer: (6-4)*(4+8) = 24"])
+    model = ScriptedChatModel(replies=lambda messages: next(samples))
+    planner = game24_planner("sc", k=3)
+    assert isinstance(planner, SelfConsistency)
+    solution = await planner.solve("4 4 6 8", model)
+    assert solution.details["votes"] == {"(6-4)*(4+8)=24": 2.0, "4*6=24": 1.0}
+    assert solution.answer == "(6-4)*(4+8)=24" and solution.calls == 3
+    assert model.calls[0][-1].content.endswith("Input: 4 4 6 8\n")  # the ToT paper's CoT prompt
+
+
+async def test_evaluate_runs_any_planner_object():
+    samples = iter(["Answer: (6 - 4) * (4 + 8) = 24", "Answer: 4 * 6 = 24"])
+    model = ScriptedChatModel(replies=lambda messages: next(samples))
+    report = await evaluate(game24_planner("cot"), [("4 4 6 8", [4, 4, 6, 8])] * 2,
+                            lambda answer, numbers: check_expression(answer, numbers),
+                            model=model, concurrency=1)
+    assert (report.task, report.method, report.n, report.correct) == ("", "ChainOfThought", 2, 1)
+
+
 async def test_game24_tot_with_an_expert_solves_every_puzzle():
     puzzles = load_game24(DATA / "game24.csv", start=900, limit=3)
     async with FakeOpenAIServer(game24_expert) as srv:
@@ -121,9 +147,21 @@ def test_the_eval_command(gsm8k_file):
             [sys.executable, "-m", "ponder.cli", "eval", "game24", "--model", "openai:s",
              "--method", "magic", "--data", str(DATA / "game24.csv"), "--limit", "1"],
             capture_output=True, text=True, env=env, timeout=120)
+    with FakeOpenAIServer(game24_student) as srv:
+        env = {**os.environ, "OPENAI_BASE_URL": srv.base_url}
+        full_name = subprocess.run(
+            [sys.executable, "-m", "ponder.cli", "eval", "game24", "--model", "openai:s",
+             "--method", "self-consistency", "--k", "2", "--start", "900", "--limit", "3",
+             "--data", str(DATA / "game24.csv"), "--json"],
+            capture_output=True, text=True, env=env, timeout=120)
+    assert full_name.returncode == 0, full_name.stderr
+    sc = json.loads(full_name.stdout)
+    puzzles = load_game24(DATA / "game24.csv", start=900, limit=3)
+    assert sc["calls"] == 2 * 3 and sc["accuracy"] == sum(map(right, puzzles)) / 3
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["accuracy"] == expected_gsm8k(10) and report["n"] == 10
     assert {"calls", "total_tokens", "wall_s", "model"} <= set(report)
     assert bad.returncode == 2 and "unknown method 'magic'" in bad.stderr
+    assert "self-consistency (sc)" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -12,7 +12,7 @@ from ponder.agents.planning import (
     Game24,
     TreeOfThoughts,
 )
-from ponder.agents.planning.base import Trace
+from ponder.agents.planning.base import ReasoningTrace
 from ponder.agents.planning.game24 import check_expression, solvable
 from ponder.agents.planning.tot import _Search
 from ponder.testing import ScriptedChatModel
@@ -123,7 +123,7 @@ async def test_the_value_cache_scores_an_equivalent_state_once():
     assert len(value_prompts) == len(set(value_prompts)) * 2  # each key once, n_evaluate times
     # "a then b" and "b then a" share the key "ab": scored together, they cost one evaluation.
     model = letters_model()
-    search = _Search(tot, "x", Trace(model))
+    search = _Search(tot, "x", ReasoningTrace(model))
     await search.score(["a\nb\n", "b\na\n", "a\nb\n"])
     assert sum(1 for m in model.calls if "VALUE" in m[-1].content) == 2  # one key, n_evaluate=2
     assert search.cache_hits == 2
