@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ponder.agents.planning.base import Planner
-from ponder.agents.planning.cot import ANSWERS_ONLY, ChainOfThought, Example, ZeroShotCoT
+from ponder.agents.planning.cot import (
+    ANSWERS_ONLY,
+    ChainOfThought,
+    Example,
+    PromptFormat,
+    ZeroShotCoT,
+)
 from ponder.agents.planning.decompose import Decompose
 from ponder.agents.planning.self_consistency import SelfConsistency
 from ponder.agents.planning.tot import TreeOfThoughts
@@ -32,17 +38,23 @@ def _examples(examples: Sequence[Example | Mapping[str, str]]) -> list[Example]:
                                  ) from None
 
 
-def _chain_of_thought(examples: Sequence[Example | Mapping[str, str]] = (), **options: Any
-                      ) -> ChainOfThought:
-    return ChainOfThought(_examples(examples), **options)
+def _format(value: PromptFormat | Mapping[str, str] | None) -> PromptFormat | None:
+    """A prompt format as given, or from a mapping of its fields (a spec's YAML)."""
+    return PromptFormat(**value) if isinstance(value, Mapping) else value
 
 
-def _input_output(examples: Sequence[Example | Mapping[str, str]] = (), **options: Any
-                  ) -> ChainOfThought:
+def _chain_of_thought(examples: Sequence[Example | Mapping[str, str]] = (), *,
+                      prompt_format: PromptFormat | Mapping[str, str] | None = None,
+                      **options: Any) -> ChainOfThought:
+    return ChainOfThought(_examples(examples), prompt_format=_format(prompt_format), **options)
+
+
+def _input_output(examples: Sequence[Example | Mapping[str, str]] = (), *,
+                  prompt_format: PromptFormat | Mapping[str, str] | None = None,
+                  **options: Any) -> ChainOfThought:
     # Standard prompting is few-shot prompting whose examples show no reasoning.
-    options.setdefault("prompt_format", ANSWERS_ONLY)
     return ChainOfThought([Example(e.question, "", e.answer) for e in _examples(examples)],
-                          **options)
+                          prompt_format=_format(prompt_format) or ANSWERS_ONLY, **options)
 
 
 def _self_consistency(k: int = 10, *, base: Any = None, **options: Any) -> SelfConsistency:

@@ -39,6 +39,9 @@ def test_a_name_makes_its_planner_with_options():
     assert isinstance(make_planner({"type": "decompose", "max_subtasks": 3}), Decompose)
     cot = make_planner("cot", examples=[{"question": "q", "rationale": "r", "answer": "1"}])
     assert isinstance(cot, ChainOfThought) and cot.examples == [Example("q", "r", "1")]
+    spec_form = make_planner({"type": "cot", "examples": EXAMPLES,
+                              "prompt_format": {"trigger": "Answer:"}})
+    assert spec_form.prompt_format.trigger == "Answer:"
     sc = make_planner("sc", k=3, base={"type": "cot", "examples": EXAMPLES})
     assert isinstance(sc, SelfConsistency) and sc.k == 3 and sc.base.examples == EXAMPLES
 
