@@ -377,6 +377,14 @@ class Agent:
         async for snapshot in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
             yield snapshot
 
+    async def aupdate_state(self, thread_id: str, values: Any, as_node: str | None = None
+                            ) -> RunnableConfig:
+        """Write ``values`` to the thread as if ``as_node`` had (LangGraph's ``update_state``);
+        the new checkpoint's config."""
+        graph = await self._graph()
+        return await graph.aupdate_state({"configurable": {"thread_id": thread_id}}, values,
+                                         as_node=as_node)
+
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete a thread's checkpoints (all of them: its whole history)."""
         await self._graph()
@@ -502,8 +510,12 @@ def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> 
     """``Command(resume=value)`` for a thread waiting on the interrupts ``pending``, once it is
     clear which interrupt each answer is for: ``ResumeError`` when ``value`` names an id that is
     not pending, or is one answer while several interrupts are pending (whichever got it, it
-    could be the wrong one). ``value`` is ``{interrupt_id: answer, ...}`` or one answer."""
+    could be the wrong one), or when nothing is pending. ``value`` is ``{interrupt_id: answer,
+    ...}`` or one answer."""
     waiting = {i.id: i.value for i in pending}
+    if not waiting:
+        raise ResumeError(f"thread {thread_id!r} waits on no interrupt, so there is nothing to "
+                          "resume: send a message instead", thread_id, waiting)
     if _is_resume_map(value, waiting):
         if unknown := [k for k in value if k not in waiting]:
             raise ResumeError(

@@ -74,6 +74,8 @@ runs_table = Table(
     Column("heartbeat_at", Float, nullable=True),
     Column("cancel_requested", Boolean, nullable=True),
     Column("base_checkpoint", String(100), nullable=True),  # the thread's head before the run
+    # JSON: how the run was asked for over the Agent Server API (stream modes, metadata, ...)
+    Column("kwargs", Text, nullable=True),
     # One run per fire, whoever claims it.
     UniqueConstraint("schedule", "scheduled_for", name="ponder_runs_one_per_fire"),
 )
@@ -98,7 +100,8 @@ class RunRecord:
     """One row of ``ponder_runs``, decoded. Times are Unix seconds; ``input`` is the run's
     input as given (JSON); ``usage`` is ``{model: {calls, input_tokens, output_tokens,
     total_tokens}}``; ``output`` the final reply's text; ``worker`` who holds the claim;
-    ``base_checkpoint`` the thread's head before the first attempt ("" for none)."""
+    ``base_checkpoint`` the thread's head before the first attempt ("" for none); ``kwargs``
+    how it was asked for over the Agent Server API."""
 
     id: str
     target: str
@@ -119,6 +122,7 @@ class RunRecord:
     heartbeat_at: float | None = None
     cancel_requested: bool = False
     base_checkpoint: str | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
@@ -126,6 +130,7 @@ class RunRecord:
         values = dict(row._mapping)
         values["input"] = json.loads(values["input"]) if values["input"] else None
         values["usage"] = json.loads(values["usage"] or "{}")
+        values["kwargs"] = json.loads(values["kwargs"] or "{}")
         values["attempts"] = values["attempts"] or 0
         values["cancel_requested"] = bool(values["cancel_requested"])
         return cls(**values)
@@ -193,7 +198,16 @@ class RunRecorder(Tables):
             raise ConfigurationError(f"multitask_strategy must be 'enqueue' or 'reject', not "
                                      f"{multitask_strategy!r}")
         run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id)
-        await self._acquire(run_id, multitask_strategy == "reject")
+        await self.acquire(run_id, reject=multitask_strategy == "reject")
+        async with self.lease(run_id) as (trace, finish):
+            yield run_id, trace, finish
+
+    @asynccontextmanager
+    async def lease(self, run_id: str):
+        """Hold the claim on ``run_id`` (made by ``acquire``) while the block runs:
+        ``(trace, finish)``, where ``finish(status, state)`` sets the outcome. The claim is
+        heartbeated, a cancel request cancels the block, and the outcome (``cancelled`` or
+        ``error`` when the block raises) is written on every exit path."""
         trace, outcome = RunTracer(), {"status": "success", "output": None}
 
         def finish(status: str, state: dict[str, Any] | None = None) -> None:
@@ -203,7 +217,7 @@ class RunRecorder(Tables):
         error = None
         try:
             async with trace.collecting():
-                yield run_id, trace, finish
+                yield trace, finish
         except BaseException as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             outcome["status"] = "cancelled" if cancelled else "error"
@@ -215,9 +229,10 @@ class RunRecorder(Tables):
                                              output=outcome["output"], trace=trace,
                                              worker=self.holder))
 
-    async def _acquire(self, run_id: str, reject: bool) -> None:
-        """Claim ``run_id`` for this recorder once its thread is free; on reject (ThreadBusy)
-        or when the caller gives up waiting, the pending record is removed or cancelled."""
+    async def acquire(self, run_id: str, *, reject: bool = False) -> None:
+        """Claim the pending ``run_id`` for this recorder once its thread is free (runs of one
+        thread in arrival order). With ``reject``, a busy thread raises ThreadBusy at once and
+        the record is removed; a caller that gives up waiting leaves it ``cancelled``."""
         try:
             while await self.claim(run_id, self.holder, self.stale_s) is None:
                 if reject:
@@ -252,17 +267,39 @@ class RunRecorder(Tables):
                 log.exception("run %s: heartbeat failed", run_id)
 
     async def create(self, target: str, input: Any, *, thread_id: str | None = None,
-                     user_id: str | None = None, status: str = "pending") -> str:
-        """A new run record (``pending``: for a worker to claim); its id."""
-        run_id = f"run_{uuid.uuid4().hex[:16]}"
+                     user_id: str | None = None, status: str = "pending",
+                     kwargs: dict[str, Any] | None = None) -> str:
+        """A new run record (``pending``: for a worker to claim); its id (a UUID)."""
+        run_id = str(uuid.uuid4())
         now = time.time()
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(runs_table.insert().values(
                 id=run_id, target=target, input=json.dumps(input, default=str),
                 thread_id=thread_id, user_id=user_id, status=status, created_at=now,
-                started_at=now if status == "running" else None, attempts=0))
+                started_at=now if status == "running" else None, attempts=0,
+                kwargs=json.dumps(kwargs, default=str) if kwargs else None))
         return run_id
+
+    async def of_thread(self, thread_id: str, limit: int = 10, offset: int = 0,
+                        status: str | None = None) -> list[RunRecord]:
+        """A thread's runs, newest first."""
+        condition = runs_table.c.thread_id == thread_id
+        if status is not None:
+            condition = and_(condition, runs_table.c.status == status)
+        engine = await self.engine()
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(runs_table).where(condition).order_by(
+                runs_table.c.created_at.desc()).limit(limit).offset(offset))
+            return [RunRecord.from_row(r) for r in rows]
+
+    async def forget_thread(self, thread_id: str) -> None:
+        """Delete a thread's run records and their steps."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            ids = select(runs_table.c.id).where(runs_table.c.thread_id == thread_id)
+            await conn.execute(steps_table.delete().where(steps_table.c.run_id.in_(ids)))
+            await conn.execute(runs_table.delete().where(runs_table.c.thread_id == thread_id))
 
     async def finish(self, run_id: str, status: str, *, error: str | None = None,
                      output: str | None = None, trace: RunTracer | None = None,

@@ -62,6 +62,10 @@ class Target(Protocol):
     async def ainterrupts(self, thread_id: str) -> list[Interrupt]:
         """The interrupts the thread waits on (none when it waits on nothing)."""
 
+    async def aupdate_state(self, thread_id: str, values: Any, as_node: str | None = None
+                            ) -> RunnableConfig:
+        """Write ``values`` to the thread as if ``as_node`` had; the new checkpoint's config."""
+
     async def resume_input(self, thread_id: str, value: Any) -> Any:
         """The input that resumes the thread's pending interrupts with ``value`` (None: go on
         without answers); ResumeError when ``value`` does not fit them."""
@@ -179,6 +183,12 @@ class GraphTarget:
     async def ainterrupts(self, thread_id: str) -> list[Interrupt]:
         """The interrupts the thread waits on."""
         return list((await self.aget_state(thread_id)).interrupts)
+
+    async def aupdate_state(self, thread_id: str, values: Any, as_node: str | None = None
+                            ) -> RunnableConfig:
+        """Write ``values`` to the thread as if ``as_node`` had; the new checkpoint's config."""
+        return await (await self._compiled()).aupdate_state(
+            self._config(thread_id, None), values, as_node=as_node)
 
     async def resume_input(self, thread_id: str, value: Any) -> Any:
         """The input that resumes the thread with ``value`` (see ``Agent.aresume``)."""

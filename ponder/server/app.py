@@ -15,8 +15,9 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
-from ponder.server import errors, openai_api
+from ponder.server import agent_server, errors, openai_api
 from ponder.server import threads as threads_api
+from ponder.server.agent_server import AgentServer, AgentThreads
 from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
@@ -68,7 +69,9 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     threads = ThreadStore(keys.url)
     runs = RunRecorder(keys.url)
     conversations = ConversationStore(keys.url)
-    stores = (keys, threads, runs, conversations)
+    agent_threads = AgentThreads(keys.url)
+    stores = (keys, threads, runs, conversations, agent_threads)
+    runner = AgentServer(by_name, runs, agent_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -81,6 +84,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                 yield
         else:
             yield
+        await runner.aclose()  # runs still going stop, recorded as cancelled
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()
         for store in stores:
@@ -95,6 +99,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     app.include_router(openai_api.router(by_name, runs, conversations, strategy),
                        dependencies=secured)
     app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
+    app.include_router(agent_server.router(runner), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [
         o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]
     if origins:

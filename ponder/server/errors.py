@@ -38,11 +38,12 @@ class APIError(PonderError):
 def error_response(status: int, message: str, *, param: str | None = None,
                    code: str | None = None, headers: dict[str, str] | None = None
                    ) -> JSONResponse:
-    """An OpenAI-style error response: ``{"error": {"message", "type", "param", "code"}}``, its
-    ``type`` from the status (``server_error`` for any not listed)."""
+    """An error response both kinds of client read: OpenAI's ``{"error": {"message", "type",
+    "param", "code"}}`` (its ``type`` from the status, ``server_error`` for any not listed) and
+    the LangGraph Agent Server's ``{"detail": message}``."""
     return JSONResponse(
         {"error": {"message": message, "type": _TYPES.get(status, "server_error"),
-                   "param": param, "code": code}},
+                   "param": param, "code": code}, "detail": message},
         status_code=status, headers=headers)
 
 

@@ -87,11 +87,12 @@ class Guard:
         if not await self.keys_required():
             return
         header = request.headers.get("authorization", "")
-        secret = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        secret = (header.removeprefix("Bearer ").strip() if header.startswith("Bearer ")
+                  else request.headers.get("x-api-key", "").strip())  # LangGraph clients
         key = await self._key(secret) if secret else None
         if key is None:
             raise APIError(401, "Incorrect API key provided: pass Authorization: Bearer <key> "
-                                "(make one with: ponder keys create NAME)",
+                                "or x-api-key: <key> (make one with: ponder keys create NAME)",
                            code="invalid_api_key")
         request.state.api_key_id = key.id
         request.state.api_key = key

@@ -101,7 +101,7 @@ async def test_interrupts_of_a_graph_are_answered_like_an_agents(tmp_path):
         resume = await target.resume_input("t", {pending.id: "sencha"})
         state = await target.ainvoke(resume, thread_id="t")
         assert state["messages"][-1].content == "brewing sencha"
-        with pytest.raises(ResumeError, match="no pending interrupt"):  # nothing waits now
+        with pytest.raises(ResumeError, match="waits on no interrupt"):  # nothing waits now
             await target.resume_input("t", {pending.id: "matcha"})
     finally:
         await target.aclose()

@@ -1,0 +1,583 @@
+"""The routes of the LangGraph Agent Server API over ponder's served agents and graphs.
+
+Assistants are the served targets (one each, id ``uuid5`` of its name as LangGraph makes it;
+a run may name its graph instead). Threads live in ``ponder_agent_threads`` and their graph's
+checkpoints; runs are records in ``ponder_runs``, executed here under their thread's lease, so
+runs of one thread go one at a time across every process sharing the database. Streams carry
+``metadata`` first, then the requested stream modes, then ``error`` if the run failed; the
+stream closes once the run's record is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette.sse import EventSourceResponse
+
+from ponder.agents.agent import ResumeError
+from ponder.graphs.runs import RunRecord, RunRecorder, ThreadBusy
+from ponder.graphs.targets import Target
+from ponder.server.agent_server import shapes
+from ponder.server.agent_server.streams import RunStream, Streams, sse
+from ponder.server.agent_server.threads import AgentThreads, ThreadRow
+from ponder.server.errors import APIError
+
+STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # LangGraph clients send keys we do not use
+
+
+class ThreadCreate(_Body):
+    """``POST /threads``."""
+    thread_id: str | None = Field(default=None, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+
+
+class ThreadSearch(_Body):
+    """``POST /threads/search`` and ``/threads/count``."""
+    ids: list[str] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class ThreadPatch(_Body):
+    """``PATCH /threads/{id}``: metadata merged into the thread's."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StateUpdate(_Body):
+    """``POST /threads/{id}/state``."""
+    values: dict[str, Any] | list[Any] | None = None
+    as_node: str | None = None
+
+
+class HistoryRequest(_Body):
+    """``POST /threads/{id}/history``: the newest ``limit`` checkpoints."""
+    limit: int = Field(default=10, ge=1, le=1000)
+
+
+class AssistantSearch(_Body):
+    """``POST /assistants/search`` and ``/assistants/count``."""
+    graph_id: str | None = None
+    name: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class ResumeCommand(_Body):
+    """A run's ``command``: ``resume`` answers pending interrupts (one value, or
+    ``{interrupt_id: value}``); ``update`` and ``goto`` are LangGraph's."""
+    resume: Any = None
+    update: dict[str, Any] | list[Any] | None = None
+    goto: str | list[str] | None = None
+
+
+class RunCreate(_Body):
+    """A run: on which assistant, with what input or command, streamed how, and what to do
+    when its thread is busy (``multitask_strategy``)."""
+    assistant_id: str
+    input: dict[str, Any] | None = None
+    command: ResumeCommand | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    stream_mode: str | list[str] = "values"
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "enqueue"
+    if_not_exists: Literal["reject", "create"] = "reject"
+    on_completion: Literal["delete", "keep"] = "delete"
+
+    def modes(self) -> list[str]:
+        """The requested stream modes, checked."""
+        modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode
+        unknown = [m for m in modes if m not in STREAM_MODES]
+        if unknown:
+            raise APIError(422, f"stream_mode {', '.join(map(repr, unknown))} is not "
+                                f"supported: use {', '.join(STREAM_MODES)}",
+                           param="stream_mode")
+        return modes or ["values"]
+
+
+class AgentServer:
+    """The Agent Server API's state in one app: targets by assistant id and name, the threads,
+    the run records, this process's run streams and tasks."""
+
+    def __init__(self, targets: dict[str, Target], runs: RunRecorder,
+                 threads: AgentThreads) -> None:
+        self.targets = targets
+        self.by_id = {shapes.assistant_id(name): t for name, t in targets.items()}
+        self.runs, self.threads = runs, threads
+        self.streams = Streams()
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}  # a run's wait/join body, once it ended
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def target(self, assistant: str) -> Target:
+        """The target an assistant id or graph id names (404 otherwise)."""
+        found = self.by_id.get(assistant) or self.targets.get(assistant)
+        if found is None:
+            raise APIError(404, f"Assistant {assistant!r} not found: use one of "
+                                f"{', '.join(self.targets)} (or their assistant ids)")
+        return found
+
+    async def thread(self, thread_id: str, request: Request) -> ThreadRow:
+        """The caller's thread (404 otherwise)."""
+        found = await self.threads.get(thread_id, _key(request))
+        if found is None:
+            raise APIError(404, f"Thread with ID {thread_id} not found")
+        return found
+
+    async def thread_json(self, thread: ThreadRow) -> dict[str, Any]:
+        """A thread as the API shows it, its status and values from its runs and state."""
+        values, interrupts, status, error = None, {}, "idle", None
+        if thread.graph_id in self.targets:
+            snapshot = await self.targets[thread.graph_id].aget_state(thread.id)
+            values = shapes.jsonable(snapshot.values or {})
+            for task in snapshot.tasks:
+                if task.interrupts:
+                    interrupts[task.id] = shapes.jsonable(list(task.interrupts))
+            status = "interrupted" if snapshot.next else "idle"
+        latest = await self.runs.of_thread(thread.id, limit=1)
+        if latest and latest[0].status in ("pending", "running"):
+            status = "busy"
+        elif latest and latest[0].status == "error":
+            status = "error"
+            error = {"error": "Error", "message": latest[0].error}
+        return {"thread_id": thread.id, "created_at": shapes.iso(thread.created_at),
+                "updated_at": shapes.iso(thread.updated_at),
+                "state_updated_at": shapes.iso(thread.updated_at),
+                "metadata": thread.metadata, "status": status, "config": {},
+                "values": values, "interrupts": interrupts, "error": error}
+
+    async def run_of(self, thread_id: str, run_id: str) -> RunRecord:
+        """The run ``run_id`` of the thread (404 otherwise)."""
+        record = await self.runs.record(run_id)
+        if record is None or record.thread_id != thread_id:
+            raise APIError(404, f"Run with ID {run_id} not found on thread {thread_id}")
+        return record
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def start(self, thread: ThreadRow, body: RunCreate, *, temporary: bool = False
+                    ) -> RunRecord:
+        """Record a run and start executing it here; under ``reject`` a busy thread is refused
+        with 409 before anything is kept."""
+        target = self.target(body.assistant_id)
+        modes = body.modes()
+        if body.command is not None and body.command.resume is not None and temporary:
+            raise APIError(400, "You must provide a thread_id when resuming: a stateless run "
+                                "has no interrupted thread to resume")
+        if body.multitask_strategy == "rollback":
+            raise APIError(422, "multitask_strategy 'rollback' is not supported yet: use "
+                                "'interrupt' (stops the current run, keeps its progress), "
+                                "'enqueue' or 'reject'", param="multitask_strategy")
+        value = await self._input(target, thread.id, body)
+        if thread.graph_id != target.name:
+            await self.threads.update(thread, graph_id=target.name)
+        kwargs = {"input": body.input, "command": body.command and body.command.model_dump(),
+                  "stream_mode": modes, "config": body.config,
+                  "metadata": {**thread.metadata, **body.metadata,
+                               "graph_id": target.name,
+                               "assistant_id": shapes.assistant_id(target.name)},
+                  "multitask_strategy": body.multitask_strategy, "temporary": temporary}
+        run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
+                                        kwargs=kwargs)
+        claimed = False
+        if body.multitask_strategy == "reject":
+            try:
+                await self.runs.acquire(run_id, reject=True)
+            except ThreadBusy:
+                raise APIError(409, "Thread is already running a task. Wait for it to finish "
+                                    "or choose a different multitask strategy.",
+                               code="thread_busy") from None
+            claimed = True
+        elif body.multitask_strategy == "interrupt":
+            for other in await self.runs.of_thread(thread.id, limit=100):
+                if other.id != run_id and other.status in ("pending", "running"):
+                    await self.cancel(other)
+        stream = self.streams.open(run_id)
+        self.tasks[run_id] = task = asyncio.create_task(self._execute(
+            run_id, target, thread.id, value, modes, body.config, claimed, stream,
+            temporary and body.on_completion == "delete"))
+        task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
+        return await self.runs.record(run_id)
+
+    async def _input(self, target: Target, thread_id: str, body: RunCreate) -> Any:
+        """The run's input: its ``input``, or a Command (a ``resume`` checked against the
+        thread's pending interrupts, 400 when it does not fit them)."""
+        if body.command is None:
+            return body.input
+        command = body.command
+        resume = None
+        if command.resume is not None:
+            try:
+                resume = (await target.resume_input(thread_id, command.resume)).resume
+            except ResumeError as exc:
+                raise APIError(400, str(exc), param="command.resume") from None
+        return Command(resume=resume, update=command.update, goto=command.goto or ())
+
+    async def _execute(self, run_id: str, target: Target, thread_id: str, value: Any,
+                       modes: list[str], config: dict[str, Any], claimed: bool,
+                       stream: RunStream, temporary: bool) -> None:
+        graph_modes = sorted({"messages" if m == "messages-tuple" else m for m in modes}
+                             | {"values", "updates"})
+        final: dict[str, Any] = {}
+        try:
+            if not claimed:
+                await self.runs.acquire(run_id)
+            async with self.runs.lease(run_id) as (trace, finish):
+                await stream.add("metadata", {"run_id": run_id, "attempt": 1})
+                interrupts: list[Any] = []
+                last: dict[str, Any] | None = None
+                async for mode, chunk in target.astream(
+                        value, thread_id=thread_id, stream_mode=graph_modes,
+                        config={"configurable": config.get("configurable", {}),
+                                "callbacks": [trace]}):
+                    if mode == "values":
+                        last, final = chunk, shapes.jsonable(chunk)
+                    elif mode == "updates" and isinstance(chunk, dict) \
+                            and "__interrupt__" in chunk:
+                        interrupts += shapes.jsonable(list(chunk["__interrupt__"]))
+                        if "values" in modes and "updates" not in modes:
+                            await stream.add("values", {**final, "__interrupt__": interrupts})
+                    event = "messages" if mode == "messages" else mode
+                    if mode in modes or (mode == "messages" and "messages-tuple" in modes):
+                        await stream.add(event, shapes.jsonable(chunk))
+                if interrupts:
+                    final = {**final, "__interrupt__": interrupts}
+                finish("interrupted" if interrupts else "success", last)
+            self.outputs[run_id] = final
+        except asyncio.CancelledError:
+            self.outputs[run_id] = final
+        except Exception as exc:
+            error = {"error": type(exc).__name__, "message": str(exc)}
+            self.outputs[run_id] = {"__error__": error}
+            await stream.add("error", error)
+        finally:
+            try:
+                if temporary:  # a stateless run leaves nothing behind
+                    with contextlib.suppress(Exception):
+                        await target.adelete_thread(thread_id)
+                    await self.runs.forget_thread(thread_id)
+                    await self.threads.delete(thread_id)
+            finally:
+                await stream.end()  # once the record is final (clients check it after)
+
+    async def cancel(self, record: RunRecord) -> None:
+        """Cancel a run: at once when pending or running here, else by its holder within a
+        heartbeat."""
+        await self.runs.cancel(record.id)
+        task = self.tasks.get(record.id)
+        if task is not None:
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the runs executing here (their records end ``cancelled``)."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def output(self, run_id: str) -> dict[str, Any]:
+        """What ``wait`` and ``join`` answer, once the run has ended: its final values (with
+        ``__interrupt__`` when it stopped at interrupts), or ``{"__error__": ...}``."""
+        task = self.tasks.get(run_id)
+        if task is not None:
+            await asyncio.shield(asyncio.wait([task]))
+        if run_id in self.outputs:
+            return self.outputs[run_id]
+        record = await self.runs.wait(run_id, poll_s=0.1)  # run by another process
+        if record.status == "error":
+            return {"__error__": {"error": "Error", "message": record.error}}
+        target = self.targets.get(record.target)
+        if target is None or record.thread_id is None:
+            return {}
+        return shapes.jsonable((await target.aget_state(record.thread_id)).values or {})
+
+
+def _key(request: Request) -> str | None:
+    return getattr(request.state, "api_key_id", None)
+
+
+def _run_headers(record: RunRecord, stream: bool) -> dict[str, str]:
+    where = f"/threads/{record.thread_id}/runs/{record.id}"
+    return {"Content-Location": where, "Location": f"{where}/stream" if stream else where}
+
+
+def router(server: AgentServer) -> APIRouter:
+    """The Agent Server routes (assistants, threads, runs, state) over ``server``."""
+    api = APIRouter()
+
+    async def events(stream: RunStream | None, after: int = 0, modes: set[str] | None = None
+                     ) -> AsyncIterator[dict[str, str]]:
+        if stream is None:
+            return
+        async for event_id, event, data in stream.read(after, modes):
+            yield sse(event_id, event, data)
+
+    # -- meta --------------------------------------------------------------------------------------
+
+    @api.get("/info")
+    async def info() -> dict[str, Any]:
+        return {"version": version("ponder"), "flags": {"assistants": True, "crons": False}}
+
+    @api.get("/ok")
+    async def ok() -> dict[str, Any]:
+        return {"ok": True}
+
+    # -- assistants ----------------------------------------------------------------------------
+
+    def assistants(body: AssistantSearch) -> list[dict[str, Any]]:
+        found = [shapes.assistant(t) for t in server.targets.values()]
+        return [a for a in found
+                if (body.graph_id is None or a["graph_id"] == body.graph_id)
+                and (body.name is None or body.name.lower() in a["name"].lower())
+                and all(a["metadata"].get(k) == v for k, v in body.metadata.items())]
+
+    @api.post("/assistants/search")
+    async def search_assistants(body: AssistantSearch) -> list[dict[str, Any]]:
+        return assistants(body)[body.offset:body.offset + body.limit]
+
+    @api.post("/assistants/count")
+    async def count_assistants(body: AssistantSearch) -> int:
+        return len(assistants(body))
+
+    @api.get("/assistants/{assistant_id}")
+    async def get_assistant(assistant_id: str) -> dict[str, Any]:
+        return shapes.assistant(server.target(assistant_id))
+
+    @api.get("/assistants/{assistant_id}/graph")
+    async def get_graph(assistant_id: str, xray: bool | int = False) -> dict[str, Any]:
+        drawn = server.target(assistant_id).graph.get_graph(xray=xray).to_json()
+        return {"nodes": [{k: v for k, v in n.items() if k != "data" or not isinstance(v, str)}
+                          for n in drawn["nodes"]], "edges": drawn["edges"]}
+
+    @api.get("/assistants/{assistant_id}/schemas")
+    async def get_schemas(assistant_id: str) -> dict[str, Any]:
+        target = server.target(assistant_id)
+
+        def schema(make) -> Any:
+            try:
+                return make()
+            except Exception:  # pydantic refuses some states (typing.TypedDict on 3.11)
+                return None
+
+        graph = target.graph
+        return {"graph_id": target.name,
+                "input_schema": schema(graph.get_input_jsonschema),
+                "output_schema": schema(graph.get_output_jsonschema),
+                "state_schema": schema(lambda: graph.get_input_jsonschema()),
+                "config_schema": {},
+                "context_schema": schema(graph.get_context_jsonschema)}
+
+    # -- threads -------------------------------------------------------------------------------
+
+    @api.post("/threads")
+    async def create_thread(body: ThreadCreate, request: Request) -> dict[str, Any]:
+        made = await server.threads.create(_key(request), body.thread_id, body.metadata,
+                                           body.metadata.get("graph_id"))
+        if made is None:
+            if body.if_exists == "do_nothing":
+                return await server.thread_json(await server.thread(body.thread_id, request))
+            raise APIError(409, f"Thread with ID {body.thread_id} already exists")
+        return await server.thread_json(made)
+
+    @api.get("/threads/{thread_id}")
+    async def get_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        return await server.thread_json(await server.thread(thread_id, request))
+
+    @api.patch("/threads/{thread_id}")
+    async def update_thread(thread_id: str, body: ThreadPatch, request: Request):
+        thread = await server.threads.update(await server.thread(thread_id, request),
+                                             metadata=body.metadata)
+        if request.headers.get("prefer") == "return=minimal":
+            return Response(status_code=204)
+        return await server.thread_json(thread)
+
+    @api.delete("/threads/{thread_id}", status_code=204)
+    async def delete_thread(thread_id: str, request: Request) -> Response:
+        thread = await server.thread(thread_id, request)
+        for record in await server.runs.of_thread(thread.id, limit=1000):
+            if record.status in ("pending", "running"):
+                await server.cancel(record)
+        if thread.graph_id in server.targets:
+            await server.targets[thread.graph_id].adelete_thread(thread.id)
+        await server.runs.forget_thread(thread.id)
+        await server.threads.delete(thread.id)
+        return Response(status_code=204)
+
+    async def searched(body: ThreadSearch, request: Request) -> list[dict[str, Any]]:
+        rows = await server.threads.search(_key(request), metadata=body.metadata, ids=body.ids,
+                                           limit=10_000)
+        shown = [await server.thread_json(t) for t in rows]
+        return [t for t in shown if body.status is None or t["status"] == body.status]
+
+    @api.post("/threads/search")
+    async def search_threads(body: ThreadSearch, request: Request) -> list[dict[str, Any]]:
+        return (await searched(body, request))[body.offset:body.offset + body.limit]
+
+    @api.post("/threads/count")
+    async def count_threads(body: ThreadSearch, request: Request) -> int:
+        return len(await searched(body, request))
+
+    def graph_of(thread: ThreadRow) -> Target | None:
+        return server.targets.get(thread.graph_id) if thread.graph_id else None
+
+    @api.get("/threads/{thread_id}/state")
+    async def get_state(thread_id: str, request: Request) -> dict[str, Any]:
+        target = graph_of(await server.thread(thread_id, request))
+        if target is None:
+            return {"values": {}, "next": [], "tasks": [], "metadata": None, "created_at": None,
+                    "checkpoint": None, "parent_checkpoint": None, "interrupts": [],
+                    "checkpoint_id": None, "parent_checkpoint_id": None}
+        return shapes.state(await target.aget_state(thread_id))
+
+    @api.post("/threads/{thread_id}/state")
+    async def update_state(thread_id: str, body: StateUpdate, request: Request
+                           ) -> dict[str, Any]:
+        thread = await server.thread(thread_id, request)
+        target = graph_of(thread)
+        if target is None:
+            raise APIError(400, f"Thread {thread_id!r} has no graph yet: run it once, or "
+                                "create it with metadata.graph_id")
+        busy = [r.id for r in await server.runs.of_thread(thread_id, limit=100)
+                if r.status in ("pending", "running")]
+        if busy:
+            raise APIError(409, f"Thread {thread_id} has in-flight runs: {busy}")
+        config = await target.aupdate_state(thread_id, body.values, as_node=body.as_node)
+        checkpoint = config["configurable"]
+        await server.threads.update(thread)
+        return {"checkpoint": checkpoint, "configurable": checkpoint,
+                "checkpoint_id": checkpoint.get("checkpoint_id")}
+
+    async def history(thread_id: str, limit: int, request: Request) -> list[dict[str, Any]]:
+        target = graph_of(await server.thread(thread_id, request))
+        if target is None:
+            return []
+        found = []
+        async for snapshot in target.aget_state_history(thread_id):
+            found.append(shapes.state(snapshot))
+            if len(found) >= limit:
+                break
+        return found
+
+    @api.post("/threads/{thread_id}/history")
+    async def post_history(thread_id: str, body: HistoryRequest, request: Request):
+        return await history(thread_id, body.limit, request)
+
+    @api.get("/threads/{thread_id}/history")
+    async def get_history(thread_id: str, request: Request, limit: int = 10):
+        return await history(thread_id, limit, request)
+
+    # -- runs on a thread ----------------------------------------------------------------------
+
+    async def thread_for_run(thread_id: str, body: RunCreate, request: Request) -> ThreadRow:
+        found = await server.threads.get(thread_id, _key(request))
+        if found is None and body.if_not_exists == "create":
+            found = await server.threads.create(_key(request), thread_id)
+        if found is None:
+            raise APIError(404, f"Thread with ID {thread_id} not found: create it first, or "
+                                "send if_not_exists='create'")
+        return found
+
+    @api.post("/threads/{thread_id}/runs")
+    async def create_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
+        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        return JSONResponse(shapes.run(record), headers=_run_headers(record, False))
+
+    @api.post("/threads/{thread_id}/runs/stream")
+    async def stream_run(thread_id: str, body: RunCreate, request: Request):
+        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        return EventSourceResponse(events(server.streams.get(record.id)), ping=5,
+                                   headers=_run_headers(record, True))
+
+    @api.post("/threads/{thread_id}/runs/wait")
+    async def wait_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
+        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        return JSONResponse(await server.output(record.id), headers={
+            "Content-Location": f"/threads/{thread_id}/runs/{record.id}",
+            "Location": f"/threads/{thread_id}/runs/{record.id}/join"})
+
+    @api.get("/threads/{thread_id}/runs")
+    async def list_runs(thread_id: str, request: Request, limit: int = 10, offset: int = 0,
+                        status: str | None = None) -> list[dict[str, Any]]:
+        await server.thread(thread_id, request)
+        return [shapes.run(r) for r in await server.runs.of_thread(thread_id, limit, offset)
+                if status is None or shapes.run(r)["status"] == status]
+
+    @api.get("/threads/{thread_id}/runs/{run_id}")
+    async def get_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:
+        await server.thread(thread_id, request)
+        return shapes.run(await server.run_of(thread_id, run_id))
+
+    @api.get("/threads/{thread_id}/runs/{run_id}/join")
+    async def join_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:
+        await server.thread(thread_id, request)
+        await server.run_of(thread_id, run_id)
+        return await server.output(run_id)
+
+    @api.get("/threads/{thread_id}/runs/{run_id}/stream")
+    async def join_stream(thread_id: str, run_id: str, request: Request,
+                          stream_mode: list[str] | None = None):
+        await server.thread(thread_id, request)
+        await server.run_of(thread_id, run_id)
+        stream = server.streams.get(run_id)
+        last = request.headers.get("last-event-id")
+        after = int(last) if last and last.isdigit() else (len(stream.events) if stream else 0)
+        modes = {("messages" if m == "messages-tuple" else m) for m in stream_mode or []}
+        return EventSourceResponse(events(stream, after, modes or None), ping=5)
+
+    @api.post("/threads/{thread_id}/runs/{run_id}/cancel")
+    async def cancel_run(thread_id: str, run_id: str, request: Request, wait: bool = False,
+                         action: str = "interrupt") -> Response:
+        await server.thread(thread_id, request)
+        record = await server.run_of(thread_id, run_id)
+        if record.finished:
+            raise APIError(404, f"Run {run_id} has already ended: nothing to cancel")
+        if action == "rollback":
+            raise APIError(422, "action 'rollback' is not supported yet: cancel with "
+                                "'interrupt' (the run stops, its progress is kept)",
+                           param="action")
+        await server.cancel(record)
+        if wait:
+            await server.runs.wait(run_id, poll_s=0.1)
+            return JSONResponse({})
+        return Response(status_code=202)
+
+    # -- stateless runs ------------------------------------------------------------------------
+
+    async def temporary(body: RunCreate, request: Request) -> RunRecord:
+        thread = await server.threads.create(_key(request))
+        return await server.start(thread, body, temporary=True)
+
+    @api.post("/runs/stream")
+    async def stream_stateless(body: RunCreate, request: Request):
+        record = await temporary(body, request)
+        return EventSourceResponse(events(server.streams.get(record.id)), ping=5,
+                                   headers={"Content-Location": f"/runs/{record.id}",
+                                            "Location": f"/runs/{record.id}/stream"})
+
+    @api.post("/runs/wait")
+    async def wait_stateless(body: RunCreate, request: Request) -> JSONResponse:
+        record = await temporary(body, request)
+        return JSONResponse(await server.output(record.id),
+                            headers={"Content-Location": f"/runs/{record.id}"})
+
+    @api.post("/runs")
+    async def create_stateless(body: RunCreate, request: Request) -> JSONResponse:
+        record = await temporary(body, request)
+        return JSONResponse(shapes.run(record), headers={"Content-Location": f"/runs/{record.id}"})
+
+    return api

@@ -1,0 +1,255 @@
+"""The LangGraph Agent Server API, driven by the official langgraph-sdk client (async and sync)
+against ponder's server, on SQLite and Postgres."""
+
+import asyncio
+import textwrap
+import time
+
+import httpx
+import pytest
+from langgraph_sdk import get_client, get_sync_client
+
+from ponder.graphs.targets import load_target
+from ponder.server.app import create_app
+from ponder.server.keys import KeyStore
+from ponder.testing import BackgroundServer
+
+GRAPHS = textwrap.dedent('''
+    import asyncio
+    from langchain_core.messages import AIMessage
+    from langgraph.config import get_stream_writer
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.types import interrupt
+
+    def _graph(name, node):
+        builder = StateGraph(MessagesState)
+        builder.add_node(name, node)
+        builder.add_edge(START, name)
+        return builder.compile(name=name)
+
+    def echo_node(state):
+        users = [m for m in state["messages"] if m.type == "human"]
+        get_stream_writer()({"echoing": users[-1].content})
+        return {"messages": [AIMessage(f"turn {len(users)}: {users[-1].content}")]}
+
+    async def slow_node(state):
+        await asyncio.sleep(1.5)
+        return {"messages": [AIMessage(f"slow: {state['messages'][-1].content}")]}
+
+    def ask_node(state):
+        tea = interrupt("which tea?")
+        return {"messages": [AIMessage(f"brewing {tea}")]}
+
+    def fail_node(state):
+        raise ValueError("the kettle is broken")
+
+    echo = _graph("echo", echo_node)
+    slow = _graph("slow", slow_node)
+    asker = _graph("asker", ask_node)
+    failing = _graph("failing", fail_node)
+''')
+
+
+def said(text):
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def texts(values):
+    return [m["content"] for m in values["messages"]]
+
+
+@pytest.fixture
+def served(tmp_path, database_url):
+    (tmp_path / "lg_graphs.py").write_text(GRAPHS)
+    targets = [load_target(f"{tmp_path}/lg_graphs.py:{name}", database_url=database_url)
+               for name in ("echo", "slow", "asker", "failing")]
+    with BackgroundServer(create_app(targets, database_url=database_url)) as url:
+        yield url
+
+
+async def test_assistants(served):
+    client = get_client(url=served, api_key=None)
+    found = await client.assistants.search()
+    assert sorted(a["graph_id"] for a in found) == ["asker", "echo", "failing", "slow"]
+    echo = next(a for a in found if a["graph_id"] == "echo")
+    assert echo["assistant_id"] == "046b5dc7-2108-582c-9c6c-31d556d138f0"  # as LangGraph's
+    assert await client.assistants.get(echo["assistant_id"]) == echo
+    graph = await client.assistants.get_graph("echo")
+    assert {n["id"] for n in graph["nodes"]} == {"__start__", "echo", "__end__"}
+    schemas = await client.assistants.get_schemas(echo["assistant_id"])
+    assert "messages" in schemas["input_schema"]["properties"]
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        await client.assistants.get("nope")
+    assert missing.value.response.status_code == 404 and "'nope'" in str(missing.value)
+
+
+async def test_threads_lifecycle(served):
+    client = get_client(url=served, api_key=None)
+    thread = await client.threads.create(metadata={"user": "ann"})
+    assert thread["status"] == "idle" and thread["metadata"] == {"user": "ann"}
+    same = await client.threads.create(thread_id=thread["thread_id"], if_exists="do_nothing")
+    assert same["thread_id"] == thread["thread_id"]
+    with pytest.raises(httpx.HTTPStatusError, match="already exists"):
+        await client.threads.create(thread_id=thread["thread_id"])
+    updated = await client.threads.update(thread["thread_id"], metadata={"plan": "pro"})
+    assert updated["metadata"] == {"user": "ann", "plan": "pro"}  # merged
+    await client.threads.create(metadata={"user": "bob"})
+    found = await client.threads.search(metadata={"user": "ann"})
+    assert [t["thread_id"] for t in found] == [thread["thread_id"]]
+    await client.runs.wait(thread["thread_id"], "echo", input=said("hi"))
+    state = await client.threads.get_state(thread["thread_id"])
+    assert texts(state["values"]) == ["hi", "turn 1: hi"] and state["next"] == []
+    history = await client.threads.get_history(thread["thread_id"])
+    assert len(history) >= 2 and history[0]["checkpoint"] == state["checkpoint"]
+    await client.threads.update_state(thread["thread_id"], {"messages": [
+        {"role": "user", "content": "noted"}]}, as_node="echo")
+    assert texts((await client.threads.get_state(thread["thread_id"]))["values"])[-1] == "noted"
+    await client.threads.delete(thread["thread_id"])
+    with pytest.raises(httpx.HTTPStatusError) as gone:
+        await client.threads.get(thread["thread_id"])
+    assert gone.value.response.status_code == 404 and thread["thread_id"] in str(gone.value)
+
+
+async def test_runs_wait_stream_list_and_join(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    assert texts(await client.runs.wait(thread, "echo", input=said("hi")))[-1] == "turn 1: hi"
+    parts = [p async for p in client.runs.stream(
+        thread, "echo", input=said("again"),
+        stream_mode=["values", "updates", "messages-tuple", "custom"])]
+    events = [p.event for p in parts]
+    assert events[0] == "metadata" and events[-1] == "values"
+    assert {"updates", "messages", "custom"} <= set(events)
+    assert next(p.data for p in parts if p.event == "custom") == {"echoing": "again"}
+    message, metadata = next(p.data for p in parts if p.event == "messages")
+    assert message["content"] == "turn 2: again" and metadata["langgraph_node"] == "echo"
+    assert texts(parts[-1].data)[-1] == "turn 2: again"
+    runs = await client.runs.list(thread)
+    assert [r["status"] for r in runs] == ["success", "success"]
+    run = await client.runs.get(thread, runs[0]["run_id"])
+    assert run["run_id"] == parts[0].data["run_id"] and run["assistant_id"]
+    assert texts(await client.runs.join(thread, run["run_id"]))[-1] == "turn 2: again"
+    assert (await client.threads.get(thread))["status"] == "idle"
+
+
+async def test_background_run_rejoined_with_replay(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread, "slow", input=said("tea"),
+                                   stream_mode=["values", "updates"])
+    assert run["status"] == "pending"
+    # Joining from the start replays what was already streamed, then goes on live.
+    parts = [p async for p in client.runs.join_stream(thread, run["run_id"],
+                                                      last_event_id="0")]
+    assert [p.event for p in parts][:2] == ["metadata", "values"]
+    assert "updates" in [p.event for p in parts]
+    assert texts(parts[-1].data)[-1] == "slow: tea"
+    assert (await client.runs.get(thread, run["run_id"]))["status"] == "success"
+
+
+async def test_interrupts_are_answered_with_a_resume_command(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    paused = await client.runs.wait(thread, "asker", input=said("tea please"))
+    [question] = paused["__interrupt__"]
+    assert question["value"] == "which tea?"
+    waiting = await client.threads.get(thread)
+    assert waiting["status"] == "interrupted"
+    assert list(waiting["interrupts"].values())[0][0]["id"] == question["id"]
+    done = await client.runs.wait(thread, "asker", command={"resume": "sencha"})
+    assert texts(done)[-1] == "brewing sencha"
+    assert (await client.threads.get(thread))["status"] == "idle"
+    # A resume that answers nothing pending says so.
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await client.runs.wait(thread, "asker", command={"resume": {"nope": "x"}})
+    assert refused.value.response.status_code == 400
+
+
+async def test_multitask_strategies(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    first = await client.runs.create(thread, "slow", input=said("one"))
+    with pytest.raises(httpx.HTTPStatusError) as busy:
+        await client.runs.create(thread, "slow", input=said("two"), multitask_strategy="reject")
+    assert busy.value.response.status_code == 409
+    assert busy.value.response.json()["error"]["code"] == "thread_busy"
+    queued = await client.runs.create(thread, "slow", input=said("three"))
+    await client.runs.join(thread, queued["run_id"])
+    state = (await client.threads.get_state(thread))["values"]
+    assert texts(state) == ["one", "slow: one", "three", "slow: three"]  # in arrival order
+    # interrupt: the running run stops (its input kept), the new one runs.
+    running = await client.runs.create(thread, "slow", input=said("four"))
+    await asyncio.sleep(0.5)
+    await client.runs.wait(thread, "echo", input=said("five"), multitask_strategy="interrupt")
+    assert (await client.runs.get(thread, running["run_id"]))["status"] == "interrupted"
+    assert texts((await client.threads.get_state(thread))["values"])[-3:] == [
+        "four", "five", "turn 4: five"]
+    assert (await client.runs.get(thread, first["run_id"]))["status"] == "success"
+
+
+async def test_cancel_and_errors(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread, "slow", input=said("long"))
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    await client.runs.cancel(thread, run["run_id"], wait=True)
+    assert time.monotonic() - started < 10
+    assert (await client.runs.get(thread, run["run_id"]))["status"] == "interrupted"
+    failed = await client.runs.wait(thread, "failing", input=said("x"), raise_error=False)
+    assert failed["__error__"] == {"error": "ValueError", "message": "the kettle is broken"}
+    assert (await client.threads.get(thread))["status"] == "error"
+    streamed = [p async for p in client.runs.stream(thread, "failing", input=said("y"))]
+    assert streamed[-1].event == "error"
+
+
+async def test_stateless_runs_leave_no_thread(served):
+    client = get_client(url=served, api_key=None)
+    out = await client.runs.wait(None, "echo", input=said("once"))
+    assert texts(out) == ["once", "turn 1: once"]
+    parts = [p async for p in client.runs.stream(None, "echo", input=said("twice"))]
+    assert texts(parts[-1].data) == ["twice", "turn 1: twice"]
+    assert await client.threads.search() == []
+
+
+def test_the_sync_client(served):
+    client = get_sync_client(url=served, api_key=None)
+    thread = client.threads.create()["thread_id"]
+    assert texts(client.runs.wait(thread, "echo", input=said("sync")))[-1] == "turn 1: sync"
+    events = [p.event for p in client.runs.stream(thread, "echo", input=said("again"))]
+    assert events[0] == "metadata" and "values" in events
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"assistant_id": "echo", "command": "resume please"}, "command"),
+    ({"assistant_id": "echo", "input": said("x"), "stream_mode": "telepathy"}, "stream_mode"),
+    ({"assistant_id": "echo", "multitask_strategy": "shout"}, "multitask_strategy"),
+    ({"input": said("x")}, "assistant_id"),
+])
+def test_bad_runs_are_refused_with_what_to_fix(served, body, field):
+    thread = httpx.post(f"{served}/threads", json={}).json()["thread_id"]
+    answer = httpx.post(f"{served}/threads/{thread}/runs", json=body)
+    assert 400 <= answer.status_code < 500 and field in answer.json()["detail"]
+    assert httpx.get(f"{served}/threads/{thread}/runs").json() == []  # nothing half-written
+    missing = httpx.post(f"{served}/threads/no-such-thread/runs/wait",
+                         json={"assistant_id": "echo", "input": said("x")})
+    assert missing.status_code == 404 and "no-such-thread" in missing.json()["detail"]
+
+
+async def test_threads_belong_to_their_key(tmp_path):
+    (tmp_path / "lg_graphs.py").write_text(GRAPHS)
+    db = f"sqlite:///{tmp_path}/keys.db"
+    async with KeyStore(db) as keys:
+        (_, one), (_, two) = await keys.create("one"), await keys.create("two")
+    target = load_target(f"{tmp_path}/lg_graphs.py:echo", database_url=db)
+    async with BackgroundServer(create_app([target], database_url=db)) as url:
+        mine, theirs = get_client(url=url, api_key=one), get_client(url=url, api_key=two)
+        thread = (await mine.threads.create())["thread_id"]
+        await mine.runs.wait(thread, "echo", input=said("secret"))
+        with pytest.raises(httpx.HTTPStatusError) as hidden:
+            await theirs.threads.get_state(thread)
+        assert hidden.value.response.status_code == 404
+        assert await theirs.threads.search() == []
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await get_client(url=url, api_key="wrong").threads.search()
+        assert refused.value.response.status_code == 401
