@@ -13,6 +13,7 @@ from ponder.graphs.targets import load_target
 from ponder.server.app import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer
+from tests.helpers.serving import Served
 
 GRAPHS = textwrap.dedent('''
     import asyncio
@@ -253,3 +254,29 @@ async def test_threads_belong_to_their_key(tmp_path):
         with pytest.raises(httpx.HTTPStatusError) as refused:
             await get_client(url=url, api_key="wrong").threads.search()
         assert refused.value.response.status_code == 401
+
+
+async def test_a_run_started_through_one_process_is_seen_and_cancelled_through_another(
+        tmp_path, database_url):
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir(), second_dir.mkdir()
+    with Served(first_dir, database_url, GRAPHS, "slow", "echo", workers=1) as a, \
+            Served(second_dir, database_url, GRAPHS, "slow", "echo", workers=1) as b:
+        one, two = get_client(url=a.url, api_key=None), get_client(url=b.url, api_key=None)
+        thread = (await one.threads.create())["thread_id"]
+        assert (await two.threads.get(thread))["thread_id"] == thread
+        run = await one.runs.create(thread, "slow", input=said("long"))
+        for _ in range(100):  # the other process sees it start
+            if (await two.runs.get(thread, run["run_id"]))["status"] == "running":
+                break
+            await asyncio.sleep(0.1)
+        assert (await two.threads.get(thread))["status"] == "busy"
+        assert [r["run_id"] for r in await two.runs.list(thread)] == [run["run_id"]]
+        await two.runs.cancel(thread, run["run_id"], wait=True)
+        assert (await one.runs.get(thread, run["run_id"]))["status"] == "interrupted"
+        # Turns of one thread go one at a time across both processes, in arrival order.
+        queued = [await client.runs.create(thread, "echo", input=said(f"q{i}"))
+                  for i, client in enumerate([one, two, one])]
+        joined = await two.runs.join(thread, queued[-1]["run_id"])
+        assert texts(joined)[-6:] == ["q0", "turn 2: q0", "q1", "turn 3: q1", "q2",
+                                      "turn 4: q2"]

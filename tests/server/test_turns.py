@@ -3,10 +3,6 @@ conversation are all kept, in order, across server processes; conversations are 
 their content and the caller's key, never by a shared opening."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import time
 
 import httpx
 import openai
@@ -17,7 +13,7 @@ from ponder.graphs.targets import load_target
 from ponder.server.app import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer
-from tests.helpers.cli import PONDER
+from tests.helpers.serving import Served
 
 # A graph that takes a while to answer, so concurrent turns overlap; each reply says which turn
 # of its thread it is and what it answers.
@@ -38,48 +34,6 @@ graph = builder.compile(name="echo")
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """``ponder serve graph.py:graph --workers N`` in processes of its own."""
-
-    def __init__(self, tmp_path, url: str, workers: int = 2, **env: str) -> None:
-        (tmp_path / "graph.py").write_text(SLOW_ECHO)
-        self.cwd, self.db, self.port = tmp_path, url, _free_port()
-        self.process = subprocess.Popen(
-            [*PONDER, "serve", "graph.py:graph", "--port", str(self.port),
-             "--workers", str(workers)],
-            cwd=tmp_path, env={**os.environ, "PONDER_DATABASE_URL": url, **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("the server did not start")
-
-    def __exit__(self, *exc):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-    async def thread(self, thread_id: str) -> list[str]:
-        target = load_target(f"{self.cwd}/graph.py:graph", database_url=self.db)
-        try:
-            return [m.content for m in (await target.aget_state(thread_id)).values["messages"]]
-        finally:
-            await target.aclose()
-
-
 async def _ask(client, messages, **options):
     raw = await client.chat.completions.with_raw_response.create(
         model="echo", messages=messages, **options)
@@ -88,7 +42,7 @@ async def _ask(client, messages, **options):
 
 async def test_concurrent_turns_on_one_conversation_are_all_kept_across_processes(
         tmp_path, database_url):
-    with Served(tmp_path, database_url) as server:
+    with Served(tmp_path, database_url, SLOW_ECHO) as server:
         client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused",
                                     max_retries=0, timeout=120)
         for round, (option, value) in enumerate([("user", "ann"),
@@ -113,7 +67,7 @@ async def test_concurrent_turns_on_one_conversation_are_all_kept_across_processe
 
 async def test_reject_refuses_a_turn_on_a_busy_thread_with_409(tmp_path):
     url = f"sqlite:///{tmp_path}/reject.db"
-    with Served(tmp_path, url, PONDER_MULTITASK_STRATEGY="reject") as server:
+    with Served(tmp_path, url, SLOW_ECHO, PONDER_MULTITASK_STRATEGY="reject") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             answers = await asyncio.gather(*[http.post(
                 "/v1/chat/completions", headers={"X-Thread-Id": "busy"},
@@ -128,7 +82,7 @@ async def test_reject_refuses_a_turn_on_a_busy_thread_with_409(tmp_path):
 
 
 async def test_concurrent_first_requests_on_a_fresh_database(tmp_path, database_url):
-    with Served(tmp_path, database_url) as server:
+    with Served(tmp_path, database_url, SLOW_ECHO) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             answers = await asyncio.gather(*[http.post("/v1/chat/completions", json={
                 "model": "echo", "messages": [{"role": "user", "content": f"first {i}"}]})

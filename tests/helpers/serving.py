@@ -1,0 +1,58 @@
+"""``ponder serve`` as users run it: processes of their own on a free port."""
+
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+
+from ponder.graphs.targets import load_target
+from tests.helpers.cli import PONDER
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """``ponder serve graph.py:NAME... --workers N`` over ``url``, ``graph.py`` holding
+    ``module`` (the names default to ``graph``); a context manager that waits for /health."""
+
+    def __init__(self, tmp_path, url: str, module: str, *names: str, workers: int = 2,
+                 **env: str) -> None:
+        (tmp_path / "graph.py").write_text(module)
+        self.cwd, self.db, self.port = tmp_path, url, free_port()
+        self.name = (names or ("graph",))[0]
+        self.process = subprocess.Popen(
+            [*PONDER, "serve", *[f"graph.py:{n}" for n in names or ("graph",)],
+             "--port", str(self.port), "--workers", str(workers)],
+            cwd=tmp_path, env={**os.environ, "PONDER_DATABASE_URL": url, **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stderr.read()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("the server did not start")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    async def thread(self, thread_id: str) -> list[str]:
+        """The contents of the thread's messages, read from the database."""
+        target = load_target(f"{self.cwd}/graph.py:{self.name}", database_url=self.db)
+        try:
+            return [m.content for m in (await target.aget_state(thread_id)).values["messages"]]
+        finally:
+            await target.aclose()
