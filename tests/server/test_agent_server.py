@@ -2,6 +2,7 @@
 against ponder's server, on SQLite and Postgres."""
 
 import asyncio
+import json
 import textwrap
 import time
 
@@ -280,3 +281,51 @@ async def test_a_run_started_through_one_process_is_seen_and_cancelled_through_a
         joined = await two.runs.join(thread, queued[-1]["run_id"])
         assert texts(joined)[-6:] == ["q0", "turn 2: q0", "q1", "turn 3: q1", "q2",
                                       "turn 4: q2"]
+
+
+async def test_webhooks_are_signed_and_retried(served, monkeypatch):
+    from starlette.applications import Starlette
+    from starlette.responses import Response as StarletteResponse
+    from starlette.routing import Route
+
+    from ponder.server.agent_server.webhooks import signature
+
+    monkeypatch.setenv("PONDER_WEBHOOK_SECRET", "s3cret")
+    received = []
+
+    async def hook(request):
+        received.append((dict(request.headers), await request.body()))
+        return StarletteResponse(status_code=503 if len(received) == 1 else 200)
+
+    client = get_client(url=served, api_key=None)
+    async with BackgroundServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as at:
+        thread = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(thread, "echo", input=said("ping"),
+                                       webhook=f"{at}/hook")
+        for _ in range(100):
+            if len(received) == 2:
+                break
+            await asyncio.sleep(0.1)
+    assert len(received) == 2  # the 503 was retried
+    headers, body = received[-1]
+    assert headers["x-ponder-signature"] == signature(body, "s3cret")
+    sent = json.loads(body)
+    assert sent["run_id"] == run["run_id"] and sent["status"] == "success"
+    assert texts(sent["values"])[-1] == "turn 1: ping"
+
+
+@pytest.mark.parametrize("webhook,secret,problem", [
+    ("ftp://example.com/hook", "s3cret", "not an http(s) URL"),
+    ("hooks/runs", "s3cret", "not an http(s) URL"),
+    ("https://example.com/hook", None, "PONDER_WEBHOOK_SECRET is not set"),
+])
+def test_bad_webhooks_are_refused(served, monkeypatch, webhook, secret, problem):
+    if secret:
+        monkeypatch.setenv("PONDER_WEBHOOK_SECRET", secret)
+    else:
+        monkeypatch.delenv("PONDER_WEBHOOK_SECRET", raising=False)
+    thread = httpx.post(f"{served}/threads", json={}).json()["thread_id"]
+    answer = httpx.post(f"{served}/threads/{thread}/runs", json={
+        "assistant_id": "echo", "input": said("x"), "webhook": webhook})
+    assert answer.status_code == 422 and problem in answer.json()["detail"]
+    assert httpx.get(f"{served}/threads/{thread}/runs").json() == []

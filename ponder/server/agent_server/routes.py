@@ -28,6 +28,7 @@ from ponder.graphs.targets import Target
 from ponder.server.agent_server import shapes
 from ponder.server.agent_server.streams import RunStream, Streams, sse
 from ponder.server.agent_server.threads import AgentThreads, ThreadRow
+from ponder.server.agent_server.webhooks import check_webhook, deliver
 from ponder.server.errors import APIError
 
 STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
@@ -98,6 +99,7 @@ class RunCreate(_Body):
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "enqueue"
     if_not_exists: Literal["reject", "create"] = "reject"
     on_completion: Literal["delete", "keep"] = "delete"
+    webhook: str | None = Field(default=None, max_length=2000)
 
     def modes(self) -> list[str]:
         """The requested stream modes, checked."""
@@ -122,6 +124,7 @@ class AgentServer:
         self.streams = Streams()
         self.tasks: dict[str, asyncio.Task] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # a run's wait/join body, once it ended
+        self.deliveries: set[asyncio.Task] = set()  # webhooks being sent
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -184,6 +187,8 @@ class AgentServer:
             raise APIError(422, "multitask_strategy 'rollback' is not supported yet: use "
                                 "'interrupt' (stops the current run, keeps its progress), "
                                 "'enqueue' or 'reject'", param="multitask_strategy")
+        if body.webhook is not None:
+            check_webhook(body.webhook)
         value = await self._input(target, thread.id, body)
         if thread.graph_id != target.name:
             await self.threads.update(thread, graph_id=target.name)
@@ -192,7 +197,8 @@ class AgentServer:
                   "metadata": {**thread.metadata, **body.metadata,
                                "graph_id": target.name,
                                "assistant_id": shapes.assistant_id(target.name)},
-                  "multitask_strategy": body.multitask_strategy, "temporary": temporary}
+                  "multitask_strategy": body.multitask_strategy, "temporary": temporary,
+                  "webhook": body.webhook}
         run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
                                         kwargs=kwargs)
         claimed = False
@@ -211,7 +217,7 @@ class AgentServer:
         stream = self.streams.open(run_id)
         self.tasks[run_id] = task = asyncio.create_task(self._execute(
             run_id, target, thread.id, value, modes, body.config, claimed, stream,
-            temporary and body.on_completion == "delete"))
+            temporary and body.on_completion == "delete", body.webhook))
         task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
         return await self.runs.record(run_id)
 
@@ -231,7 +237,7 @@ class AgentServer:
 
     async def _execute(self, run_id: str, target: Target, thread_id: str, value: Any,
                        modes: list[str], config: dict[str, Any], claimed: bool,
-                       stream: RunStream, temporary: bool) -> None:
+                       stream: RunStream, temporary: bool, webhook: str | None) -> None:
         graph_modes = sorted({"messages" if m == "messages-tuple" else m for m in modes}
                              | {"values", "updates"})
         final: dict[str, Any] = {}
@@ -268,6 +274,8 @@ class AgentServer:
             await stream.add("error", error)
         finally:
             try:
+                if webhook is not None:
+                    await self._notify(webhook, run_id)
                 if temporary:  # a stateless run leaves nothing behind
                     with contextlib.suppress(Exception):
                         await target.adelete_thread(thread_id)
@@ -275,6 +283,18 @@ class AgentServer:
                     await self.threads.delete(thread_id)
             finally:
                 await stream.end()  # once the record is final (clients check it after)
+
+    async def _notify(self, webhook: str, run_id: str) -> None:
+        """Send the ended run to its webhook, in the background (retries take a while)."""
+        record = await self.runs.record(run_id)
+        if record is None:
+            return
+        output = self.outputs.get(run_id, {})
+        payload = {**shapes.run(record), **(
+            {"error": output["__error__"]} if "__error__" in output else {"values": output})}
+        task = asyncio.create_task(deliver(webhook, payload))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
 
     async def cancel(self, record: RunRecord) -> None:
         """Cancel a run: at once when pending or running here, else by its holder within a
@@ -289,6 +309,11 @@ class AgentServer:
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        # Webhooks already due get a moment to go out; retries past it are dropped.
+        if self.deliveries:
+            await asyncio.wait(self.deliveries, timeout=5)
+        for task in self.deliveries:
+            task.cancel()
 
     async def output(self, run_id: str) -> dict[str, Any]:
         """What ``wait`` and ``join`` answer, once the run has ended: its final values (with
