@@ -76,6 +76,9 @@ runs_table = Table(
     Column("base_checkpoint", String(100), nullable=True),  # the thread's head before the run
     # JSON: how the run was asked for over the Agent Server API (stream modes, metadata, ...)
     Column("kwargs", Text, nullable=True),
+    # "caller": executed by the process that made it (a turn, an Agent Server run), whose
+    # target is an object there; None: by any worker, which loads the target by its TARGET string
+    Column("executor", String(20), nullable=True),
     # One run per fire, whoever claims it.
     UniqueConstraint("schedule", "scheduled_for", name="ponder_runs_one_per_fire"),
 )
@@ -123,6 +126,7 @@ class RunRecord:
     cancel_requested: bool = False
     base_checkpoint: str | None = None
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    executor: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
@@ -197,7 +201,8 @@ class RunRecorder(Tables):
         if multitask_strategy not in ("enqueue", "reject"):
             raise ConfigurationError(f"multitask_strategy must be 'enqueue' or 'reject', not "
                                      f"{multitask_strategy!r}")
-        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id)
+        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id,
+                                   executor="caller")
         await self.acquire(run_id, reject=multitask_strategy == "reject")
         async with self.lease(run_id) as (trace, finish):
             yield run_id, trace, finish
@@ -268,9 +273,10 @@ class RunRecorder(Tables):
 
     async def create(self, target: str, input: Any, *, thread_id: str | None = None,
                      user_id: str | None = None, status: str = "pending",
-                     kwargs: dict[str, Any] | None = None) -> str:
-        """A new run record (``pending``: for a worker to claim); its id (a UUID)."""
-        run_id = str(uuid.uuid4())
+                     kwargs: dict[str, Any] | None = None, executor: str | None = None) -> str:
+        """A new run record (``pending``: for a worker to claim, unless ``executor`` is
+        ``"caller"``: the caller runs it); its id."""
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
         now = time.time()
         engine = await self.engine()
         async with engine.begin() as conn:
@@ -278,7 +284,8 @@ class RunRecorder(Tables):
                 id=run_id, target=target, input=json.dumps(input, default=str),
                 thread_id=thread_id, user_id=user_id, status=status, created_at=now,
                 started_at=now if status == "running" else None, attempts=0,
-                kwargs=json.dumps(kwargs, default=str) if kwargs else None))
+                kwargs=json.dumps(kwargs, default=str) if kwargs else None,
+                executor=executor))
         return run_id
 
     async def of_thread(self, thread_id: str, limit: int = 10, offset: int = 0,
@@ -346,10 +353,12 @@ class RunRecorder(Tables):
             or_(runs_table.c.thread_id.is_(None), ~busy_thread))
 
     async def claimable(self, limit: int, stale_s: float) -> list[str]:
-        """Ids of runs a worker may claim now, oldest first."""
+        """Ids of runs a worker may claim now, oldest first (runs their caller executes are
+        not a worker's)."""
         engine = await self.engine()
         async with engine.connect() as conn:
             rows = await conn.execute(select(runs_table.c.id).where(
+                runs_table.c.executor.is_(None),
                 self._claimable(stale_s, time.time())).order_by(
                 runs_table.c.created_at).limit(limit))
             return [r.id for r in rows]

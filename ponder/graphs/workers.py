@@ -135,7 +135,8 @@ class Worker:
         engine = await self.scheduler.engine()
         async with engine.connect() as conn:
             orphans = (await conn.exec_driver_sql(
-                "SELECT id, thread_id FROM ponder_runs r WHERE (status = 'pending' OR "
+                "SELECT id, thread_id FROM ponder_runs r WHERE executor IS NULL AND "
+                "(status = 'pending' OR "
                 "(status = 'running' AND heartbeat_at < %(stale)s)) AND NOT EXISTS (SELECT 1 "
                 "FROM procrastinate_jobs j WHERE j.queueing_lock = r.id AND j.status IN "
                 "('todo', 'doing')) LIMIT 1000",

@@ -321,6 +321,7 @@ class _Turn:
         self.on_reply: Callable[[str], Awaitable[None]] | None = None
         self._stream = False
         self._holding: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._reply: asyncio.Future = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task | None = None
 
     async def start(self, stream: bool) -> None:
@@ -331,7 +332,7 @@ class _Turn:
             await self._task  # it failed before it held the thread: raise that
         self._holding.result()
 
-    async def _run(self) -> tuple[str, UsageLog]:
+    async def _run(self) -> None:
         recorded = convert_to_openai_messages(self.messages)
         try:
             async with self.runs.recording(self.agent.name, recorded, self.thread_id,
@@ -341,14 +342,21 @@ class _Turn:
                 with track_usage(UsageLog(on_call=self.charge)) as log:
                     text = await (self._streamed(trace) if self._stream
                                   else self._invoked(trace))
-                finish("success", {"messages": [AIMessage(text)]})
+                    finish("success", {"messages": [AIMessage(text)]})
+                    if self.on_reply is not None:
+                        await self.on_reply(text)
+                    # The reply goes out now; work after it (memory extraction) is still
+                    # charged as it is made, and the record waits for it.
+                    self._reply.set_result((text, _usage(log)))
+                    self.events.put_nowait(None)
         except ThreadBusy as exc:
             raise APIError(409, str(exc), code="thread_busy") from None
+        except BaseException as exc:
+            if not self._reply.done():
+                self._reply.set_exception(exc)
+            raise
         finally:
             self.events.put_nowait(None)
-        if self.on_reply is not None:
-            await self.on_reply(text)
-        return text, log
 
     async def _invoked(self, trace: Any) -> str:
         state = await self.agent.ainvoke(self.messages, thread_id=self.thread_id,
@@ -364,23 +372,24 @@ class _Turn:
             self.events.put_nowait(item)
         return "".join(pieces + [p.text for p in reply.end()])
 
-    async def result(self) -> tuple[str, UsageLog]:
-        """The reply's text and the turn's usage, once it has ended."""
-        return await self._task
+    async def result(self) -> tuple[str, dict[str, int]]:
+        """The reply's text and the turn's usage up to it (OpenAI's keys), once it is known."""
+        return await asyncio.shield(self._reply)
 
     def cancel(self) -> None:
-        """Stop the turn (the client left); a no-op once it has ended."""
-        if self._task is not None:
+        """Stop the turn (the client left before its reply); a no-op once the reply is known,
+        so the work after it (memory extraction, the record) is not lost."""
+        if self._task is not None and not self._reply.done():
             self._task.cancel()
 
 
-def _completion(model: str, text: str, usage: UsageLog) -> dict[str, Any]:
+def _completion(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": "stop", "logprobs": None}],
-        "usage": _usage(usage),
+        "usage": usage,
     }
 
 
@@ -417,7 +426,7 @@ async def _stream(turn: _Turn, model: str, include_usage: bool) -> AsyncIterator
         turn.cancel()  # the client left: stop the turn (a no-op once it has ended)
     yield chunk({}, "stop")
     if include_usage:
-        yield json.dumps({**head, "choices": [], "usage": _usage(log)})
+        yield json.dumps({**head, "choices": [], "usage": log})
     yield "[DONE]"
 
 

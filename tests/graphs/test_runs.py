@@ -12,7 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import interrupt
 
 from ponder import Agent
-from ponder.graphs.runs import RunRecorder
+from ponder.graphs.runs import RunRecorder, ThreadBusy
 from ponder.testing import ScriptedChatModel, tool_calls
 from ponder.tools import calculator
 
@@ -137,3 +137,30 @@ async def test_runs_are_exported_as_opentelemetry_spans(recorder):
     assert all(root.start_time <= s.start_time <= s.end_time <= root.end_time
                for s in spans.values())
     exporter.shutdown()
+
+
+async def test_runs_their_caller_executes_are_no_workers(recorder):
+    """A worker runs pending runs by their TARGET string; a turn or an Agent Server run is
+    executed by the process that made it (its target is an object there), so no worker may
+    take it, however long it waits for its thread."""
+    mine = await recorder.create("echo", "hi", thread_id="t", executor="caller")
+    theirs = await recorder.create("module:agent", "hi", thread_id="u")
+    assert await recorder.claimable(10, stale_s=10) == [theirs]
+    assert (await recorder.claim(mine, recorder.holder, 10)).executor == "caller"
+
+
+async def test_a_turn_waits_for_its_thread_and_a_reject_keeps_nothing(recorder):
+    agent = Agent("calc", ScriptedChatModel(replies=["one", "two"]), checkpointer=False)
+    async with recorder.recording("calc", "first", "t") as (first, _, finish):
+        with pytest.raises(ThreadBusy, match="busy"):
+            await recorder.run("calc", agent, "second", thread_id="t",
+                               multitask_strategy="reject")
+        waiting = asyncio.create_task(recorder.run("calc", agent, "third", thread_id="t"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # enqueued behind the first
+        finish("success")
+    state = await waiting
+    runs = await recorder.list()
+    assert [r.input for r in runs] == ["third", "first"]  # the rejected one left no record
+    assert [r.status for r in runs] == ["success", "success"]
+    assert state["run_id"] == runs[0].id

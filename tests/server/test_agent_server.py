@@ -329,3 +329,4 @@ def test_bad_webhooks_are_refused(served, monkeypatch, webhook, secret, problem)
         "assistant_id": "echo", "input": said("x"), "webhook": webhook})
     assert answer.status_code == 422 and problem in answer.json()["detail"]
     assert httpx.get(f"{served}/threads/{thread}/runs").json() == []
+

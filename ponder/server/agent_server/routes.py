@@ -200,7 +200,7 @@ class AgentServer:
                   "multitask_strategy": body.multitask_strategy, "temporary": temporary,
                   "webhook": body.webhook}
         run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
-                                        kwargs=kwargs)
+                                        kwargs=kwargs, executor="caller")
         claimed = False
         if body.multitask_strategy == "reject":
             try:
