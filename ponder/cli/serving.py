@@ -11,7 +11,6 @@ from ponder.cli.common import (
     console,
     errors,
 )
-from ponder.graphs.targets import load_target
 
 
 @app.command()
@@ -31,7 +30,7 @@ def serve(
     from ponder.server.app import SERVE_SCHEDULES_ENV, SERVE_TARGETS_ENV, create_app
 
     # Errors show before serving.
-    app = create_app([load_target(t) for t in targets], run_schedules=schedules)
+    app = create_app(targets, run_schedules=schedules)
     console.print(f"serving {', '.join(app.state.served)} on http://{host}:{port}/v1")
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")

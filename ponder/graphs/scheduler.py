@@ -51,6 +51,7 @@ schedules_table = Table(
     Column("start_at", Float, nullable=True),          # an interval's first fire
     Column("input", Text, nullable=True),              # JSON
     Column("thread", String(20), nullable=False),      # "new" per fire, or "persistent"
+    Column("on_thread", String(200), nullable=True),   # every fire on this thread, when set
     Column("misfire_grace_s", Float, nullable=True),   # None: any lateness is fine
     Column("coalesce", Boolean, nullable=False),
     Column("max_instances", Integer, nullable=False),
@@ -180,6 +181,7 @@ class Schedule:
     next_fire_at: float | None = None
     fires: int = 0
     skipped: int = 0
+    on_thread: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
@@ -188,7 +190,7 @@ class Schedule:
                    Trigger(row.kind, row.expr, row.tz, row.start_at or 0.0),
                    json.loads(row.input) if row.input else None, row.thread,
                    row.misfire_grace_s, row.coalesce, row.max_instances, row.paused,
-                   row.next_fire_at, row.fires, row.skipped)
+                   row.next_fire_at, row.fires, row.skipped, row.on_thread)
 
     def as_dict(self) -> dict[str, Any]:
         """The schedule as JSON-ready data, its trigger as {"kind", "expr", "tz"}."""
@@ -198,8 +200,10 @@ class Schedule:
         return data
 
     def thread_id(self) -> str:
-        """The thread of a fire: "schedule:NAME" when persistent, else a new "schedule:NAME:xxxx"
-        id."""
+        """The thread of a fire: ``on_thread`` when set, "schedule:NAME" when persistent, else
+        a new "schedule:NAME:xxxx" id."""
+        if self.on_thread:
+            return self.on_thread
         return (f"schedule:{self.name}" if self.thread == "persistent"
                 else f"schedule:{self.name}:{uuid.uuid4().hex[:12]}")
 
@@ -229,9 +233,9 @@ class Scheduler(Tables):
     async def add(self, name: str, target: str, trigger: Trigger, *, input: Any = None,
                   thread: str = "new", misfire_grace_s: float | None = 60.0,
                   coalesce: bool = True, max_instances: int = 1, replace: bool = False,
-                  check: bool = True) -> Schedule:
+                  check: bool = True, on_thread: str | None = None) -> Schedule:
         """Store a schedule; everything is checked before anything is written. ``check`` loads
-        the target once to prove it exists."""
+        the target once to prove it exists. ``on_thread`` runs every fire on that thread."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise ScheduleError(f"schedule name {name!r} is not valid: use 1-200 letters, "
                                 "digits, '_', '-', '.' or ':', starting with a letter or digit")
@@ -260,7 +264,7 @@ class Scheduler(Tables):
                    tz=trigger.tz, start_at=trigger.start or None, input=encoded, thread=thread,
                    misfire_grace_s=misfire_grace_s, coalesce=coalesce,
                    max_instances=max_instances, paused=False, next_fire_at=first,
-                   created_at=now, fires=0, skipped=0)
+                   created_at=now, fires=0, skipped=0, on_thread=on_thread)
         engine = await self.engine()
         async with engine.begin() as conn:
             exists = (await conn.execute(select(schedules_table.c.name).where(

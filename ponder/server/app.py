@@ -14,10 +14,13 @@ from fastapi.responses import FileResponse, PlainTextResponse
 
 from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecorder
+from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
 from ponder.server import agent_server, errors, openai_api
 from ponder.server import threads as threads_api
 from ponder.server.agent_server import AgentServer, AgentThreads
+from ponder.server.agent_server.crons import AgentCrons, absolute_ref
+from ponder.server.agent_server.crons import router as cron_router
 from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
@@ -33,8 +36,9 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
                concurrent_runs: str = "reject", multitask_strategy: str | None = None,
                run_schedules: bool = False) -> FastAPI:
-    """An ASGI app serving ``agents`` (Agents, or compiled LangGraph graphs with a ``messages``
-    state) under their names; mount it in your own app, or run it.
+    """An ASGI app serving ``agents`` (Agents, compiled LangGraph graphs with a ``messages``
+    state, or TARGET strings naming them) under their names; mount it in your own app, or run
+    it. Crons of the Agent Server API need their target named by a TARGET string.
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
@@ -49,8 +53,13 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
         raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
                                  f"{concurrent_runs!r}")
     by_name: dict[str, Target] = {}
+    refs: dict[str, str] = {}  # TARGET strings, by name, for crons (workers load them)
     for served in agents:
-        agent = as_target(served, database_url=database_url)
+        if isinstance(served, str):
+            agent = load_target(served, database_url=database_url)
+            refs[agent.name] = absolute_ref(served)
+        else:
+            agent = as_target(served, database_url=database_url)
         if isinstance(agent, GraphTarget) and not agent.chats:
             raise ConfigurationError(
                 f"the graph {agent.name!r} takes no 'messages' in its input, so it cannot "
@@ -70,8 +79,10 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     runs = RunRecorder(keys.url)
     conversations = ConversationStore(keys.url)
     agent_threads = AgentThreads(keys.url)
-    stores = (keys, threads, runs, conversations, agent_threads)
+    stores = [keys, threads, runs, conversations, agent_threads]
     runner = AgentServer(by_name, runs, agent_threads)
+    crons = AgentCrons(runner, Scheduler(keys.url), refs)
+    stores += [crons, crons.scheduler]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,6 +111,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                        dependencies=secured)
     app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
     app.include_router(agent_server.router(runner), dependencies=secured)
+    app.include_router(cron_router(crons), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [
         o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]
     if origins:
@@ -128,5 +140,5 @@ def app_from_env() -> FastAPI:
     refs = [r for r in os.environ.get(SERVE_TARGETS_ENV, "").split(",") if r]
     if not refs:
         raise ConfigurationError(f"{SERVE_TARGETS_ENV} names no target")
-    return create_app([load_target(ref) for ref in refs],
+    return create_app(refs,
                       run_schedules=os.environ.get(SERVE_SCHEDULES_ENV) == "1")

@@ -5,11 +5,14 @@ import asyncio
 import json
 import textwrap
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from langgraph_sdk import get_client, get_sync_client
 
+from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import load_target
 from ponder.server.app import create_app
 from ponder.server.keys import KeyStore
@@ -330,3 +333,70 @@ def test_bad_webhooks_are_refused(served, monkeypatch, webhook, secret, problem)
     assert answer.status_code == 422 and problem in answer.json()["detail"]
     assert httpx.get(f"{served}/threads/{thread}/runs").json() == []
 
+
+
+@pytest.fixture
+def served_by_reference(tmp_path, database_url):
+    """The graphs served by TARGET strings, with an embedded worker for schedules."""
+    (tmp_path / "lg_graphs.py").write_text(GRAPHS)
+    refs = [f"{tmp_path}/lg_graphs.py:{name}" for name in ("echo", "slow")]
+    with BackgroundServer(create_app(refs, database_url=database_url,
+                                     run_schedules=True)) as url:
+        yield url, database_url
+
+
+async def test_crons_through_the_api(served_by_reference):
+    url, db = served_by_reference
+    client = get_client(url=url, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    cron = await client.crons.create_for_thread(thread, "echo", schedule="*/5 * * * *",
+                                                input=said("daily report"),
+                                                timezone="Europe/Berlin")
+    assert cron["thread_id"] == thread and cron["enabled"] and cron["timezone"] == "Europe/Berlin"
+    assert datetime.fromisoformat(cron["next_run_date"]).minute % 5 == 0
+    stateless = await client.crons.create("echo", schedule="0 9 * * 1", input=said("weekly"))
+    assert stateless["thread_id"] is None
+    assert [c["cron_id"] for c in await client.crons.search(thread_id=thread)] == [
+        cron["cron_id"]]
+    assert await client.crons.count(assistant_id="echo") == 2
+    moved = await client.crons.update(cron["cron_id"], schedule="30 8 * * *", enabled=False)
+    assert not moved["enabled"] and moved["schedule"] == "30 8 * * *"
+    at = datetime.fromisoformat(moved["next_run_date"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert (at.hour, at.minute) == (8, 30)  # in the cron's own time zone
+    # A fire runs on the cron's thread, through the embedded worker.
+    scheduler = Scheduler(db)
+    try:
+        await scheduler.run_now(cron["cron_id"])
+    finally:
+        await scheduler.aclose()
+    for _ in range(100):
+        values = (await client.threads.get_state(thread))["values"]
+        if values and texts(values)[-1] == "turn 1: daily report":
+            break
+        await asyncio.sleep(0.1)
+    assert texts(values) == ["daily report", "turn 1: daily report"]
+    await client.crons.delete(cron["cron_id"])
+    assert await client.crons.search(thread_id=thread) == []
+    async with httpx.AsyncClient() as http:
+        missing = await http.get(f"{url}/runs/crons/{cron['cron_id']}")
+    assert missing.status_code == 404 and cron["cron_id"] in missing.json()["detail"]
+
+
+@pytest.mark.parametrize("body,status,problem", [
+    ({"assistant_id": "echo", "schedule": "nope"}, 422, "Invalid cron schedule 'nope'"),
+    ({"assistant_id": "echo", "schedule": "* * * * *", "timezone": "Mars/Base"}, 422,
+     "Mars/Base"),
+    ({"assistant_id": "tea", "schedule": "* * * * *"}, 404, "'tea' not found"),
+    ({"schedule": "* * * * *"}, 400, "assistant_id"),
+])
+def test_bad_crons_are_refused(served_by_reference, body, status, problem):
+    url, _ = served_by_reference
+    answer = httpx.post(f"{url}/runs/crons", json=body)
+    assert answer.status_code == status and problem in answer.json()["detail"]
+    assert httpx.post(f"{url}/runs/crons/search", json={}).json() == []  # nothing written
+
+
+def test_crons_need_targets_served_by_reference(served):
+    answer = httpx.post(f"{served}/runs/crons", json={"assistant_id": "echo",
+                                                      "schedule": "* * * * *"})
+    assert answer.status_code == 422 and "TARGET string" in answer.json()["detail"]

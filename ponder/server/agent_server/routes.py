@@ -34,18 +34,20 @@ from ponder.server.errors import APIError
 STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")  # LangGraph clients send keys we do not use
+class RequestBody(BaseModel):
+    """A request body of the API: keys it does not use are accepted (LangGraph clients send
+    some, e.g. ``langsmith_tracer``)."""
+    model_config = ConfigDict(extra="allow")
 
 
-class ThreadCreate(_Body):
+class ThreadCreate(RequestBody):
     """``POST /threads``."""
     thread_id: str | None = Field(default=None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
 
-class ThreadSearch(_Body):
+class ThreadSearch(RequestBody):
     """``POST /threads/search`` and ``/threads/count``."""
     ids: list[str] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -54,23 +56,23 @@ class ThreadSearch(_Body):
     offset: int = Field(default=0, ge=0)
 
 
-class ThreadPatch(_Body):
+class ThreadPatch(RequestBody):
     """``PATCH /threads/{id}``: metadata merged into the thread's."""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class StateUpdate(_Body):
+class StateUpdate(RequestBody):
     """``POST /threads/{id}/state``."""
     values: dict[str, Any] | list[Any] | None = None
     as_node: str | None = None
 
 
-class HistoryRequest(_Body):
+class HistoryRequest(RequestBody):
     """``POST /threads/{id}/history``: the newest ``limit`` checkpoints."""
     limit: int = Field(default=10, ge=1, le=1000)
 
 
-class AssistantSearch(_Body):
+class AssistantSearch(RequestBody):
     """``POST /assistants/search`` and ``/assistants/count``."""
     graph_id: str | None = None
     name: str | None = None
@@ -79,7 +81,7 @@ class AssistantSearch(_Body):
     offset: int = Field(default=0, ge=0)
 
 
-class ResumeCommand(_Body):
+class ResumeCommand(RequestBody):
     """A run's ``command``: ``resume`` answers pending interrupts (one value, or
     ``{interrupt_id: value}``); ``update`` and ``goto`` are LangGraph's."""
     resume: Any = None
@@ -87,7 +89,7 @@ class ResumeCommand(_Body):
     goto: str | list[str] | None = None
 
 
-class RunCreate(_Body):
+class RunCreate(RequestBody):
     """A run: on which assistant, with what input or command, streamed how, and what to do
     when its thread is busy (``multitask_strategy``)."""
     assistant_id: str
@@ -138,7 +140,7 @@ class AgentServer:
 
     async def thread(self, thread_id: str, request: Request) -> ThreadRow:
         """The caller's thread (404 otherwise)."""
-        found = await self.threads.get(thread_id, _key(request))
+        found = await self.threads.get(thread_id, caller_key(request))
         if found is None:
             raise APIError(404, f"Thread with ID {thread_id} not found")
         return found
@@ -332,7 +334,8 @@ class AgentServer:
         return shapes.jsonable((await target.aget_state(record.thread_id)).values or {})
 
 
-def _key(request: Request) -> str | None:
+def caller_key(request: Request) -> str | None:
+    """The id of the caller's API key (None when keys are not in use)."""
     return getattr(request.state, "api_key_id", None)
 
 
@@ -411,7 +414,7 @@ def router(server: AgentServer) -> APIRouter:
 
     @api.post("/threads")
     async def create_thread(body: ThreadCreate, request: Request) -> dict[str, Any]:
-        made = await server.threads.create(_key(request), body.thread_id, body.metadata,
+        made = await server.threads.create(caller_key(request), body.thread_id, body.metadata,
                                            body.metadata.get("graph_id"))
         if made is None:
             if body.if_exists == "do_nothing":
@@ -444,8 +447,8 @@ def router(server: AgentServer) -> APIRouter:
         return Response(status_code=204)
 
     async def searched(body: ThreadSearch, request: Request) -> list[dict[str, Any]]:
-        rows = await server.threads.search(_key(request), metadata=body.metadata, ids=body.ids,
-                                           limit=10_000)
+        rows = await server.threads.search(caller_key(request), metadata=body.metadata,
+                                           ids=body.ids, limit=10_000)
         shown = [await server.thread_json(t) for t in rows]
         return [t for t in shown if body.status is None or t["status"] == body.status]
 
@@ -509,9 +512,9 @@ def router(server: AgentServer) -> APIRouter:
     # -- runs on a thread ----------------------------------------------------------------------
 
     async def thread_for_run(thread_id: str, body: RunCreate, request: Request) -> ThreadRow:
-        found = await server.threads.get(thread_id, _key(request))
+        found = await server.threads.get(thread_id, caller_key(request))
         if found is None and body.if_not_exists == "create":
-            found = await server.threads.create(_key(request), thread_id)
+            found = await server.threads.create(caller_key(request), thread_id)
         if found is None:
             raise APIError(404, f"Thread with ID {thread_id} not found: create it first, or "
                                 "send if_not_exists='create'")
@@ -584,7 +587,7 @@ def router(server: AgentServer) -> APIRouter:
     # -- stateless runs ------------------------------------------------------------------------
 
     async def temporary(body: RunCreate, request: Request) -> RunRecord:
-        thread = await server.threads.create(_key(request))
+        thread = await server.threads.create(caller_key(request))
         return await server.start(thread, body, temporary=True)
 
     @api.post("/runs/stream")
