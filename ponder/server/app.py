@@ -21,6 +21,8 @@ from ponder.server import threads as threads_api
 from ponder.server.agent_server import AgentServer, AgentThreads
 from ponder.server.agent_server.crons import AgentCrons, absolute_ref
 from ponder.server.agent_server.crons import router as cron_router
+from ponder.server.agent_server.store import AgentStore
+from ponder.server.agent_server.store import router as store_router
 from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
@@ -83,6 +85,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     runner = AgentServer(by_name, runs, agent_threads)
     crons = AgentCrons(runner, Scheduler(keys.url), refs)
     stores += [crons, crons.scheduler]
+    items = AgentStore(keys.url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,6 +103,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
             await agent.aclose()
         for store in stores:
             await store.aclose()
+        await items.aclose()
 
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
@@ -112,6 +116,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
     app.include_router(agent_server.router(runner), dependencies=secured)
     app.include_router(cron_router(crons), dependencies=secured)
+    app.include_router(store_router(items), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [
         o.strip() for o in os.environ.get("PONDER_CORS_ORIGINS", "").split(",") if o.strip()]
     if origins:

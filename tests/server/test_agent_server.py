@@ -400,3 +400,37 @@ def test_crons_need_targets_served_by_reference(served):
     answer = httpx.post(f"{served}/runs/crons", json={"assistant_id": "echo",
                                                       "schedule": "* * * * *"})
     assert answer.status_code == 422 and "TARGET string" in answer.json()["detail"]
+
+
+async def test_the_store(served):
+    client = get_client(url=served, api_key=None)
+    await client.store.put_item(["users", "ann"], "prefs", {"tea": "sencha"})
+    await client.store.put_item(["users", "bob"], "prefs", {"tea": "matcha"})
+    item = await client.store.get_item(["users", "ann"], "prefs")
+    assert (item["namespace"], item["key"], item["value"]) == (["users", "ann"], "prefs",
+                                                               {"tea": "sencha"})
+    found = await client.store.search_items(["users"], filter={"tea": "matcha"})
+    assert [i["namespace"] for i in found["items"]] == [["users", "bob"]]
+    namespaces = await client.store.list_namespaces(prefix=["users"])
+    assert sorted(namespaces["namespaces"]) == [["users", "ann"], ["users", "bob"]]
+    await client.store.delete_item(["users", "ann"], "prefs")
+    assert await client.store.get_item(["users", "ann"], "prefs") is None
+    async with httpx.AsyncClient() as http:
+        bad = await http.put(f"{served}/store/items", json={
+            "namespace": ["a.b"], "key": "k", "value": {}})
+    assert bad.status_code == 422 and "without periods" in bad.json()["detail"]
+
+
+async def test_each_key_has_a_store_of_its_own(tmp_path):
+    db = f"sqlite:///{tmp_path}/store.db"
+    async with KeyStore(db) as keys:
+        (_, one), (_, two) = await keys.create("one"), await keys.create("two")
+    (tmp_path / "lg_graphs.py").write_text(GRAPHS)
+    target = load_target(f"{tmp_path}/lg_graphs.py:echo", database_url=db)
+    async with BackgroundServer(create_app([target], database_url=db)) as url:
+        mine, theirs = get_client(url=url, api_key=one), get_client(url=url, api_key=two)
+        await mine.store.put_item(["notes"], "n1", {"text": "secret"})
+        assert (await mine.store.get_item(["notes"], "n1"))["namespace"] == ["notes"]
+        assert await theirs.store.get_item(["notes"], "n1") is None
+        assert (await theirs.store.search_items([]))["items"] == []
+        assert (await mine.store.list_namespaces())["namespaces"] == [["notes"]]
