@@ -33,7 +33,12 @@ from ponder.agents.reply import STREAM_MODES, ReplyStream, final_text
 from ponder.agents.spec import SpecError, agent_arguments
 from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
-from ponder.db.persistence import Persistence, open_persistence, prune_checkpoints
+from ponder.db.persistence import (
+    Persistence,
+    open_persistence,
+    prune_checkpoints,
+    rewind_checkpoints,
+)
 from ponder.errors import PonderError
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
@@ -376,6 +381,13 @@ class Agent:
         graph = await self._graph()
         async for snapshot in graph.aget_state_history({"configurable": {"thread_id": thread_id}}):
             yield snapshot
+
+    async def arewind(self, thread_id: str, checkpoint_id: str | None) -> None:
+        """Discard what the thread saved after ``checkpoint_id`` (None: everything): the
+        thread is as it was then, history included."""
+        await self._graph()
+        if self._saver is not None:
+            await rewind_checkpoints(self._saver, thread_id, checkpoint_id)
 
     async def aupdate_state(self, thread_id: str, values: Any, as_node: str | None = None
                             ) -> RunnableConfig:

@@ -239,12 +239,51 @@ async def _prune_postgres(saver: Any, thread_id: str, keep: int) -> None:
 
 def _prune_memory(saver: Any, thread_id: str, keep: int) -> None:
     for ns, checkpoints in saver.storage.get(thread_id, {}).items():
-        for checkpoint_id in sorted(checkpoints, reverse=True)[keep:]:
-            del checkpoints[checkpoint_id]
-            saver.writes.pop((thread_id, ns, checkpoint_id), None)
-        referenced = set()
-        for saved in checkpoints.values():
-            referenced.update(saver.serde.loads_typed(saved[0])["channel_versions"].items())
-        for key in [k for k in saver.blobs if k[:2] == (thread_id, ns)]:
-            if (key[2], key[3]) not in referenced:
-                del saver.blobs[key]
+        _drop_memory(saver, thread_id, ns, sorted(checkpoints, reverse=True)[keep:])
+
+
+def _drop_memory(saver: Any, thread_id: str, ns: str, dropped: list[str]) -> None:
+    """Delete checkpoints of an InMemorySaver, and the channel values only they held."""
+    checkpoints = saver.storage[thread_id][ns]
+    for checkpoint_id in dropped:
+        del checkpoints[checkpoint_id]
+        saver.writes.pop((thread_id, ns, checkpoint_id), None)
+    referenced = set()
+    for saved in checkpoints.values():
+        referenced.update(saver.serde.loads_typed(saved[0])["channel_versions"].items())
+    for key in [k for k in saver.blobs if k[:2] == (thread_id, ns)]:
+        if (key[2], key[3]) not in referenced:
+            del saver.blobs[key]
+
+
+async def rewind_checkpoints(saver: BaseCheckpointSaver, thread_id: str,
+                             checkpoint_id: str | None) -> None:
+    """Delete every checkpoint of a thread saved after ``checkpoint_id`` (None: all of them),
+    so the thread is as it was then: what ran since is discarded, history included.
+
+    Checkpoint ids are time-ordered (LangGraph's UUIDv6), so "after" is a comparison. Works on
+    the SQLite, Postgres and in-memory savers; NotImplementedError for others.
+    """
+    if checkpoint_id is None:
+        await saver.adelete_thread(thread_id)
+        return
+    kind = type(saver).__name__
+    if kind == "AsyncSqliteSaver":
+        async with saver.lock:
+            for table in ("writes", "checkpoints"):
+                await saver.conn.execute(
+                    f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id > ?",
+                    (thread_id, checkpoint_id))
+            await saver.conn.commit()
+    elif kind == "AsyncPostgresSaver":
+        params = {"thread": thread_id, "after": checkpoint_id}
+        async with saver._cursor() as cur, cur.connection.transaction():
+            for table in ("checkpoint_writes", "checkpoints"):
+                await cur.execute(f"DELETE FROM {table} WHERE thread_id = %(thread)s AND "
+                                  "checkpoint_id > %(after)s", params)
+            await cur.execute(_POSTGRES_UNREFERENCED_BLOBS, params)
+    elif kind == "InMemorySaver":
+        for ns, checkpoints in saver.storage.get(thread_id, {}).items():
+            _drop_memory(saver, thread_id, ns, [c for c in checkpoints if c > checkpoint_id])
+    else:
+        raise NotImplementedError(f"rewinding a thread is not supported on {kind}")

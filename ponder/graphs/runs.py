@@ -300,6 +300,13 @@ class RunRecorder(Tables):
                 runs_table.c.created_at.desc()).limit(limit).offset(offset))
             return [RunRecord.from_row(r) for r in rows]
 
+    async def forget(self, run_id: str) -> None:
+        """Delete a run's record and its steps (a rolled-back run leaves no trace)."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(steps_table.delete().where(steps_table.c.run_id == run_id))
+            await conn.execute(runs_table.delete().where(runs_table.c.id == run_id))
+
     async def forget_thread(self, thread_id: str) -> None:
         """Delete a thread's run records and their steps."""
         engine = await self.engine()

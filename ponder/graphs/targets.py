@@ -26,7 +26,12 @@ from langgraph.types import Interrupt
 from ponder.agents.agent import Agent, _as_input, resume_input
 from ponder.agents.reply import ReplyStream
 from ponder.config import ConfigurationError, Settings, missing_extra
-from ponder.db.persistence import Persistence, open_persistence, prune_checkpoints
+from ponder.db.persistence import (
+    Persistence,
+    open_persistence,
+    prune_checkpoints,
+    rewind_checkpoints,
+)
 from ponder.loading import load_object
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,9 @@ class Target(Protocol):
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint of the thread."""
+
+    async def arewind(self, thread_id: str, checkpoint_id: str | None) -> None:
+        """Discard what the thread saved after ``checkpoint_id`` (None: everything)."""
 
     def reply_stream(self) -> ReplyStream:
         """A ReplyStream that picks the reply's text out of a turn's stream."""
@@ -199,6 +207,11 @@ class GraphTarget:
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint of the thread."""
         await (await self._compiled()).checkpointer.adelete_thread(thread_id)
+
+    async def arewind(self, thread_id: str, checkpoint_id: str | None) -> None:
+        """Discard what the thread saved after ``checkpoint_id`` (None: everything)."""
+        await rewind_checkpoints((await self._compiled()).checkpointer, thread_id,
+                                 checkpoint_id)
 
     def reply_stream(self) -> ReplyStream:
         """A graph's replies are known only once their message is complete."""

@@ -167,3 +167,18 @@ async def test_processes_opening_a_fresh_postgres_database_at_once_all_succeed(p
     agent = Agent("echo", ScriptedChatModel(replies=["noted"]), checkpointer=postgres_url)
     assert (await agent.ainvoke("hello", thread_id="t"))["messages"][-1].content == "noted"
     await agent.aclose()
+
+
+async def test_rewind_discards_what_came_after_a_checkpoint_in_memory():
+    from ponder.db.persistence import rewind_checkpoints
+
+    saver = InMemorySaver()
+    agent = Agent("a", ScriptedChatModel(replies=["one", "two"]), checkpointer=saver)
+    await agent.ainvoke("first", thread_id="t")
+    mark = (await agent.aget_state("t")).config["configurable"]["checkpoint_id"]
+    await agent.ainvoke("second", thread_id="t")
+    await rewind_checkpoints(saver, "t", mark)
+    assert [m.content for m in (await agent.aget_state("t")).values["messages"]] == [
+        "first", "one"]
+    await rewind_checkpoints(saver, "t", None)
+    assert (await agent.aget_state("t")).values == {}

@@ -434,3 +434,24 @@ async def test_each_key_has_a_store_of_its_own(tmp_path):
         assert await theirs.store.get_item(["notes"], "n1") is None
         assert (await theirs.store.search_items([]))["items"] == []
         assert (await mine.store.list_namespaces())["namespaces"] == [["notes"]]
+
+
+async def test_rollback_discards_the_running_run(served):
+    client = get_client(url=served, api_key=None)
+    thread = (await client.threads.create())["thread_id"]
+    await client.runs.wait(thread, "echo", input=said("kept"))
+    doomed = await client.runs.create(thread, "slow", input=said("doomed"))
+    await asyncio.sleep(0.5)  # it has saved its input by now
+    after = await client.runs.wait(thread, "echo", input=said("instead"),
+                                   multitask_strategy="rollback")
+    assert texts(after) == ["kept", "turn 1: kept", "instead", "turn 2: instead"]
+    with pytest.raises(httpx.HTTPStatusError) as gone:
+        await client.runs.get(thread, doomed["run_id"])
+    assert gone.value.response.status_code == 404
+    history = await client.threads.get_history(thread, limit=100)
+    assert not any("doomed" in str(h["values"]) for h in history)  # no trace left
+    # Cancelling with action=rollback does the same.
+    second = await client.runs.create(thread, "slow", input=said("also doomed"))
+    await asyncio.sleep(0.5)
+    await client.runs.cancel(thread, second["run_id"], wait=True, action="rollback")
+    assert texts((await client.threads.get_state(thread))["values"])[-1] == "turn 2: instead"

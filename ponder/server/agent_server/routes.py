@@ -185,10 +185,6 @@ class AgentServer:
         if body.command is not None and body.command.resume is not None and temporary:
             raise APIError(400, "You must provide a thread_id when resuming: a stateless run "
                                 "has no interrupted thread to resume")
-        if body.multitask_strategy == "rollback":
-            raise APIError(422, "multitask_strategy 'rollback' is not supported yet: use "
-                                "'interrupt' (stops the current run, keeps its progress), "
-                                "'enqueue' or 'reject'", param="multitask_strategy")
         if body.webhook is not None:
             check_webhook(body.webhook)
         value = await self._input(target, thread.id, body)
@@ -212,10 +208,11 @@ class AgentServer:
                                     "or choose a different multitask strategy.",
                                code="thread_busy") from None
             claimed = True
-        elif body.multitask_strategy == "interrupt":
+        elif body.multitask_strategy in ("interrupt", "rollback"):
             for other in await self.runs.of_thread(thread.id, limit=100):
                 if other.id != run_id and other.status in ("pending", "running"):
-                    await self.cancel(other)
+                    await (self.cancel(other) if body.multitask_strategy == "interrupt"
+                           else self.rollback(other))
         stream = self.streams.open(run_id)
         self.tasks[run_id] = task = asyncio.create_task(self._execute(
             run_id, target, thread.id, value, modes, body.config, claimed, stream,
@@ -247,6 +244,10 @@ class AgentServer:
             if not claimed:
                 await self.runs.acquire(run_id)
             async with self.runs.lease(run_id) as (trace, finish):
+                # Where the thread was, so that a rollback can take it back there.
+                head = (await target.aget_state(thread_id)).config or {}
+                await self.runs.set_base_checkpoint(
+                    run_id, head.get("configurable", {}).get("checkpoint_id") or "")
                 await stream.add("metadata", {"run_id": run_id, "attempt": 1})
                 interrupts: list[Any] = []
                 last: dict[str, Any] | None = None
@@ -285,6 +286,16 @@ class AgentServer:
                     await self.threads.delete(thread_id)
             finally:
                 await stream.end()  # once the record is final (clients check it after)
+
+    async def rollback(self, record: RunRecord) -> None:
+        """Cancel a run, wait for it to stop, and discard what it did: its thread goes back
+        to the checkpoint it started from, and its record is deleted."""
+        await self.cancel(record)
+        ended = await asyncio.wait_for(self.runs.wait(record.id, poll_s=0.05), 60)
+        target = self.targets.get(record.target)
+        if target is not None and record.thread_id and ended.base_checkpoint is not None:
+            await target.arewind(record.thread_id, ended.base_checkpoint or None)
+        await self.runs.forget(record.id)
 
     async def _notify(self, webhook: str, run_id: str) -> None:
         """Send the ended run to its webhook, in the background (retries take a while)."""
@@ -575,9 +586,8 @@ def router(server: AgentServer) -> APIRouter:
         if record.finished:
             raise APIError(404, f"Run {run_id} has already ended: nothing to cancel")
         if action == "rollback":
-            raise APIError(422, "action 'rollback' is not supported yet: cancel with "
-                                "'interrupt' (the run stops, its progress is kept)",
-                           param="action")
+            await server.rollback(record)
+            return JSONResponse({}) if wait else Response(status_code=202)
         await server.cancel(record)
         if wait:
             await server.runs.wait(run_id, poll_s=0.1)
