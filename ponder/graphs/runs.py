@@ -38,6 +38,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     exists,
+    func,
     or_,
     select,
     update,
@@ -51,6 +52,7 @@ from ponder.graphs.targets import Target
 from ponder.graphs.tracing import RunTracer, export_spans, otel_configured
 
 log = logging.getLogger(__name__)
+_CLAIMS_LOCK = 7240920  # the advisory lock class of thread claims (tables.py has 7240919)
 metadata = MetaData()
 runs_table = Table(
     "ponder_runs", metadata,
@@ -373,9 +375,18 @@ class RunRecorder(Tables):
     async def claim(self, run_id: str, worker: str, stale_s: float) -> RunRecord | None:
         """Take a run for ``worker``; its record, or None when it is not claimable (done,
         held by a live worker, or its thread is busy)."""
-        now = time.time()
         engine = await self.engine()
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Claims of one thread, one at a time: under READ COMMITTED two claims of two
+                # runs of a thread would each miss the other's uncommitted claim (write skew),
+                # and both run. SQLite writes one transaction at a time anyway.
+                thread = (await conn.execute(select(runs_table.c.thread_id).where(
+                    runs_table.c.id == run_id))).scalar()
+                if thread is not None:
+                    await conn.execute(select(func.pg_advisory_xact_lock(
+                        _CLAIMS_LOCK, func.hashtext(thread))))
+            now = time.time()
             taken = await conn.execute(update(runs_table).where(
                 runs_table.c.id == run_id, self._claimable(stale_s, now)).values(
                 status="running", worker=worker, heartbeat_at=now,

@@ -164,3 +164,28 @@ async def test_a_turn_waits_for_its_thread_and_a_reject_keeps_nothing(recorder):
     assert [r.input for r in runs] == ["third", "first"]  # the rejected one left no record
     assert [r.status for r in runs] == ["success", "success"]
     assert state["run_id"] == runs[0].id
+
+
+async def test_turns_of_one_thread_never_overlap_across_processes(database_url):
+    """Two recorders (two processes' worth of engines) start 12 turns on one thread at once:
+    every turn runs, and never two at a time (on Postgres, two claims in flight must not both
+    miss each other)."""
+    recorders = [RunRecorder(database_url, heartbeat_s=0.2) for _ in range(2)]
+    inside, overlaps, done = [], [], []
+
+    async def turn(i: int) -> None:
+        async with recorders[i % 2].recording("t", f"turn {i}", "shared") as (_, _, finish):
+            if inside:
+                overlaps.append(i)
+            inside.append(i)
+            await asyncio.sleep(0.02)
+            inside.remove(i)
+            done.append(i)
+            finish("success")
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(turn(i) for i in range(12))), 120)
+    finally:
+        for recorder in recorders:
+            await recorder.aclose()
+    assert overlaps == [] and sorted(done) == list(range(12))
