@@ -3,7 +3,6 @@ against ponder's server, on SQLite and Postgres."""
 
 import asyncio
 import json
-import textwrap
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -17,42 +16,8 @@ from ponder.graphs.targets import load_target
 from ponder.server.app import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer
+from tests.helpers.graphs import AGENT_SERVER_GRAPHS as GRAPHS
 from tests.helpers.serving import Served
-
-GRAPHS = textwrap.dedent('''
-    import asyncio
-    from langchain_core.messages import AIMessage
-    from langgraph.config import get_stream_writer
-    from langgraph.graph import START, MessagesState, StateGraph
-    from langgraph.types import interrupt
-
-    def _graph(name, node):
-        builder = StateGraph(MessagesState)
-        builder.add_node(name, node)
-        builder.add_edge(START, name)
-        return builder.compile(name=name)
-
-    def echo_node(state):
-        users = [m for m in state["messages"] if m.type == "human"]
-        get_stream_writer()({"echoing": users[-1].content})
-        return {"messages": [AIMessage(f"turn {len(users)}: {users[-1].content}")]}
-
-    async def slow_node(state):
-        await asyncio.sleep(1.5)
-        return {"messages": [AIMessage(f"slow: {state['messages'][-1].content}")]}
-
-    def ask_node(state):
-        tea = interrupt("which tea?")
-        return {"messages": [AIMessage(f"brewing {tea}")]}
-
-    def fail_node(state):
-        raise ValueError("the kettle is broken")
-
-    echo = _graph("echo", echo_node)
-    slow = _graph("slow", slow_node)
-    asker = _graph("asker", ask_node)
-    failing = _graph("failing", fail_node)
-''')
 
 
 def said(text):

@@ -9,38 +9,9 @@ from langgraph_sdk import get_client
 
 from ponder.server.app import create_app
 from ponder.testing import BackgroundServer
+from tests.helpers.graphs import AGENT_SERVER_GRAPHS as GRAPHS
 from tests.helpers.reference import ReferenceServer
 
-GRAPHS = '''
-import asyncio
-from langchain_core.messages import AIMessage
-from langgraph.config import get_stream_writer
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.types import interrupt
-
-def _graph(name, node):
-    builder = StateGraph(MessagesState)
-    builder.add_node(name, node)
-    builder.add_edge(START, name)
-    return builder.compile(name=name)
-
-def echo_node(state):
-    users = [m for m in state["messages"] if m.type == "human"]
-    get_stream_writer()({"echoing": users[-1].content})
-    return {"messages": [AIMessage(f"turn {len(users)}: {users[-1].content}")]}
-
-async def slow_node(state):
-    await asyncio.sleep(1.5)
-    return {"messages": [AIMessage(f"slow: {state['messages'][-1].content}")]}
-
-def ask_node(state):
-    tea = interrupt("which tea?")
-    return {"messages": [AIMessage(f"brewing {tea}")]}
-
-echo = _graph("echo", echo_node)
-slow = _graph("slow", slow_node)
-asker = _graph("asker", ask_node)
-'''
 NAMES = ["echo", "slow", "asker"]
 
 
