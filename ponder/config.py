@@ -24,7 +24,8 @@ class Settings:
     ``PONDER_TIMEOUT`` for ``timeout_s``). ``model`` and ``embeddings`` are "provider:model"
     strings; the per-minute limits count requests and tokens; ``max_concurrency`` is model calls at
     once; ``timeout_s`` is seconds per call; ``max_attempts`` counts the first try;
-    ``checkpoints_per_thread`` is how many checkpoints a thread keeps.
+    ``checkpoints_per_thread`` is how many checkpoints a thread keeps; ``run_stale_s`` is how
+    long a run's holder may be silent before another process takes the run over.
     """
     # Which model and embeddings to use: "provider:model", e.g. "openai:gpt-4o-mini".
     model: str | None = None
@@ -41,6 +42,9 @@ class Settings:
     max_attempts: int = 4
     # Retention: checkpoints kept per thread (older ones are pruned after each turn).
     checkpoints_per_thread: int = 20
+    # Seconds without a heartbeat before a run's holder counts as gone and another process
+    # takes the run over.
+    run_stale_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 
 from ponder.agents.agent import final_text
-from ponder.config import ConfigurationError
+from ponder.config import ConfigurationError, Settings
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError, PonderError
 from ponder.graphs.targets import Target
@@ -160,17 +160,23 @@ class RunRecorder(Tables):
     (default ``PONDER_DATABASE_URL``).
 
     Runs it executes itself (``run``, ``recording``) hold their thread's lease as ``holder``
-    (host:pid:random); ``heartbeat_s``, ``stale_s`` and ``poll_s`` (seconds) are how often the
-    lease is renewed, how long a silent holder keeps it, and how often a waiting run asks.
+    (host:pid:random); ``heartbeat_s``, ``stale_s`` (default ``PONDER_RUN_STALE_S``) and
+    ``poll_s`` (seconds) are how often the lease is renewed, how long a silent holder keeps it,
+    and how often a waiting run asks. A run waiting for its thread is heartbeated too, so
+    that one whose caller died can be told from one that waits.
     """
 
     metadata = metadata
 
     def __init__(self, url: str | None = None, *, share: Tables | None = None,
-                 heartbeat_s: float = 1.0, stale_s: float = 10.0, poll_s: float = 0.02) -> None:
+                 heartbeat_s: float = 1.0, stale_s: float | None = None,
+                 poll_s: float = 0.02) -> None:
         super().__init__(url, share=share)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.heartbeat_s, self.stale_s, self.poll_s = heartbeat_s, stale_s, poll_s
+        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.stale_s = stale_s or Settings.from_env().run_stale_s
+        # Set when the process shuts down: leased runs cancelled now are handed back, not ended.
+        self.handing_back = False
 
     async def run(self, target: str, agent: Target, input: Any, *,
                   thread_id: str | None = None, user_id: str | None = None,
@@ -232,23 +238,51 @@ class RunRecorder(Tables):
             raise
         finally:
             beating.cancel()
-            await asyncio.shield(self.finish(run_id, outcome["status"], error=error,
-                                             output=outcome["output"], trace=trace,
-                                             worker=self.holder))
+            if outcome["status"] == "cancelled" and self.handing_back:
+                # Shutting down: another process goes on with it, from its last checkpoint.
+                await asyncio.shield(self.release(run_id, self.holder))
+            else:
+                await asyncio.shield(self.finish(run_id, outcome["status"], error=error,
+                                                 output=outcome["output"], trace=trace,
+                                                 worker=self.holder))
 
     async def acquire(self, run_id: str, *, reject: bool = False) -> None:
         """Claim the pending ``run_id`` for this recorder once its thread is free (runs of one
         thread in arrival order). With ``reject``, a busy thread raises ThreadBusy at once and
         the record is removed; a caller that gives up waiting leaves it ``cancelled``."""
+        beat = time.monotonic()
         try:
             while await self.claim(run_id, self.holder, self.stale_s) is None:
                 if reject:
                     raise ThreadBusy(f"the thread of run {run_id} is busy with another run: "
                                      "wait for it to end, or send with the enqueue strategy")
+                if time.monotonic() - beat > self.heartbeat_s:  # still waiting, still here
+                    beat = time.monotonic()
+                    await self._touch(run_id)
                 await asyncio.sleep(self.poll_s)
         except BaseException as exc:
             await asyncio.shield(self._withdraw(run_id, keep=not isinstance(exc, ThreadBusy)))
             raise
+
+    async def _touch(self, run_id: str) -> None:
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(update(runs_table).where(
+                runs_table.c.id == run_id, runs_table.c.status == "pending").values(
+                heartbeat_at=time.time()))
+
+    async def orphans(self, targets: list[str], limit: int = 50) -> list[RunRecord]:
+        """Runs their caller executes whose caller is gone (running, or waiting for their
+        thread, without a heartbeat for ``stale_s``), of the given targets, oldest first."""
+        stale = time.time() - self.stale_s
+        engine = await self.engine()
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(runs_table).where(
+                runs_table.c.executor == "caller", runs_table.c.target.in_(targets),
+                runs_table.c.status.in_(("pending", "running")),
+                func.coalesce(runs_table.c.heartbeat_at, runs_table.c.created_at) < stale,
+            ).order_by(runs_table.c.created_at).limit(limit))
+            return [RunRecord.from_row(r) for r in rows]
 
     async def _withdraw(self, run_id: str, keep: bool) -> None:
         """A run that never started: cancelled (``keep``), or gone without a trace."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -91,6 +92,8 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     async def lifespan(app: FastAPI):
         for store in stores:  # every table made before the first request, never lazily
             await store.engine()
+        # Runs of a server process that died are taken over by the others.
+        sweeping = asyncio.create_task(runner.sweep())
         if run_schedules:
             from ponder.graphs.workers import Worker
 
@@ -98,6 +101,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                 yield
         else:
             yield
+        sweeping.cancel()
         await runner.aclose()  # runs still going stop, recorded as cancelled
         for agent in by_name.values():  # flush memory writes, close databases
             await agent.aclose()

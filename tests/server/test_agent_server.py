@@ -420,3 +420,30 @@ async def test_rollback_discards_the_running_run(served):
     await asyncio.sleep(0.5)
     await client.runs.cancel(thread, second["run_id"], wait=True, action="rollback")
     assert texts((await client.threads.get_state(thread))["values"])[-1] == "turn 2: instead"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+async def test_runs_of_a_server_that_dies_are_finished_by_another(tmp_path, database_url,
+                                                                  signal_name):
+    """Two server processes on one database; one dies (kill -9, or stops) while its runs are
+    going: the other takes each over from its last checkpoint, and each can be joined there."""
+    import signal
+
+    env = {"PONDER_RUN_STALE_S": "2"}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with Served(tmp_path / "a", database_url, GRAPHS, "slow", workers=1, **env) as doomed, \
+            Served(tmp_path / "b", database_url, GRAPHS, "slow", workers=1, **env) as other:
+        client = get_client(url=doomed.url, api_key=None)
+        started = []
+        for i in range(5):
+            thread = (await client.threads.create())["thread_id"]
+            started.append((thread, await client.runs.create(thread, "slow",
+                                                              input=said(f"job {i}"))))
+        await asyncio.sleep(0.5)
+        doomed.process.send_signal(getattr(signal, signal_name))
+        doomed.process.wait(timeout=30)
+        survivor = get_client(url=other.url, api_key=None)
+        for i, (thread, run) in enumerate(started):
+            joined = await asyncio.wait_for(survivor.runs.join(thread, run["run_id"]), 60)
+            assert texts(joined) == [f"job {i}", f"slow: job {i}"]
+            assert (await survivor.runs.get(thread, run["run_id"]))["status"] == "success"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from ponder.server.agent_server.threads import AgentThreads, ThreadRow
 from ponder.server.agent_server.webhooks import check_webhook, deliver
 from ponder.server.errors import APIError
 
+log = logging.getLogger("ponder.server")
 STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
 
 
@@ -236,18 +238,20 @@ class AgentServer:
 
     async def _execute(self, run_id: str, target: Target, thread_id: str, value: Any,
                        modes: list[str], config: dict[str, Any], claimed: bool,
-                       stream: RunStream, temporary: bool, webhook: str | None) -> None:
+                       stream: RunStream, temporary: bool, webhook: str | None,
+                       resumed: bool = False) -> None:
         graph_modes = sorted({"messages" if m == "messages-tuple" else m for m in modes}
                              | {"values", "updates"})
         final: dict[str, Any] = {}
+        handed_back = False  # to another process, at shutdown: it is not over
         try:
             if not claimed:
                 await self.runs.acquire(run_id)
             async with self.runs.lease(run_id) as (trace, finish):
-                # Where the thread was, so that a rollback can take it back there.
-                head = (await target.aget_state(thread_id)).config or {}
-                await self.runs.set_base_checkpoint(
-                    run_id, head.get("configurable", {}).get("checkpoint_id") or "")
+                if not resumed:  # where the thread was, for a rollback or a takeover
+                    head = (await target.aget_state(thread_id)).config or {}
+                    await self.runs.set_base_checkpoint(
+                        run_id, head.get("configurable", {}).get("checkpoint_id") or "")
                 await stream.add("metadata", {"run_id": run_id, "attempt": 1})
                 interrupts: list[Any] = []
                 last: dict[str, Any] | None = None
@@ -271,21 +275,60 @@ class AgentServer:
             self.outputs[run_id] = final
         except asyncio.CancelledError:
             self.outputs[run_id] = final
+            handed_back = self.runs.handing_back
         except Exception as exc:
             error = {"error": type(exc).__name__, "message": str(exc)}
             self.outputs[run_id] = {"__error__": error}
             await stream.add("error", error)
         finally:
             try:
-                if webhook is not None:
+                if webhook is not None and not handed_back:
                     await self._notify(webhook, run_id)
-                if temporary:  # a stateless run leaves nothing behind
+                if temporary and not handed_back:  # a stateless run leaves nothing behind
                     with contextlib.suppress(Exception):
                         await target.adelete_thread(thread_id)
                     await self.runs.forget_thread(thread_id)
                     await self.threads.delete(thread_id)
             finally:
                 await stream.end()  # once the record is final (clients check it after)
+
+    async def sweep(self) -> None:
+        """Forever: take over the runs of this server's targets whose process is gone (no
+        heartbeat for ``stale_s``), every ``stale_s / 2`` seconds."""
+        while True:
+            await asyncio.sleep(self.runs.stale_s / 2)
+            try:
+                for orphan in await self.runs.orphans(list(self.targets)):
+                    record = await self.runs.claim(orphan.id, self.runs.holder,
+                                                   self.runs.stale_s)
+                    if record is not None:
+                        await self._take_over(record)
+            except Exception:
+                log.exception("taking over runs of a stopped server failed")
+
+    async def _take_over(self, record: RunRecord) -> None:
+        """Execute a claimed run whose process is gone: from its last checkpoint when it had
+        made progress, else from its input."""
+        target = self.targets[record.target]
+        kwargs = record.kwargs or {}
+        head = (await target.aget_state(record.thread_id)).config or {}
+        now = head.get("configurable", {}).get("checkpoint_id") or ""
+        if record.base_checkpoint is not None and now != record.base_checkpoint:
+            value = None  # it ran: go on from where it stopped
+        elif kwargs.get("command"):
+            command = kwargs["command"]
+            value = Command(resume=command.get("resume"), update=command.get("update"),
+                            goto=command.get("goto") or ())
+        else:
+            value = record.input
+        log.warning("run %s of thread %s: its process is gone; going on with it here",
+                    record.id, record.thread_id)
+        stream = self.streams.open(record.id)
+        self.tasks[record.id] = task = asyncio.create_task(self._execute(
+            record.id, target, record.thread_id, value, kwargs.get("stream_mode", ["values"]),
+            kwargs.get("config", {}), True, stream, bool(kwargs.get("temporary")),
+            kwargs.get("webhook"), resumed=record.base_checkpoint is not None))
+        task.add_done_callback(lambda _: self.tasks.pop(record.id, None))
 
     async def rollback(self, record: RunRecord) -> None:
         """Cancel a run, wait for it to stop, and discard what it did: its thread goes back
@@ -318,7 +361,9 @@ class AgentServer:
             task.cancel()
 
     async def aclose(self) -> None:
-        """Stop the runs executing here (their records end ``cancelled``)."""
+        """Stop the runs executing here and hand them back: another server process takes
+        them over (from their last checkpoint) once this one is gone."""
+        self.runs.handing_back = True
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
