@@ -24,6 +24,7 @@ from ponder.server.agent_server.crons import AgentCrons, absolute_ref
 from ponder.server.agent_server.crons import router as cron_router
 from ponder.server.agent_server.store import AgentStore
 from ponder.server.agent_server.store import router as store_router
+from ponder.server.agent_server.streams import StoredEvents
 from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
@@ -83,9 +84,10 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     conversations = ConversationStore(keys.url)
     agent_threads = AgentThreads(keys.url)
     stores = [keys, threads, runs, conversations, agent_threads]
-    runner = AgentServer(by_name, runs, agent_threads)
+    events = StoredEvents(keys.url)
+    runner = AgentServer(by_name, runs, agent_threads, events)
     crons = AgentCrons(runner, Scheduler(keys.url), refs)
-    stores += [crons, crons.scheduler]
+    stores += [crons, crons.scheduler, events]
     items = AgentStore(keys.url)
 
     @asynccontextmanager

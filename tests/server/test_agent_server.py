@@ -243,12 +243,26 @@ async def test_a_run_started_through_one_process_is_seen_and_cancelled_through_a
         assert [r["run_id"] for r in await two.runs.list(thread)] == [run["run_id"]]
         await two.runs.cancel(thread, run["run_id"], wait=True)
         assert (await one.runs.get(thread, run["run_id"]))["status"] == "interrupted"
+        # Joined through the other process: a resumable run's events replayed and followed
+        # there; any other run's final values once it has ended.
+        resumable = await one.runs.create(thread, "slow", input=said("stored"),
+                                          stream_mode=["values", "updates"],
+                                          stream_resumable=True)
+        parts = [p async for p in two.runs.join_stream(thread, resumable["run_id"],
+                                                       last_event_id="0")]
+        assert [p.event for p in parts][:2] == ["metadata", "values"]
+        assert "updates" in [p.event for p in parts]
+        assert texts(parts[-1].data)[-1] == "slow: stored"
+        plain = await one.runs.create(thread, "slow", input=said("plain"))
+        parts = [p async for p in two.runs.join_stream(thread, plain["run_id"])]
+        assert [p.event for p in parts] == ["values"]
+        assert texts(parts[-1].data)[-1] == "slow: plain"
         # Turns of one thread go one at a time across both processes, in arrival order.
         queued = [await client.runs.create(thread, "echo", input=said(f"q{i}"))
                   for i, client in enumerate([one, two, one])]
         joined = await two.runs.join(thread, queued[-1]["run_id"])
-        assert texts(joined)[-6:] == ["q0", "turn 2: q0", "q1", "turn 3: q1", "q2",
-                                      "turn 4: q2"]
+        assert texts(joined)[-6:] == ["q0", "turn 4: q0", "q1", "turn 5: q1", "q2",
+                                      "turn 6: q2"]
 
 
 async def test_webhooks_are_signed_and_retried(served, monkeypatch):
@@ -447,3 +461,15 @@ async def test_runs_of_a_server_that_dies_are_finished_by_another(tmp_path, data
             joined = await asyncio.wait_for(survivor.runs.join(thread, run["run_id"]), 60)
             assert texts(joined) == [f"job {i}", f"slow: job {i}"]
             assert (await survivor.runs.get(thread, run["run_id"]))["status"] == "success"
+
+
+@pytest.mark.parametrize("path,body,problem", [
+    ("/store/items/search", {"filter": {"a": {"$like": 1}}}, "filter operator '$like'"),
+    ("/store/items/search", {"filter": {"a": [1, 2]}}, "must be a string, number"),
+    ("/store/items/search", {"filter": {"": 1}}, "is not a field name"),
+    ("/store/items/search", {"namespace_prefix": ["a.b"]}, "without periods"),
+    ("/store/namespaces", {"prefix": [""]}, "without periods"),
+])
+def test_bad_store_requests_say_what_to_fix(served, path, body, problem):
+    answer = httpx.post(f"{served}{path}", json=body)
+    assert answer.status_code == 422 and problem in answer.json()["detail"]

@@ -27,7 +27,7 @@ from ponder.agents.agent import ResumeError
 from ponder.graphs.runs import RunRecord, RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
 from ponder.server.agent_server import shapes
-from ponder.server.agent_server.streams import RunStream, Streams, sse
+from ponder.server.agent_server.streams import RunStream, StoredEvents, Streams, sse, wanted
 from ponder.server.agent_server.threads import AgentThreads, ThreadRow
 from ponder.server.agent_server.webhooks import check_webhook, deliver
 from ponder.server.errors import APIError
@@ -44,7 +44,7 @@ class RequestBody(BaseModel):
 
 class ThreadCreate(RequestBody):
     """``POST /threads``."""
-    thread_id: str | None = Field(default=None, max_length=200)
+    thread_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]+$")
     metadata: dict[str, Any] = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
@@ -104,6 +104,7 @@ class RunCreate(RequestBody):
     if_not_exists: Literal["reject", "create"] = "reject"
     on_completion: Literal["delete", "keep"] = "delete"
     webhook: str | None = Field(default=None, max_length=2000)
+    stream_resumable: bool = False
 
     def modes(self) -> list[str]:
         """The requested stream modes, checked."""
@@ -121,10 +122,10 @@ class AgentServer:
     the run records, this process's run streams and tasks."""
 
     def __init__(self, targets: dict[str, Target], runs: RunRecorder,
-                 threads: AgentThreads) -> None:
+                 threads: AgentThreads, events: StoredEvents) -> None:
         self.targets = targets
         self.by_id = {shapes.assistant_id(name): t for name, t in targets.items()}
-        self.runs, self.threads = runs, threads
+        self.runs, self.threads, self.events = runs, threads, events
         self.streams = Streams()
         self.tasks: dict[str, asyncio.Task] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # a run's wait/join body, once it ended
@@ -142,9 +143,10 @@ class AgentServer:
 
     async def thread(self, thread_id: str, request: Request) -> ThreadRow:
         """The caller's thread (404 otherwise)."""
-        found = await self.threads.get(thread_id, caller_key(request))
+        found = (await self.threads.get(thread_id, caller_key(request))
+                 if "\x00" not in thread_id else None)  # Postgres text holds no NUL
         if found is None:
-            raise APIError(404, f"Thread with ID {thread_id} not found")
+            raise APIError(404, f"Thread with ID {thread_id!r} not found")
         return found
 
     async def thread_json(self, thread: ThreadRow) -> dict[str, Any]:
@@ -171,7 +173,7 @@ class AgentServer:
 
     async def run_of(self, thread_id: str, run_id: str) -> RunRecord:
         """The run ``run_id`` of the thread (404 otherwise)."""
-        record = await self.runs.record(run_id)
+        record = await self.runs.record(run_id) if "\x00" not in run_id else None
         if record is None or record.thread_id != thread_id:
             raise APIError(404, f"Run with ID {run_id} not found on thread {thread_id}")
         return record
@@ -198,7 +200,7 @@ class AgentServer:
                                "graph_id": target.name,
                                "assistant_id": shapes.assistant_id(target.name)},
                   "multitask_strategy": body.multitask_strategy, "temporary": temporary,
-                  "webhook": body.webhook}
+                  "webhook": body.webhook, "stream_resumable": body.stream_resumable}
         run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
                                         kwargs=kwargs, executor="caller")
         claimed = False
@@ -215,7 +217,7 @@ class AgentServer:
                 if other.id != run_id and other.status in ("pending", "running"):
                     await (self.cancel(other) if body.multitask_strategy == "interrupt"
                            else self.rollback(other))
-        stream = self.streams.open(run_id)
+        stream = self.streams.open(run_id, self.events if body.stream_resumable else None)
         self.tasks[run_id] = task = asyncio.create_task(self._execute(
             run_id, target, thread.id, value, modes, body.config, claimed, stream,
             temporary and body.on_completion == "delete", body.webhook))
@@ -323,7 +325,9 @@ class AgentServer:
             value = record.input
         log.warning("run %s of thread %s: its process is gone; going on with it here",
                     record.id, record.thread_id)
-        stream = self.streams.open(record.id)
+        resumable = bool(kwargs.get("stream_resumable"))
+        stream = self.streams.open(record.id, self.events if resumable else None,
+                                   await self.events.last(record.id) if resumable else 0)
         self.tasks[record.id] = task = asyncio.create_task(self._execute(
             record.id, target, record.thread_id, value, kwargs.get("stream_mode", ["values"]),
             kwargs.get("config", {}), True, stream, bool(kwargs.get("temporary")),
@@ -410,6 +414,27 @@ def router(server: AgentServer) -> APIRouter:
             return
         async for event_id, event, data in stream.read(after, modes):
             yield sse(event_id, event, data)
+
+    async def followed(thread_id: str, run_id: str, after: int | None,
+                       modes: set[str] | None) -> AsyncIterator[dict[str, str]]:
+        """The events of a run another process runs: its stored events after ``after`` (None:
+        from now on), followed until it ends; a run whose events are not stored gives its
+        final values once it has ended."""
+        seen = after if after is not None else await server.events.last(run_id)
+        stored = False
+        while True:
+            record = await server.runs.record(run_id)
+            for seq, event, data in await server.events.after(run_id, seq=seen):
+                seen, stored = seq, True
+                if wanted(event, modes):
+                    yield sse(seq, event, data)
+            if record is None or record.finished:
+                break
+            await asyncio.sleep(0.1)
+        if not stored and record is not None and await server.events.last(run_id) == 0:
+            output = await server.output(run_id)
+            yield sse(None, "error" if "__error__" in output else "values",
+                      output.get("__error__", output))
 
     # -- meta --------------------------------------------------------------------------------------
 
@@ -568,6 +593,8 @@ def router(server: AgentServer) -> APIRouter:
     # -- runs on a thread ----------------------------------------------------------------------
 
     async def thread_for_run(thread_id: str, body: RunCreate, request: Request) -> ThreadRow:
+        if "\x00" in thread_id:
+            raise APIError(422, "a thread id may not hold NUL characters", param="thread_id")
         found = await server.threads.get(thread_id, caller_key(request))
         if found is None and body.if_not_exists == "create":
             found = await server.threads.create(caller_key(request), thread_id)
@@ -619,8 +646,13 @@ def router(server: AgentServer) -> APIRouter:
         await server.run_of(thread_id, run_id)
         stream = server.streams.get(run_id)
         last = request.headers.get("last-event-id")
-        after = int(last) if last and last.isdigit() else (len(stream.events) if stream else 0)
         modes = {("messages" if m == "messages-tuple" else m) for m in stream_mode or []}
+        if stream is None:  # run by another process, or by one that stopped
+            after = int(last) if last and last.isdigit() else None
+            return EventSourceResponse(followed(thread_id, run_id, after, modes or None),
+                                       ping=5)
+        after = (int(last) if last and last.isdigit()
+                 else stream.offset + len(stream.events))
         return EventSourceResponse(events(stream, after, modes or None), ping=5)
 
     @api.post("/threads/{thread_id}/runs/{run_id}/cancel")

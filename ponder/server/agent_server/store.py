@@ -6,6 +6,8 @@ store of its own (its namespaces live under ``("ponder-key", key_id)``, which it
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -50,12 +52,42 @@ class ListNamespaces(RequestBody):
     offset: int = Field(default=0, ge=0)
 
 
-def _check(namespace: list[str]) -> tuple[str, ...]:
+_FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
+_OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check(namespace: list[str], param: str = "namespace") -> tuple[str, ...]:
     for label in namespace:
-        if not label or "." in label:
+        if not label or "." in label or "\x00" in label:
             raise APIError(422, f"Namespace label {label!r} must be a non-empty string without "
-                                "periods", param="namespace")
+                                "periods", param=param)
     return tuple(namespace)
+
+
+def _check_key(key: str) -> str:
+    if "\x00" in key:
+        raise APIError(422, "a store key may not hold NUL characters", param="key")
+    return key
+
+
+def _check_filter(wanted: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A filter the store can run: field names, each with a value or ``{operator: value}``
+    (``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``); 422 saying what is wrong."""
+    for name, value in (wanted or {}).items():
+        if not _FIELD.match(name):
+            raise APIError(422, f"filter field {name!r} is not a field name: use letters, "
+                                "digits, '_', '-' and '.'", param="filter")
+        tests = value if isinstance(value, dict) else {"$eq": value}
+        for operator, operand in tests.items():
+            if operator not in _OPERATORS:
+                raise APIError(422, f"filter operator {operator!r} of {name!r} is not one of "
+                                    f"{', '.join(sorted(_OPERATORS))}", param="filter")
+            if not isinstance(operand, _SCALARS) or (isinstance(operand, str)
+                                                     and "\x00" in operand):
+                raise APIError(422, f"filter value of {name!r} must be a string, number, "
+                                    "boolean or null", param="filter")
+    return wanted
 
 
 class AgentStore:
@@ -106,35 +138,42 @@ def router(store: AgentStore) -> APIRouter:
     @api.put("/store/items", status_code=204)
     async def put_item(body: PutItem, request: Request) -> Response:
         key = caller_key(request)
-        await (await store.store()).aput(store.scoped(_check(body.namespace), key), body.key,
-                                         body.value)
+        if "\\u0000" in json.dumps(body.value):
+            raise APIError(422, "a stored value may not hold NUL characters", param="value")
+        try:
+            await (await store.store()).aput(store.scoped(_check(body.namespace), key),
+                                             _check_key(body.key), body.value)
+        except (TypeError, ValueError) as exc:  # e.g. text no JSON encoder takes (lone surrogates)
+            raise APIError(422, f"the value cannot be stored: {exc}", param="value") from None
         return Response(status_code=204)
 
     @api.get("/store/items")
     async def get_item(namespace: str, key: str, request: Request) -> Any:
         caller = caller_key(request)
         found = await (await store.store()).aget(
-            store.scoped(_check(namespace.split(".")), caller), key)
+            store.scoped(_check(namespace.split(".")), caller), _check_key(key))
         return store.item(found, caller) if found else None
 
     @api.delete("/store/items", status_code=204)
     async def delete_item(body: ItemRef, request: Request) -> Response:
         await (await store.store()).adelete(
-            store.scoped(_check(body.namespace), caller_key(request)), body.key)
+            store.scoped(_check(body.namespace), caller_key(request)), _check_key(body.key))
         return Response(status_code=204)
 
     @api.post("/store/items/search")
     async def search_items(body: SearchItems, request: Request) -> dict[str, Any]:
         caller = caller_key(request)
+        prefix = _check(body.namespace_prefix, "namespace_prefix")
         found = await (await store.store()).asearch(
-            store.scoped(tuple(body.namespace_prefix), caller), filter=body.filter,
+            store.scoped(prefix, caller), filter=_check_filter(body.filter),
             limit=body.limit, offset=body.offset)
         return {"items": [store.item(i, caller) for i in found]}
 
     @api.post("/store/namespaces")
     async def list_namespaces(body: ListNamespaces, request: Request) -> dict[str, Any]:
         caller = caller_key(request)
-        prefix = store.scoped(tuple(body.prefix or ()), caller)
+        prefix = store.scoped(_check(body.prefix or [], "prefix"), caller)
+        _check(body.suffix or [], "suffix")
         depth = body.max_depth + (2 if caller else 0) if body.max_depth else None
         found = await (await store.store()).alist_namespaces(
             prefix=prefix or None, suffix=tuple(body.suffix) if body.suffix else None,
