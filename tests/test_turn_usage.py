@@ -211,6 +211,36 @@ async def test_the_threads_api_counts_and_charges_a_run(tmp_path):
         assert 'ponder_tokens_total{agent="thinker"} 70' in metrics.text
 
 
+async def test_the_agent_server_api_counts_and_charges_a_run(tmp_path):
+    from langgraph_sdk import get_client
+
+    db = f"sqlite:///{tmp_path}/agent_server.db"
+    store = KeyStore(db)
+    _, secret = await store.create("thrifty", tokens_per_minute=50)
+    _, ops = await store.create("ops")
+    await store.aclose()
+    async with BackgroundServer(create_app([thinker(db)], database_url=db)) as url:
+        client = get_client(url=url, api_key=secret)
+        thread = (await client.threads.create())["thread_id"]
+        out = await client.runs.wait(thread, "thinker", input={
+            "messages": [{"role": "user", "content": "3 times 6?"}]})
+        assert out["messages"][-1]["content"] == "18"
+        with pytest.raises(httpx.HTTPStatusError) as limited:  # the key's 50 tokens are spent
+            await client.runs.wait(thread, "thinker", input={
+                "messages": [{"role": "user", "content": "again?"}]})
+        assert limited.value.response.status_code == 429
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = await http.get("/metrics", headers={"x-api-key": ops})
+        assert 'ponder_tokens_total{agent="thinker"} 70' in metrics.text
+    recorder = RunRecorder(db)
+    try:
+        [record] = await recorder.list()
+    finally:
+        await recorder.aclose()
+    assert record.usage["scripted"]["total_tokens"] == 70 and record.usage["scripted"][
+        "calls"] == 10
+
+
 async def test_ponder_run_reports_and_records_a_planners_calls(tmp_path):
     (tmp_path / "planner_target.py").write_text(
         "from tests.helpers.priced import thinker\nthinker = thinker()\n")

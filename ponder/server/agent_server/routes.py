@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from importlib.metadata import version
 from typing import Any, Literal
 
@@ -26,11 +27,13 @@ from sse_starlette.sse import EventSourceResponse
 from ponder.agents.agent import ResumeError
 from ponder.graphs.runs import RunRecord, RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
+from ponder.models import ModelCall, UsageLog, track_usage
 from ponder.server.agent_server import shapes
 from ponder.server.agent_server.streams import RunStream, StoredEvents, Streams, sse, wanted
 from ponder.server.agent_server.threads import AgentThreads, ThreadRow
 from ponder.server.agent_server.webhooks import check_webhook, deliver
 from ponder.server.errors import APIError
+from ponder.server.openai_api import charging
 
 log = logging.getLogger("ponder.server")
 STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
@@ -180,10 +183,11 @@ class AgentServer:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    async def start(self, thread: ThreadRow, body: RunCreate, *, temporary: bool = False
-                    ) -> RunRecord:
+    async def start(self, thread: ThreadRow, body: RunCreate, *, temporary: bool = False,
+                    charge: Callable[[ModelCall], None] | None = None) -> RunRecord:
         """Record a run and start executing it here; under ``reject`` a busy thread is refused
-        with 409 before anything is kept."""
+        with 409 before anything is kept. ``charge`` is called with each model call the run
+        makes (the caller's key and /metrics count them)."""
         target = self.target(body.assistant_id)
         modes = body.modes()
         if body.command is not None and body.command.resume is not None and temporary:
@@ -220,7 +224,7 @@ class AgentServer:
         stream = self.streams.open(run_id, self.events if body.stream_resumable else None)
         self.tasks[run_id] = task = asyncio.create_task(self._execute(
             run_id, target, thread.id, value, modes, body.config, claimed, stream,
-            temporary and body.on_completion == "delete", body.webhook))
+            temporary and body.on_completion == "delete", body.webhook, charge=charge))
         task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
         return await self.runs.record(run_id)
 
@@ -241,10 +245,9 @@ class AgentServer:
     async def _execute(self, run_id: str, target: Target, thread_id: str, value: Any,
                        modes: list[str], config: dict[str, Any], claimed: bool,
                        stream: RunStream, temporary: bool, webhook: str | None,
-                       resumed: bool = False) -> None:
-        graph_modes = sorted({"messages" if m == "messages-tuple" else m for m in modes}
-                             | {"values", "updates"})
-        final: dict[str, Any] = {}
+                       resumed: bool = False,
+                       charge: Callable[[ModelCall], None] | None = None) -> None:
+        progress: dict[str, Any] = {"values": {}}  # the latest values, as JSON
         handed_back = False  # to another process, at shutdown: it is not over
         try:
             if not claimed:
@@ -255,28 +258,17 @@ class AgentServer:
                     await self.runs.set_base_checkpoint(
                         run_id, head.get("configurable", {}).get("checkpoint_id") or "")
                 await stream.add("metadata", {"run_id": run_id, "attempt": 1})
-                interrupts: list[Any] = []
-                last: dict[str, Any] | None = None
-                async for mode, chunk in target.astream(
-                        value, thread_id=thread_id, stream_mode=graph_modes,
-                        config={"configurable": config.get("configurable", {}),
-                                "callbacks": [trace]}):
-                    if mode == "values":
-                        last, final = chunk, shapes.jsonable(chunk)
-                    elif mode == "updates" and isinstance(chunk, dict) \
-                            and "__interrupt__" in chunk:
-                        interrupts += shapes.jsonable(list(chunk["__interrupt__"]))
-                        if "values" in modes and "updates" not in modes:
-                            await stream.add("values", {**final, "__interrupt__": interrupts})
-                    event = "messages" if mode == "messages" else mode
-                    if mode in modes or (mode == "messages" and "messages-tuple" in modes):
-                        await stream.add(event, shapes.jsonable(chunk))
+                usage = track_usage(UsageLog(on_call=charge)) if charge else nullcontext()
+                with usage:
+                    last, interrupts = await self._relay(target, value, thread_id, modes,
+                                                         config, trace, stream, progress)
+                final = progress["values"]
                 if interrupts:
                     final = {**final, "__interrupt__": interrupts}
                 finish("interrupted" if interrupts else "success", last)
             self.outputs[run_id] = final
         except asyncio.CancelledError:
-            self.outputs[run_id] = final
+            self.outputs[run_id] = progress["values"]
             handed_back = self.runs.handing_back
         except Exception as exc:
             error = {"error": type(exc).__name__, "message": str(exc)}
@@ -293,6 +285,29 @@ class AgentServer:
                     await self.threads.delete(thread_id)
             finally:
                 await stream.end()  # once the record is final (clients check it after)
+
+    async def _relay(self, target: Target, value: Any, thread_id: str, modes: list[str],
+                     config: dict[str, Any], trace: Any, stream: RunStream,
+                     progress: dict[str, Any]) -> tuple[Any, list[Any]]:
+        """Run the graph, adding what it streams in ``modes`` to ``stream``; the last values
+        (as the graph holds them) and the interrupts it stopped at. ``values`` and
+        ``updates`` are always followed: the first for ``wait``, the second for interrupts."""
+        graph_modes = sorted({"messages" if m == "messages-tuple" else m for m in modes}
+                             | {"values", "updates"})
+        last, interrupts = None, []
+        async for mode, chunk in target.astream(
+                value, thread_id=thread_id, stream_mode=graph_modes,
+                config={"configurable": config.get("configurable", {}), "callbacks": [trace]}):
+            if mode == "values":
+                last, progress["values"] = chunk, shapes.jsonable(chunk)
+            elif mode == "updates" and isinstance(chunk, dict) and "__interrupt__" in chunk:
+                interrupts += shapes.jsonable(list(chunk["__interrupt__"]))
+                if "values" in modes and "updates" not in modes:  # as LangGraph's server does
+                    await stream.add("values", {**progress["values"],
+                                                "__interrupt__": interrupts})
+            if mode in modes or (mode == "messages" and "messages-tuple" in modes):
+                await stream.add(mode, shapes.jsonable(chunk))
+        return last, interrupts
 
     async def sweep(self) -> None:
         """Forever: take over the runs of this server's targets whose process is gone (no
@@ -407,6 +422,9 @@ def _run_headers(record: RunRecord, stream: bool) -> dict[str, str]:
 def router(server: AgentServer) -> APIRouter:
     """The Agent Server routes (assistants, threads, runs, state) over ``server``."""
     api = APIRouter()
+
+    def charge_for(body: RunCreate, request: Request) -> Callable[[ModelCall], None]:
+        return charging(request, server.target(body.assistant_id).name)
 
     async def events(stream: RunStream | None, after: int = 0, modes: set[str] | None = None
                      ) -> AsyncIterator[dict[str, str]]:
@@ -605,18 +623,21 @@ def router(server: AgentServer) -> APIRouter:
 
     @api.post("/threads/{thread_id}/runs")
     async def create_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
-        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        record = await server.start(await thread_for_run(thread_id, body, request), body,
+                                    charge=charge_for(body, request))
         return JSONResponse(shapes.run(record), headers=_run_headers(record, False))
 
     @api.post("/threads/{thread_id}/runs/stream")
     async def stream_run(thread_id: str, body: RunCreate, request: Request):
-        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        record = await server.start(await thread_for_run(thread_id, body, request), body,
+                                    charge=charge_for(body, request))
         return EventSourceResponse(events(server.streams.get(record.id)), ping=5,
                                    headers=_run_headers(record, True))
 
     @api.post("/threads/{thread_id}/runs/wait")
     async def wait_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
-        record = await server.start(await thread_for_run(thread_id, body, request), body)
+        record = await server.start(await thread_for_run(thread_id, body, request), body,
+                                    charge=charge_for(body, request))
         return JSONResponse(await server.output(record.id), headers={
             "Content-Location": f"/threads/{thread_id}/runs/{record.id}",
             "Location": f"/threads/{thread_id}/runs/{record.id}/join"})
@@ -675,7 +696,8 @@ def router(server: AgentServer) -> APIRouter:
 
     async def temporary(body: RunCreate, request: Request) -> RunRecord:
         thread = await server.threads.create(caller_key(request))
-        return await server.start(thread, body, temporary=True)
+        return await server.start(thread, body, temporary=True,
+                                  charge=charge_for(body, request))
 
     @api.post("/runs/stream")
     async def stream_stateless(body: RunCreate, request: Request):
