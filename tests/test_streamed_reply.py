@@ -3,11 +3,9 @@ stream, the threads API's tokens, `ponder chat`), the streamed text joins to wha
 answers unstreamed. Text a model writes before a tool call, summaries, a tool's own model calls,
 a planner's samples and a plain graph's earlier messages are not the reply."""
 
-import json
 import textwrap
 import time
 
-import httpx
 import openai
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -130,34 +128,32 @@ async def test_openai_stream_is_the_non_streamed_reply(tmp_path):
     assert summarised(shop)
 
 
-async def run_events(http, thread, question):
-    found, kind = [], None
-    async with http.stream("POST", f"/v1/threads/{thread}/runs",
-                           json={"input": question, "stream": True}) as response:
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                found.append((kind, json.loads(line.split(":", 1)[1])))
-    return found
+async def test_agent_server_streams_the_reply_as_the_wait_returns_it(tmp_path):
+    """Over the Agent Server API, the model tokens of a turn's last message (its
+    ``messages-tuple`` chunks) are exactly the reply that ``runs.wait`` returns."""
+    from langgraph_sdk import get_client
 
-
-async def test_threads_api_tokens_are_the_reply(tmp_path):
     app, shop = served_app(tmp_path)
-    async with BackgroundServer(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with BackgroundServer(app) as url:
+        client = get_client(url=url, api_key=None, timeout=60)
         for agent, questions in TURNS.items():
-            whole, streaming = [(await http.post("/v1/threads", json={"agent": agent})).json()["id"]
-                                for _ in range(2)]
+            whole, streaming = [(await client.threads.create())["thread_id"] for _ in range(2)]
             for question in questions:
-                run = (await http.post(f"/v1/threads/{whole}/runs",
-                                       json={"input": question})).json()
-                events = await run_events(http, streaming, question)
-                tokens = "".join(d["text"] for kind, d in events if kind == "token")
-                assert tokens == run["output"] == events[-1][1]["output"], agent
-                assert all(d["reply"] for kind, d in events if kind == "token")
+                said = {"messages": [{"role": "user", "content": question}]}
+                reply = (await client.runs.wait(whole, agent, input=said))["messages"][-1]
+                pieces: dict[str, list[str]] = {}
+                async for part in client.runs.stream(streaming, agent, input=said,
+                                                     stream_mode=["messages-tuple", "values"]):
+                    if part.event == "messages":
+                        message = part.data[0]
+                        if message["type"] in ("AIMessageChunk", "ai"):
+                            pieces.setdefault(message["id"], []).append(message["content"])
+                    elif part.event == "values":
+                        last = part.data["messages"][-1]
+                streamed = "".join(pieces.get(last["id"], [last["content"]]))
+                assert streamed == last["content"] == reply["content"], agent
             if agent == "shop":
-                assert run["output"] == ANSWER
-                assert ("tool_result", {"name": "stock", "content": "7"}) in events
+                assert reply["content"] == ANSWER
     assert summarised(shop)
 
 

@@ -18,7 +18,6 @@ from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
 from ponder.server import agent_server, errors, openai_api
-from ponder.server import threads as threads_api
 from ponder.server.agent_server import AgentServer, AgentThreads
 from ponder.server.agent_server.crons import AgentCrons, absolute_ref
 from ponder.server.agent_server.crons import router as cron_router
@@ -29,7 +28,6 @@ from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
 from ponder.server.metrics import Metrics, MetricsMiddleware
 from ponder.server.security import BodySizeLimit, Guard
-from ponder.server.threads import ThreadStore
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
 SERVE_SCHEDULES_ENV = "PONDER_SERVE_SCHEDULES"
@@ -38,7 +36,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
-               concurrent_runs: str = "reject", multitask_strategy: str | None = None,
+               multitask_strategy: str | None = None,
                run_schedules: bool = False) -> FastAPI:
     """An ASGI app serving ``agents`` (Agents, compiled LangGraph graphs with a ``messages``
     state, or TARGET strings naming them) under their names; mount it in your own app, or run
@@ -46,16 +44,13 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
 
     API keys live in ``database_url`` (default ``PONDER_DATABASE_URL``); once one exists, every
     route but ``/health`` requires one. ``cors_origins`` (default ``PONDER_CORS_ORIGINS``, comma
-    separated) may call from browsers. ``concurrent_runs``: a second run on a busy thread is
-    refused with 409 (``"reject"``) or waits its turn (``"enqueue"``). ``multitask_strategy``
-    (default ``PONDER_MULTITASK_STRATEGY``, else ``"enqueue"``) does the same for chat
-    completions, across every process serving the database. ``run_schedules``: the
+    separated) may call from browsers. ``multitask_strategy`` (default
+    ``PONDER_MULTITASK_STRATEGY``, else ``"enqueue"``): a chat completion on a busy thread
+    waits its turn, or is refused with 409 (``"reject"``), across every process serving the
+    database (Agent Server runs name theirs per run). ``run_schedules``: the
     app is also an embedded worker (``ponder worker``): it fires due schedules and executes
     background runs of the same database.
     """
-    if concurrent_runs not in ("reject", "enqueue"):
-        raise ConfigurationError(f"concurrent_runs must be 'reject' or 'enqueue', not "
-                                 f"{concurrent_runs!r}")
     by_name: dict[str, Target] = {}
     refs: dict[str, str] = {}  # TARGET strings, by name, for crons (workers load them)
     for served in agents:
@@ -79,11 +74,10 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                                  f"{strategy!r}")
     keys = KeyStore(database_url)
     guard = Guard(keys)
-    threads = ThreadStore(keys.url)
     runs = RunRecorder(keys.url)
     conversations = ConversationStore(keys.url)
     agent_threads = AgentThreads(keys.url)
-    stores = [keys, threads, runs, conversations, agent_threads]
+    stores = [keys, runs, conversations, agent_threads]
     events = StoredEvents(keys.url)
     runner = AgentServer(by_name, runs, agent_threads, events)
     crons = AgentCrons(runner, Scheduler(keys.url), refs)
@@ -119,7 +113,6 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     secured = [Depends(guard.authenticate)]
     app.include_router(openai_api.router(by_name, runs, conversations, strategy),
                        dependencies=secured)
-    app.include_router(threads_api.router(by_name, threads, concurrent_runs), dependencies=secured)
     app.include_router(agent_server.router(runner), dependencies=secured)
     app.include_router(cron_router(crons), dependencies=secured)
     app.include_router(store_router(items), dependencies=secured)

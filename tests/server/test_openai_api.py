@@ -4,6 +4,7 @@ import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
+from langgraph_sdk import get_client
 
 from ponder import Agent, Profile
 from ponder.server import create_app
@@ -174,15 +175,15 @@ async def test_a_graph_with_a_typing_typeddict_state_is_served(tmp_path):
         history += [{"role": "assistant", "content": first.choices[0].message.content},
                     {"role": "user", "content": "two"}]
         second = await client.chat.completions.create(model="typed-graph", messages=history)
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            thread = (await http.post("/v1/threads", json={"agent": "typed-graph"})).json()
-            run = (await http.post(f"/v1/threads/{thread['id']}/runs",
-                                   json={"input": "hello"})).json()
-            state = (await http.get(f"/v1/threads/{thread['id']}")).json()
+        agent_server = get_client(url=url, api_key=None)
+        thread = (await agent_server.threads.create())["thread_id"]
+        out = await agent_server.runs.wait(thread, "typed-graph", input={
+            "messages": [{"role": "user", "content": "hello"}]})
+        [run] = await agent_server.runs.list(thread)
     assert first.choices[0].message.content == "typed turn 1"
     assert second.choices[0].message.content == "typed turn 2"
-    assert run["status"] == "success" and run["output"] == "typed turn 1"
-    assert [m["content"] for m in state["messages"]] == ["hello", "typed turn 1"]
+    assert run["status"] == "success" and out["turns"] == 1
+    assert [m["content"] for m in out["messages"]] == ["hello", "typed turn 1"]
 
 
 @pytest.mark.parametrize("attr", ["no_messages", "messages_not_in_input"])
