@@ -22,7 +22,8 @@ def serve(
     schedules: bool = typer.Option(False, "--schedules", help="Also fire due schedules and "
                                    "execute background runs, as ponder worker does."),
 ) -> None:
-    """Serve agents over an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    """Serve agents over the OpenAI-compatible API (/v1/chat/completions, /v1/models) and the
+    LangGraph Agent Server API (assistants, threads, runs, crons, store), with a chat page."""
     import os
 
     import uvicorn

@@ -1,4 +1,5 @@
-"""The chatbot backend: an OpenAI-compatible API over agents (FastAPI)."""
+"""The chatbot backend: the OpenAI-compatible API and the LangGraph Agent Server API over
+agents and graphs (FastAPI)."""
 
 from ponder.server.app import create_app
 
