@@ -473,3 +473,40 @@ async def test_runs_of_a_server_that_dies_are_finished_by_another(tmp_path, data
 def test_bad_store_requests_say_what_to_fix(served, path, body, problem):
     answer = httpx.post(f"{served}{path}", json=body)
     assert answer.status_code == 422 and problem in answer.json()["detail"]
+
+
+async def test_each_multitask_strategy_across_two_processes(tmp_path, database_url):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with Served(tmp_path / "a", database_url, GRAPHS, "slow", "echo", workers=1) as a, \
+            Served(tmp_path / "b", database_url, GRAPHS, "slow", "echo", workers=1) as b:
+        one, two = get_client(url=a.url, api_key=None), get_client(url=b.url, api_key=None)
+
+        async def busy_thread() -> tuple[str, dict]:
+            thread = (await one.threads.create())["thread_id"]
+            running = await one.runs.create(thread, "slow", input=said("first"))
+            for _ in range(100):
+                if (await two.runs.get(thread, running["run_id"]))["status"] == "running":
+                    return thread, running
+                await asyncio.sleep(0.05)
+            raise AssertionError("the first run did not start")
+
+        thread, running = await busy_thread()
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await two.runs.create(thread, "echo", input=said("no"), multitask_strategy="reject")
+        assert refused.value.response.status_code == 409
+        queued = await two.runs.wait(thread, "echo", input=said("after"))
+        assert texts(queued) == ["first", "slow: first", "after", "turn 2: after"]
+
+        thread, running = await busy_thread()
+        now = await two.runs.wait(thread, "echo", input=said("now"),
+                                  multitask_strategy="interrupt")
+        assert texts(now) == ["first", "now", "turn 2: now"]  # the first's input is kept
+        assert (await one.runs.get(thread, running["run_id"]))["status"] == "interrupted"
+
+        thread, running = await busy_thread()
+        instead = await two.runs.wait(thread, "echo", input=said("instead"),
+                                      multitask_strategy="rollback")
+        assert texts(instead) == ["instead", "turn 1: instead"]  # no trace of the first
+        with pytest.raises(httpx.HTTPStatusError) as gone:
+            await one.runs.get(thread, running["run_id"])
+        assert gone.value.response.status_code == 404
