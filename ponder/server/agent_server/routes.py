@@ -152,9 +152,12 @@ class AgentServer:
             raise APIError(404, f"Thread with ID {thread_id!r} not found")
         return found
 
-    async def thread_json(self, thread: ThreadRow) -> dict[str, Any]:
-        """A thread as the API shows it, its status and values from its runs and state."""
+    async def thread_json(self, thread: ThreadRow, new: bool = False) -> dict[str, Any]:
+        """A thread as the API shows it, its status and values from its runs and state
+        (``new``: just made, so it has neither)."""
         values, interrupts, status, error = None, {}, "idle", None
+        if new:
+            return self._thread_shape(thread, values, interrupts, status, error)
         if thread.graph_id in self.targets:
             snapshot = await self.targets[thread.graph_id].aget_state(thread.id)
             values = shapes.jsonable(snapshot.values or {})
@@ -168,6 +171,11 @@ class AgentServer:
         elif latest and latest[0].status == "error":
             status = "error"
             error = {"error": "Error", "message": latest[0].error}
+        return self._thread_shape(thread, values, interrupts, status, error)
+
+    @staticmethod
+    def _thread_shape(thread: ThreadRow, values: Any, interrupts: dict[str, Any], status: str,
+                      error: dict[str, Any] | None) -> dict[str, Any]:
         return {"thread_id": thread.id, "created_at": shapes.iso(thread.created_at),
                 "updated_at": shapes.iso(thread.updated_at),
                 "state_updated_at": shapes.iso(thread.updated_at),
@@ -519,7 +527,7 @@ def router(server: AgentServer) -> APIRouter:
             if body.if_exists == "do_nothing":
                 return await server.thread_json(await server.thread(body.thread_id, request))
             raise APIError(409, f"Thread with ID {body.thread_id} already exists")
-        return await server.thread_json(made)
+        return await server.thread_json(made, new=True)
 
     @api.get("/threads/{thread_id}")
     async def get_thread(thread_id: str, request: Request) -> dict[str, Any]:
