@@ -291,6 +291,7 @@ class AgentServer:
                         await target.adelete_thread(thread_id)
                     await self.runs.forget_thread(thread_id)
                     await self.threads.delete(thread_id)
+                    await self.events.forget([run_id])
             finally:
                 await stream.end()  # once the record is final (clients check it after)
 
@@ -366,6 +367,7 @@ class AgentServer:
         if target is not None and record.thread_id and ended.base_checkpoint is not None:
             await target.arewind(record.thread_id, ended.base_checkpoint or None)
         await self.runs.forget(record.id)
+        await self.events.forget([record.id])
 
     async def _notify(self, webhook: str, run_id: str) -> None:
         """Send the ended run to its webhook, in the background (retries take a while)."""
@@ -544,9 +546,11 @@ def router(server: AgentServer) -> APIRouter:
     @api.delete("/threads/{thread_id}", status_code=204)
     async def delete_thread(thread_id: str, request: Request) -> Response:
         thread = await server.thread(thread_id, request)
-        for record in await server.runs.of_thread(thread.id, limit=1000):
+        runs = await server.runs.of_thread(thread.id, limit=100_000)
+        for record in runs:
             if record.status in ("pending", "running"):
                 await server.cancel(record)
+        await server.events.forget([r.id for r in runs])
         if thread.graph_id in server.targets:
             await server.targets[thread.graph_id].adelete_thread(thread.id)
         await server.runs.forget_thread(thread.id)

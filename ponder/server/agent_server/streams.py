@@ -54,6 +54,14 @@ class StoredEvents(Tables):
                 run_events.c.seq))
             return [(r.seq, r.event, json.loads(r.data)) for r in rows]
 
+    async def forget(self, run_ids: list[str]) -> None:
+        """Delete the stored events of these runs."""
+        if not run_ids:
+            return
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            await conn.execute(run_events.delete().where(run_events.c.run_id.in_(run_ids)))
+
     async def last(self, run_id: str) -> int:
         """The highest stored event id of the run (0 for none)."""
         engine = await self.engine()
