@@ -36,7 +36,11 @@ def connect(path: str, **options: Any) -> Any:
     conn = sqlite_module().connect(path, **options)
     conn.execute("PRAGMA busy_timeout = 10000")  # first: switching to WAL may have to wait
     if path != ":memory:":
-        conn.execute("PRAGMA journal_mode = WAL")
+        # WAL is kept in the file: only its first connection switches. Switching takes the
+        # write lock, so asking first spares every later connection a wait behind a writer
+        # (a long rebuild held it past the busy timeout on a busy machine).
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 

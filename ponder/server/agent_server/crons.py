@@ -20,7 +20,12 @@ from sqlalchemy import Column, Float, MetaData, String, Table, Text, select, upd
 from ponder.db.tables import Tables
 from ponder.graphs.scheduler import Schedule, ScheduleError, Scheduler, Trigger
 from ponder.server.agent_server import shapes
-from ponder.server.agent_server.routes import AgentServer, RequestBody, caller_key
+from ponder.server.agent_server.routes import (
+    MAX_OFFSET,
+    AgentServer,
+    RequestBody,
+    caller_key,
+)
 from ponder.server.errors import APIError
 
 metadata = MetaData()
@@ -77,7 +82,7 @@ class CronSearch(RequestBody):
     thread_id: str | None = None
     enabled: bool | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AgentCrons(Tables):

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from importlib.metadata import version
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,7 @@ from ponder.server.errors import APIError
 from ponder.server.openai_api import charging
 
 log = logging.getLogger("ponder.server")
+MAX_OFFSET = 10**9  # larger offsets overflow the databases' integers
 STREAM_MODES = ("values", "updates", "messages-tuple", "custom", "debug", "tasks", "checkpoints")
 
 
@@ -58,7 +59,7 @@ class ThreadSearch(RequestBody):
     metadata: dict[str, Any] = Field(default_factory=dict)
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class ThreadPatch(RequestBody):
@@ -83,7 +84,7 @@ class AssistantSearch(RequestBody):
     name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class ResumeCommand(RequestBody):
@@ -617,7 +618,8 @@ def router(server: AgentServer) -> APIRouter:
         return await history(thread_id, body.limit, request)
 
     @api.get("/threads/{thread_id}/history")
-    async def get_history(thread_id: str, request: Request, limit: int = 10):
+    async def get_history(thread_id: str, request: Request,
+                          limit: int = Query(10, ge=1, le=1000)):
         return await history(thread_id, limit, request)
 
     # -- runs on a thread ----------------------------------------------------------------------
@@ -655,7 +657,9 @@ def router(server: AgentServer) -> APIRouter:
             "Location": f"/threads/{thread_id}/runs/{record.id}/join"})
 
     @api.get("/threads/{thread_id}/runs")
-    async def list_runs(thread_id: str, request: Request, limit: int = 10, offset: int = 0,
+    async def list_runs(thread_id: str, request: Request,
+                        limit: int = Query(10, ge=1, le=1000),
+                        offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         status: str | None = None) -> list[dict[str, Any]]:
         await server.thread(thread_id, request)
         return [shapes.run(r) for r in await server.runs.of_thread(thread_id, limit, offset)

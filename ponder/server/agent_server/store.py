@@ -15,7 +15,7 @@ from langgraph.store.base import BaseStore, Item
 from pydantic import Field
 
 from ponder.db.persistence import open_store, stop_batching
-from ponder.server.agent_server.routes import RequestBody, caller_key
+from ponder.server.agent_server.routes import MAX_OFFSET, RequestBody, caller_key
 from ponder.server.agent_server.shapes import jsonable
 from ponder.server.errors import APIError
 
@@ -40,16 +40,16 @@ class SearchItems(RequestBody):
     namespace_prefix: list[str] = Field(default_factory=list)
     filter: dict[str, Any] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class ListNamespaces(RequestBody):
     """``POST /store/namespaces``."""
     prefix: list[str] | None = None
     suffix: list[str] | None = None
-    max_depth: int | None = Field(default=None, ge=1)
+    max_depth: int | None = Field(default=None, ge=1, le=100)
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 _FIELD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
