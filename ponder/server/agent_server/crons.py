@@ -20,12 +20,8 @@ from sqlalchemy import Column, Float, MetaData, String, Table, Text, select, upd
 from ponder.db.tables import Tables
 from ponder.graphs.scheduler import Schedule, ScheduleError, Scheduler, Trigger
 from ponder.server.agent_server import shapes
-from ponder.server.agent_server.routes import (
-    MAX_OFFSET,
-    AgentServer,
-    RequestBody,
-    caller_key,
-)
+from ponder.server.agent_server.requests import MAX_OFFSET, RequestBody, caller_key
+from ponder.server.agent_server.runner import AgentServer
 from ponder.server.errors import APIError
 
 metadata = MetaData()

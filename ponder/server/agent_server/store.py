@@ -15,7 +15,7 @@ from langgraph.store.base import BaseStore, Item
 from pydantic import Field
 
 from ponder.db.persistence import open_store, stop_batching
-from ponder.server.agent_server.routes import MAX_OFFSET, RequestBody, caller_key
+from ponder.server.agent_server.requests import MAX_OFFSET, RequestBody, caller_key
 from ponder.server.agent_server.shapes import jsonable
 from ponder.server.errors import APIError
 
