@@ -209,9 +209,10 @@ class RunRecorder(Tables):
         if multitask_strategy not in ("enqueue", "reject"):
             raise ConfigurationError(f"multitask_strategy must be 'enqueue' or 'reject', not "
                                      f"{multitask_strategy!r}")
-        run_id = await self.create(target, input, thread_id=thread_id, user_id=user_id,
-                                   executor="caller")
-        await self.acquire(run_id, reject=multitask_strategy == "reject")
+        run_id, claimed = await self.create_claimed(target, input, thread_id=thread_id,
+                                                    user_id=user_id)
+        if not claimed:
+            await self.acquire(run_id, reject=multitask_strategy == "reject")
         async with self.lease(run_id) as (trace, finish):
             yield run_id, trace, finish
 
@@ -312,16 +313,34 @@ class RunRecorder(Tables):
                      kwargs: dict[str, Any] | None = None, executor: str | None = None) -> str:
         """A new run record (``pending``: for a worker to claim, unless ``executor`` is
         ``"caller"``: the caller runs it); its id."""
-        run_id = f"run_{uuid.uuid4().hex[:16]}"
-        now = time.time()
         engine = await self.engine()
         async with engine.begin() as conn:
-            await conn.execute(runs_table.insert().values(
-                id=run_id, target=target, input=json.dumps(input, default=str),
-                thread_id=thread_id, user_id=user_id, status=status, created_at=now,
-                started_at=now if status == "running" else None, attempts=0,
-                kwargs=json.dumps(kwargs, default=str) if kwargs else None,
-                executor=executor))
+            return await self._insert(conn, target, input, thread_id, user_id, status, kwargs,
+                                      executor)
+
+    async def create_claimed(self, target: str, input: Any, *, thread_id: str | None = None,
+                             user_id: str | None = None, kwargs: dict[str, Any] | None = None
+                             ) -> tuple[str, bool]:
+        """A new run its caller executes, claimed for this recorder in the same transaction
+        when its thread is free; its id, and whether it is claimed (else ``acquire`` it)."""
+        engine = await self.engine()
+        async with engine.begin() as conn:
+            run_id = await self._insert(conn, target, input, thread_id, user_id, "pending",
+                                        kwargs, "caller")
+            claimed = await self._claim_on(conn, run_id, self.holder, self.stale_s)
+        return run_id, claimed is not None
+
+    @staticmethod
+    async def _insert(conn: Any, target: str, input: Any, thread_id: str | None,
+                      user_id: str | None, status: str, kwargs: dict[str, Any] | None,
+                      executor: str | None) -> str:
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
+        now = time.time()
+        await conn.execute(runs_table.insert().values(
+            id=run_id, target=target, input=json.dumps(input, default=str),
+            thread_id=thread_id, user_id=user_id, status=status, created_at=now,
+            started_at=now if status == "running" else None, attempts=0,
+            kwargs=json.dumps(kwargs, default=str) if kwargs else None, executor=executor))
         return run_id
 
     async def of_thread(self, thread_id: str, limit: int = 10, offset: int = 0,
@@ -411,25 +430,26 @@ class RunRecorder(Tables):
         held by a live worker, or its thread is busy)."""
         engine = await self.engine()
         async with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Claims of one thread, one at a time: under READ COMMITTED two claims of two
-                # runs of a thread would each miss the other's uncommitted claim (write skew),
-                # and both run. SQLite writes one transaction at a time anyway.
-                thread = (await conn.execute(select(runs_table.c.thread_id).where(
-                    runs_table.c.id == run_id))).scalar()
-                if thread is not None:
-                    await conn.execute(select(func.pg_advisory_xact_lock(
-                        _CLAIMS_LOCK, func.hashtext(thread))))
-            now = time.time()
-            taken = await conn.execute(update(runs_table).where(
-                runs_table.c.id == run_id, self._claimable(stale_s, now)).values(
-                status="running", worker=worker, heartbeat_at=now,
-                attempts=runs_table.c.attempts + 1, started_at=now))
-            if taken.rowcount != 1:
-                return None
-            row = (await conn.execute(select(runs_table).where(
-                runs_table.c.id == run_id))).first()
-        return RunRecord.from_row(row)
+            return await self._claim_on(conn, run_id, worker, stale_s)
+
+    async def _claim_on(self, conn: Any, run_id: str, worker: str, stale_s: float
+                        ) -> RunRecord | None:
+        if conn.dialect.name == "postgresql":
+            # Claims of one thread, one at a time: under READ COMMITTED two claims of two
+            # runs of a thread would each miss the other's uncommitted claim (write skew),
+            # and both run. SQLite writes one transaction at a time anyway.
+            thread = (await conn.execute(select(runs_table.c.thread_id).where(
+                runs_table.c.id == run_id))).scalar()
+            if thread is not None:
+                await conn.execute(select(func.pg_advisory_xact_lock(
+                    _CLAIMS_LOCK, func.hashtext(thread))))
+        now = time.time()
+        row = (await conn.execute(update(runs_table).where(
+            runs_table.c.id == run_id, self._claimable(stale_s, now)).values(
+            status="running", worker=worker, heartbeat_at=now,
+            attempts=runs_table.c.attempts + 1, started_at=now,
+        ).returning(*runs_table.c))).first()
+        return RunRecord.from_row(row) if row is not None else None
 
     async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
         """Record the thread's head checkpoint id before the run's first attempt ("" for none),

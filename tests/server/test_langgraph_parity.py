@@ -54,6 +54,7 @@ async def transcript(url: str) -> dict:
 
     busy = (await client.threads.create())["thread_id"]
     first = await client.runs.create(busy, "slow", input=said("one"))
+    seen["created"] = first["status"]
     try:
         await client.runs.create(busy, "slow", input=said("two"), multitask_strategy="reject")
         seen["reject"] = "accepted"

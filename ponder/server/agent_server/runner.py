@@ -128,7 +128,7 @@ class AgentServer:
                   "webhook": body.webhook, "stream_resumable": body.stream_resumable}
         run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
                                         kwargs=kwargs, executor="caller")
-        claimed = False
+        claimed = False  # a new run is pending, as LangGraph's server answers, until it runs
         if body.multitask_strategy == "reject":
             try:
                 await self.runs.acquire(run_id, reject=True)
