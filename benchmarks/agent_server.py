@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.serving import free_port, wait_until_up
+
 ECHO = '''
 from langchain_core.messages import AIMessage
 from langgraph.graph import START, MessagesState, StateGraph
@@ -56,37 +58,16 @@ ROOT = Path(__file__).resolve().parents[1]
 LANGGRAPH = ROOT / ".venv-reference" / "bin" / "langgraph"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_up(url: str, path: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited: {process.stderr.read()}")
-        try:
-            if httpx.get(url + path, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not start")
-
-
 def _serve_ponder(folder: Path, db: str, workers: int = 1, *targets: str,
                   **env: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ponder.cli", "serve", *(targets or ["graph.py:graph"]),
          "--port", str(port), "--workers", str(workers)], cwd=folder,
         env={**os.environ, "PONDER_DATABASE_URL": db, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    _wait_up(url, "/health", process)
+    wait_until_up(process, url + "/health")
     return process, url
 
 
@@ -96,7 +77,7 @@ def _serve_reference(folder: Path, jobs: int) -> tuple[subprocess.Popen, str]:
                          ".venv-reference/bin/pip install 'langgraph-cli[inmem]'")
     (folder / "langgraph.json").write_text(json.dumps(
         {"dependencies": ["."], "graphs": {"echo": "./graph.py:graph"}}))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
            "LANGSMITH_API_KEY": ""}
     process = subprocess.Popen(
@@ -104,7 +85,7 @@ def _serve_reference(folder: Path, jobs: int) -> tuple[subprocess.Popen, str]:
          "--port", str(port), "--n-jobs-per-worker", str(jobs)], cwd=folder, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    _wait_up(url, "/ok", process)
+    wait_until_up(process, url + "/ok")
     return process, url
 
 

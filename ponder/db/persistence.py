@@ -262,7 +262,8 @@ async def rewind_checkpoints(saver: BaseCheckpointSaver, thread_id: str,
     so the thread is as it was then: what ran since is discarded, history included.
 
     Checkpoint ids are time-ordered (LangGraph's UUIDv6), so "after" is a comparison. Works on
-    the SQLite, Postgres and in-memory savers; NotImplementedError for others.
+    the SQLite, Postgres and in-memory savers, the ones ponder opens; a saver of one's own
+    (whose tables ponder does not know) raises ConfigurationError, and nothing is deleted.
     """
     if checkpoint_id is None:
         await saver.adelete_thread(thread_id)
@@ -286,4 +287,7 @@ async def rewind_checkpoints(saver: BaseCheckpointSaver, thread_id: str,
         for ns, checkpoints in saver.storage.get(thread_id, {}).items():
             _drop_memory(saver, thread_id, ns, [c for c in checkpoints if c > checkpoint_id])
     else:
-        raise NotImplementedError(f"rewinding a thread is not supported on {kind}")
+        raise ConfigurationError(
+            f"a thread on a {kind} cannot be rewound: ponder deletes checkpoints on its own "
+            "SQLite, Postgres and in-memory checkpointers; use multitask_strategy 'interrupt' "
+            "(the run stops and its progress stays)")

@@ -182,3 +182,19 @@ async def test_rewind_discards_what_came_after_a_checkpoint_in_memory():
         "first", "one"]
     await rewind_checkpoints(saver, "t", None)
     assert (await agent.aget_state("t")).values == {}
+
+
+async def test_a_saver_of_ones_own_is_not_rewound_and_says_why():
+    from ponder.db.persistence import rewind_checkpoints
+
+    class OwnSaver(InMemorySaver):
+        """A checkpointer ponder does not know the storage of."""
+
+    saver = OwnSaver()
+    agent = Agent("a", ScriptedChatModel(replies=["one"]), checkpointer=saver)
+    await agent.ainvoke("first", thread_id="t")
+    mark = (await agent.aget_state("t")).parent_config["configurable"]["checkpoint_id"]
+    with pytest.raises(ConfigurationError, match="OwnSaver cannot be rewound.*'interrupt'"):
+        await rewind_checkpoints(saver, "t", mark)
+    assert [m.content for m in (await agent.aget_state("t")).values["messages"]] == [
+        "first", "one"]  # nothing was deleted

@@ -5,12 +5,9 @@ own environment (its pinned libraries differ from our test tools'), serving a gr
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
-
-from tests.helpers.serving import free_port
+from tests.helpers.serving import free_port, wait_until_up
 
 LANGGRAPH = Path(__file__).resolve().parents[2] / ".venv-reference" / "bin" / "langgraph"
 
@@ -38,15 +35,8 @@ class ReferenceServer:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read()
-            try:
-                if httpx.get(f"{self.url}/ok", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("langgraph dev did not start")
+        wait_until_up(self.process, f"{self.url}/ok")
+        return self
 
     def __exit__(self, *exc):
         self.process.terminate()

@@ -18,6 +18,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(process: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
+    """Wait until ``url`` answers 200 (AssertionError, with the server's stderr, if the
+    process exits first or the time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
 class Served:
     """``ponder serve graph.py:NAME... --workers N`` over ``url``, ``graph.py`` holding
     ``module`` (the names default to ``graph``); a context manager that waits for /health."""
@@ -35,15 +49,8 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("the server did not start")
+        wait_until_up(self.process, f"{self.url}/health", 60)
+        return self
 
     def __exit__(self, *exc):
         self.process.terminate()

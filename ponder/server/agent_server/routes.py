@@ -275,8 +275,8 @@ def router(server: AgentServer) -> APIRouter:
                         offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         status: str | None = None) -> list[dict[str, Any]]:
         await server.thread(thread_id, request)
-        return [shapes.run(r) for r in await server.runs.of_thread(thread_id, limit, offset)
-                if status is None or shapes.run(r)["status"] == status]
+        shown = map(shapes.run, await server.runs.of_thread(thread_id, limit, offset))
+        return [r for r in shown if status is None or r["status"] == status]
 
     @api.get("/threads/{thread_id}/runs/{run_id}")
     async def get_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:

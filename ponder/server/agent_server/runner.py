@@ -20,6 +20,7 @@ from fastapi import Request
 from langgraph.types import Command
 
 from ponder.agents.agent import ResumeError
+from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecord, RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
 from ponder.models import ModelCall, UsageLog, track_usage
@@ -278,7 +279,11 @@ class AgentServer:
         ended = await asyncio.wait_for(self.runs.wait(record.id, poll_s=0.05), 60)
         target = self.targets.get(record.target)
         if target is not None and record.thread_id and ended.base_checkpoint is not None:
-            await target.arewind(record.thread_id, ended.base_checkpoint or None)
+            try:
+                await target.arewind(record.thread_id, ended.base_checkpoint or None)
+            except ConfigurationError as exc:  # a checkpointer of the graph's own
+                raise APIError(422, f"run {record.id} was stopped, but its progress stays: "
+                                    f"{exc}", param="multitask_strategy") from None
         await self.runs.forget(record.id)
         await self.events.forget([record.id])
 
