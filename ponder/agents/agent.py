@@ -35,6 +35,7 @@ from ponder.agents.state import AgentState
 from ponder.config import ConfigurationError, Settings
 from ponder.db.persistence import (
     Persistence,
+    copy_checkpoints,
     open_persistence,
     prune_checkpoints,
     rewind_checkpoints,
@@ -388,6 +389,12 @@ class Agent:
         await self._graph()
         if self._saver is not None:
             await rewind_checkpoints(self._saver, thread_id, checkpoint_id)
+
+    async def acopy_thread(self, source: str, target: str) -> None:
+        """Give thread ``target`` the checkpoints of thread ``source`` (state and history)."""
+        await self._graph()
+        if self._saver is not None:
+            await copy_checkpoints(self._saver, source, target)
 
     async def aupdate_state(self, thread_id: str, values: Any, as_node: str | None = None
                             ) -> RunnableConfig:

@@ -256,6 +256,29 @@ def _drop_memory(saver: Any, thread_id: str, ns: str, dropped: list[str]) -> Non
             del saver.blobs[key]
 
 
+async def copy_checkpoints(saver: BaseCheckpointSaver, source: str, target: str) -> None:
+    """Copy every checkpoint of thread ``source``, and their pending writes, to thread
+    ``target`` (which should have none): the copy has the same state, history and interrupts.
+
+    Uses only the saver's public interface (``alist``, ``aput``, ``aput_writes``), oldest
+    checkpoint first so each one's parent exists, so it works on any saver; LangGraph's own
+    ``acopy_thread`` is not implemented by its SQLite and Postgres savers.
+    """
+    saved = [t async for t in saver.alist({"configurable": {"thread_id": source}})]
+    for found in reversed(saved):
+        where = {"thread_id": target,
+                 "checkpoint_ns": found.config["configurable"].get("checkpoint_ns", "")}
+        if found.parent_config:
+            where["checkpoint_id"] = found.parent_config["configurable"]["checkpoint_id"]
+        config = await saver.aput({"configurable": where}, found.checkpoint, found.metadata,
+                                  found.checkpoint["channel_versions"])
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in found.pending_writes or ():
+            by_task.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in by_task.items():
+            await saver.aput_writes(config, writes, task_id)
+
+
 async def rewind_checkpoints(saver: BaseCheckpointSaver, thread_id: str,
                              checkpoint_id: str | None) -> None:
     """Delete every checkpoint of a thread saved after ``checkpoint_id`` (None: all of them),

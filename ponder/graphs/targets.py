@@ -28,6 +28,7 @@ from ponder.agents.reply import ReplyStream
 from ponder.config import ConfigurationError, Settings, missing_extra
 from ponder.db.persistence import (
     Persistence,
+    copy_checkpoints,
     open_persistence,
     prune_checkpoints,
     rewind_checkpoints,
@@ -80,6 +81,9 @@ class Target(Protocol):
 
     async def arewind(self, thread_id: str, checkpoint_id: str | None) -> None:
         """Discard what the thread saved after ``checkpoint_id`` (None: everything)."""
+
+    async def acopy_thread(self, source: str, target: str) -> None:
+        """Give thread ``target`` the checkpoints of thread ``source`` (state and history)."""
 
     def reply_stream(self) -> ReplyStream:
         """A ReplyStream that picks the reply's text out of a turn's stream."""
@@ -212,6 +216,10 @@ class GraphTarget:
         """Discard what the thread saved after ``checkpoint_id`` (None: everything)."""
         await rewind_checkpoints((await self._compiled()).checkpointer, thread_id,
                                  checkpoint_id)
+
+    async def acopy_thread(self, source: str, target: str) -> None:
+        """Give thread ``target`` the checkpoints of thread ``source`` (state and history)."""
+        await copy_checkpoints((await self._compiled()).checkpointer, source, target)
 
     def reply_stream(self) -> ReplyStream:
         """A graph's replies are known only once their message is complete."""

@@ -135,6 +135,26 @@ async def test_interrupts_are_answered_with_a_resume_command(served):
     assert refused.value.response.status_code == 400
 
 
+async def test_a_copied_thread_has_the_state_history_and_interrupts_of_its_source(served):
+    client = get_client(url=served, api_key=None)
+    source = (await client.threads.create(metadata={"user": "ann"}))["thread_id"]
+    await client.runs.wait(source, "asker", input=said("tea please"))
+    copy = await client.threads.copy(source)
+    assert copy["thread_id"] != source and copy["metadata"]["user"] == "ann"
+    assert copy["status"] == "interrupted"
+    state = await client.threads.get_state(copy["thread_id"])
+    assert texts(state["values"]) == ["tea please"] and state["next"] == ["asker"]
+    assert len(await client.threads.get_history(copy["thread_id"])) == len(
+        await client.threads.get_history(source))
+    # The copy goes its own way; the source is untouched.
+    done = await client.runs.wait(copy["thread_id"], "asker", command={"resume": "sencha"})
+    assert texts(done)[-1] == "brewing sencha"
+    assert (await client.threads.get(source))["status"] == "interrupted"
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        await client.threads.copy("no-such-thread")
+    assert missing.value.response.status_code == 404 and "no-such-thread" in str(missing.value)
+
+
 async def test_multitask_strategies(served):
     client = get_client(url=served, api_key=None)
     thread = (await client.threads.create())["thread_id"]

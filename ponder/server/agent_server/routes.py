@@ -171,6 +171,20 @@ def router(server: AgentServer) -> APIRouter:
         await server.threads.delete(thread.id)
         return Response(status_code=204)
 
+    @api.post("/threads/{thread_id}/copy")
+    async def copy_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        """A new thread with the source's metadata, graph and checkpoints (its runs stay)."""
+        source = await server.thread(thread_id, request)
+        copied = await server.threads.create(caller_key(request), None, source.metadata,
+                                             source.graph_id)
+        if source.graph_id in server.targets:
+            try:
+                await server.targets[source.graph_id].acopy_thread(source.id, copied.id)
+            except BaseException:
+                await server.threads.delete(copied.id)  # no half-made copy
+                raise
+        return await server.thread_json(copied)
+
     async def searched(body: ThreadSearch, request: Request) -> list[dict[str, Any]]:
         rows = await server.threads.search(caller_key(request), metadata=body.metadata,
                                            ids=body.ids, limit=10_000)
