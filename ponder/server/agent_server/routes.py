@@ -7,7 +7,6 @@ checkpoints; runs are executed by ``AgentServer`` (``runner.py``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from typing import Any
@@ -64,15 +63,16 @@ def router(server: AgentServer) -> APIRouter:
         final values once it has ended."""
         seen = after if after is not None else await server.events.last(run_id)
         stored = False
-        while True:
-            record = await server.runs.record(run_id)
-            for seq, event, data in await server.events.after(run_id, seq=seen):
-                seen, stored = seq, True
-                if wanted(event, modes):
-                    yield sse(seq, event, data)
-            if record is None or record.finished:
-                break
-            await asyncio.sleep(0.1)
+        async with server.events.following(run_id) as changed:
+            while True:
+                record = await server.runs.record(run_id)
+                for seq, event, data in await server.events.after(run_id, seq=seen):
+                    seen, stored = seq, True
+                    if wanted(event, modes):
+                        yield sse(seq, event, data)
+                if record is None or record.finished:
+                    break
+                await changed(1.0)  # a lost notification costs a second, never an event
         if not stored and record is not None and await server.events.last(run_id) == 0:
             output = await server.output(run_id)
             yield sse(None, "error" if "__error__" in output else "values",

@@ -143,7 +143,8 @@ class AgentServer:
                 if other.id != run_id and other.status in ("pending", "running"):
                     await (self.cancel(other) if body.multitask_strategy == "interrupt"
                            else self.rollback(other))
-        stream = self.streams.open(run_id, self.events if body.stream_resumable else None)
+        stored = body.stream_resumable or self.events.shared
+        stream = self.streams.open(run_id, self.events if stored else None)
         self.tasks[run_id] = task = asyncio.create_task(self._execute(
             run_id, target, thread.id, value, modes, body.config, claimed, stream,
             temporary and body.on_completion == "delete", body.webhook, charge=charge))
@@ -208,6 +209,8 @@ class AgentServer:
                     await self.events.forget([run_id])
             finally:
                 await stream.end()  # once the record is final (clients check it after)
+                with contextlib.suppress(Exception):  # they would see it within a second
+                    await self.events.announce(run_id)
 
     async def _relay(self, target: Target, value: Any, thread_id: str, modes: list[str],
                      config: dict[str, Any], trace: Any, stream: RunStream,
@@ -263,9 +266,9 @@ class AgentServer:
             value = record.input
         log.warning("run %s of thread %s: its process is gone; going on with it here",
                     record.id, record.thread_id)
-        resumable = bool(kwargs.get("stream_resumable"))
-        stream = self.streams.open(record.id, self.events if resumable else None,
-                                   await self.events.last(record.id) if resumable else 0)
+        stored = bool(kwargs.get("stream_resumable")) or self.events.shared
+        stream = self.streams.open(record.id, self.events if stored else None,
+                                   await self.events.last(record.id) if stored else 0)
         self.tasks[record.id] = task = asyncio.create_task(self._execute(
             record.id, target, record.thread_id, value, kwargs.get("stream_mode", ["values"]),
             kwargs.get("config", {}), True, stream, bool(kwargs.get("temporary")),

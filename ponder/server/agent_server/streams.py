@@ -5,13 +5,17 @@ missed), read the same sequence: ``metadata`` first, then each stream mode's eve
 
 The events of a run made with ``stream_resumable`` are also stored in ``ponder_run_events``, so
 that a client joining through another server process (or after the process running it died)
-replays and follows them there.
+replays and follows them there. On Postgres, where server processes on many machines share one
+database, every run's events are stored, and each stored event is announced with ``NOTIFY``:
+a process following a run another one executes ``LISTEN``s instead of polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +26,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, func, sel
 from ponder.db.tables import Tables
 
 KEEP_S = 600.0  # how long a finished run's events stay for late joiners (in memory)
+CHANNEL = "ponder_run_events"  # Postgres NOTIFY channel; the payload is a run id
+POLL_S = 0.1  # SQLite has no notifications: how often a follower looks
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 run_events = Table(
@@ -34,16 +41,90 @@ run_events = Table(
 
 
 class StoredEvents(Tables):
-    """The stored events of resumable runs, in ponder's database."""
+    """The stored events of runs in ponder's database: resumable runs' on SQLite, every run's
+    on Postgres (``shared``), where each is announced on the ``ponder_run_events`` channel."""
 
     metadata = metadata
 
+    def __init__(self, url: str | None = None, *, share: Tables | None = None) -> None:
+        super().__init__(url, share=share)
+        self._listener: asyncio.Task | None = None
+        self._listening = asyncio.Event()
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    @property
+    def shared(self) -> bool:
+        """Whether every run's events are stored and announced (Postgres)."""
+        return self.db.kind == "postgres"
+
     async def add(self, run_id: str, seq: int, event: str, data: Any) -> None:
-        """Store one event."""
+        """Store one event (and announce it, on Postgres, when the transaction commits)."""
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(run_events.insert().values(
                 run_id=run_id, seq=seq, event=event, data=json.dumps(data, default=str)))
+            if self.shared:
+                await conn.execute(select(func.pg_notify(CHANNEL, run_id)))
+
+    async def announce(self, run_id: str) -> None:
+        """Wake the followers of ``run_id`` (its record changed: it ended), on Postgres."""
+        if self.shared:
+            engine = await self.engine()
+            async with engine.begin() as conn:
+                await conn.execute(select(func.pg_notify(CHANNEL, run_id)))
+
+    @contextlib.asynccontextmanager
+    async def following(self, run_id: str) -> AsyncIterator[Any]:
+        """While open, ``await changed(timeout_s)`` returns when an event of ``run_id`` was
+        stored (or it was announced) since the last call, or after ``timeout_s`` seconds;
+        on SQLite after ``POLL_S`` seconds. Notifications that arrive while the follower
+        reads are not lost: the flag stays set until the next wait."""
+        if not self.shared:
+            yield lambda timeout_s: asyncio.sleep(min(timeout_s, POLL_S))
+            return
+        if self._listener is None or self._listener.done():
+            self._listening.clear()
+            self._listener = asyncio.create_task(self._listen())
+        with contextlib.suppress(TimeoutError):  # a follower still works, by its timeouts
+            await asyncio.wait_for(self._listening.wait(), 5)
+        flag = asyncio.Event()
+        self._waiters.setdefault(run_id, set()).add(flag)
+
+        async def changed(timeout_s: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flag.wait(), timeout_s)
+            flag.clear()
+        try:
+            yield changed
+        finally:
+            waiters = self._waiters.get(run_id, set())
+            waiters.discard(flag)
+            if not waiters:
+                self._waiters.pop(run_id, None)
+
+    async def _listen(self) -> None:
+        """``LISTEN`` on one connection of its own, waking the followers of each run named."""
+        import psycopg
+
+        try:
+            async with await psycopg.AsyncConnection.connect(self.db.conninfo,
+                                                             autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                self._listening.set()
+                async for note in conn.notifies():
+                    for flag in self._waiters.get(note.payload, ()):
+                        flag.set()
+        except Exception:
+            log.exception("listening for run events failed; followers poll until it is back")
+
+    async def aclose(self) -> None:
+        """Stop listening, then close the engine."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+            self._listener = None
+        await super().aclose()
 
     async def after(self, run_id: str, seq: int) -> list[tuple[int, str, Any]]:
         """The run's events after ``seq``, in order, as ``(seq, event, data)``."""
