@@ -271,14 +271,14 @@ def router(server: AgentServer) -> APIRouter:
     @api.post("/threads/{thread_id}/runs/stream")
     async def stream_run(thread_id: str, body: RunCreate, request: Request):
         record = await server.start(await thread_for_run(thread_id, body, request), body,
-                                    charge=charge_for(body, request))
+                                    waited=True, charge=charge_for(body, request))
         return EventSourceResponse(events(server.streams.get(record.id)), ping=5,
                                    headers=_run_headers(record, True))
 
     @api.post("/threads/{thread_id}/runs/wait")
     async def wait_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
         record = await server.start(await thread_for_run(thread_id, body, request), body,
-                                    charge=charge_for(body, request))
+                                    waited=True, charge=charge_for(body, request))
         return JSONResponse(await server.output(record.id), headers={
             "Content-Location": f"/threads/{thread_id}/runs/{record.id}",
             "Location": f"/threads/{thread_id}/runs/{record.id}/join"})
@@ -337,9 +337,9 @@ def router(server: AgentServer) -> APIRouter:
 
     # -- stateless runs ------------------------------------------------------------------------
 
-    async def temporary(body: RunCreate, request: Request) -> RunRecord:
+    async def temporary(body: RunCreate, request: Request, waited: bool = True) -> RunRecord:
         thread = await server.threads.create(caller_key(request))
-        return await server.start(thread, body, temporary=True,
+        return await server.start(thread, body, temporary=True, waited=waited,
                                   charge=charge_for(body, request))
 
     @api.post("/runs/stream")
@@ -357,7 +357,7 @@ def router(server: AgentServer) -> APIRouter:
 
     @api.post("/runs")
     async def create_stateless(body: RunCreate, request: Request) -> JSONResponse:
-        record = await temporary(body, request)
+        record = await temporary(body, request, waited=False)
         return JSONResponse(shapes.run(record), headers={"Content-Location": f"/runs/{record.id}"})
 
     return api

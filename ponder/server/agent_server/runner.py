@@ -21,7 +21,7 @@ from langgraph.types import Command
 
 from ponder.agents.agent import ResumeError
 from ponder.config import ConfigurationError
-from ponder.graphs.runs import RunRecord, RunRecorder, ThreadBusy
+from ponder.graphs.runs import RunRecord, RunRecorder
 from ponder.graphs.targets import Target
 from ponder.models import ModelCall, UsageLog, track_usage
 from ponder.server.agent_server import shapes
@@ -106,10 +106,12 @@ class AgentServer:
     # -- runs ------------------------------------------------------------------------------------
 
     async def start(self, thread: ThreadRow, body: RunCreate, *, temporary: bool = False,
+                    waited: bool = False,
                     charge: Callable[[ModelCall], None] | None = None) -> RunRecord:
         """Record a run and start executing it here; under ``reject`` a busy thread is refused
-        with 409 before anything is kept. ``charge`` is called with each model call the run
-        makes (the caller's key and /metrics count them)."""
+        with 409 before anything is kept. ``waited``: the caller waits for it (stream, wait),
+        so nobody sees it pending and it is claimed as it is recorded. ``charge`` is called
+        with each model call the run makes (the caller's key and /metrics count them)."""
         target = self.target(body.assistant_id)
         modes = body.modes()
         if body.command is not None and body.command.resume is not None and temporary:
@@ -127,18 +129,20 @@ class AgentServer:
                                "assistant_id": shapes.assistant_id(target.name)},
                   "multitask_strategy": body.multitask_strategy, "temporary": temporary,
                   "webhook": body.webhook, "stream_resumable": body.stream_resumable}
-        run_id = await self.runs.create(target.name, body.input, thread_id=thread.id,
-                                        kwargs=kwargs, executor="caller")
-        claimed = False  # a new run is pending, as LangGraph's server answers, until it runs
-        if body.multitask_strategy == "reject":
-            try:
-                await self.runs.acquire(run_id, reject=True)
-            except ThreadBusy:
-                raise APIError(409, "Thread is already running a task. Wait for it to finish "
-                                    "or choose a different multitask strategy.",
-                               code="thread_busy") from None
-            claimed = True
-        elif body.multitask_strategy in ("interrupt", "rollback"):
+        if waited or body.multitask_strategy == "reject":
+            # Recorded and claimed in one transaction when the thread is free.
+            run_id, claimed = await self.runs.create_claimed(target.name, body.input,
+                                                             thread_id=thread.id, kwargs=kwargs)
+        else:  # a new run is pending, as LangGraph's server answers, until it runs
+            run_id, claimed = await self.runs.create(target.name, body.input,
+                                                     thread_id=thread.id, kwargs=kwargs,
+                                                     executor="caller"), False
+        if body.multitask_strategy == "reject" and not claimed:
+            await self.runs.forget(run_id)
+            raise APIError(409, "Thread is already running a task. Wait for it to finish "
+                                "or choose a different multitask strategy.",
+                           code="thread_busy")
+        if body.multitask_strategy in ("interrupt", "rollback"):
             for other in await self.runs.of_thread(thread.id, limit=100):
                 if other.id != run_id and other.status in ("pending", "running"):
                     await (self.cancel(other) if body.multitask_strategy == "interrupt"
