@@ -437,7 +437,7 @@ class Agent:
             replies = sum(isinstance(m, AIMessage) for m in _current_turn(state["messages"]))
             written = self._unpruned.pop(thread_id, 0) + 4 + 2 * replies
         if written > self._keep:
-            self._spawn(prune_checkpoints(self._saver, thread_id, self._keep))
+            self._spawn(prune_checkpoints(self._saver, [thread_id], self._keep))
             written = self._keep
         self._unpruned[thread_id] = written
         if len(self._unpruned) > 10_000:  # forget the oldest threads: they only prune later

@@ -10,7 +10,7 @@ index).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -171,21 +171,25 @@ def stop_batching(store: BaseStore) -> None:
 # --------------------------------------------------------------------------- retention
 
 
-async def prune_checkpoints(saver: BaseCheckpointSaver, thread_id: str, keep: int) -> None:
-    """Keep only the ``keep`` newest checkpoints of each namespace of a thread.
+async def prune_checkpoints(saver: BaseCheckpointSaver, thread_ids: Iterable[str],
+                            keep: int) -> None:
+    """Keep only the ``keep`` newest checkpoints of each namespace of each of the threads,
+    in one transaction.
 
     Long conversations otherwise grow without bound: every step saves a checkpoint. Works on
     the SQLite, Postgres and in-memory savers; other savers are left alone.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
+    threads = list(thread_ids)
     kind = type(saver).__name__
     if kind == "AsyncSqliteSaver":
-        await _prune_sqlite(saver, thread_id, keep)
+        await _prune_sqlite(saver, threads, keep)
     elif kind == "AsyncPostgresSaver":
-        await _prune_postgres(saver, thread_id, keep)
+        await _prune_postgres(saver, threads, keep)
     elif kind == "InMemorySaver":
-        _prune_memory(saver, thread_id, keep)
+        for thread_id in threads:
+            _prune_memory(saver, thread_id, keep)
 
 _SQLITE_UNKEPT = """
     SELECT checkpoint_ns, checkpoint_id FROM (
@@ -196,14 +200,15 @@ _SQLITE_UNKEPT = """
 """
 
 
-async def _prune_sqlite(saver: Any, thread_id: str, keep: int) -> None:
+async def _prune_sqlite(saver: Any, thread_ids: list[str], keep: int) -> None:
     async with saver.lock:
-        for table in ("writes", "checkpoints"):
-            await saver.conn.execute(
-                f"DELETE FROM {table} WHERE thread_id = ? AND (checkpoint_ns, checkpoint_id) "
-                f"IN ({_SQLITE_UNKEPT})",
-                (thread_id, thread_id, keep),
-            )
+        for thread_id in thread_ids:
+            for table in ("writes", "checkpoints"):
+                await saver.conn.execute(
+                    f"DELETE FROM {table} WHERE thread_id = ? AND "
+                    f"(checkpoint_ns, checkpoint_id) IN ({_SQLITE_UNKEPT})",
+                    (thread_id, thread_id, keep),
+                )
         await saver.conn.commit()
 
 
@@ -225,16 +230,17 @@ _POSTGRES_UNREFERENCED_BLOBS = """
 """
 
 
-async def _prune_postgres(saver: Any, thread_id: str, keep: int) -> None:
-    params = {"thread": thread_id, "keep": keep}
+async def _prune_postgres(saver: Any, thread_ids: list[str], keep: int) -> None:
     async with saver._cursor() as cur, cur.connection.transaction():
-        for table in ("checkpoint_writes", "checkpoints"):
-            await cur.execute(
-                f"DELETE FROM {table} WHERE thread_id = %(thread)s AND "
-                f"(checkpoint_ns, checkpoint_id) IN ({_POSTGRES_UNKEPT})",
-                params,
-            )
-        await cur.execute(_POSTGRES_UNREFERENCED_BLOBS, params)
+        for thread_id in thread_ids:
+            params = {"thread": thread_id, "keep": keep}
+            for table in ("checkpoint_writes", "checkpoints"):
+                await cur.execute(
+                    f"DELETE FROM {table} WHERE thread_id = %(thread)s AND "
+                    f"(checkpoint_ns, checkpoint_id) IN ({_POSTGRES_UNKEPT})",
+                    params,
+                )
+            await cur.execute(_POSTGRES_UNREFERENCED_BLOBS, params)
 
 
 def _prune_memory(saver: Any, thread_id: str, keep: int) -> None:

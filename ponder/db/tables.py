@@ -51,6 +51,9 @@ class Tables:
                 # ponder's one SQLite library (see ponder/db/sqlite.py), not aiosqlite's own.
                 path = self.db.path
                 options["async_creator"] = lambda: connect_async(path)
+                # Connections past pool_size are closed when returned, and each new one costs
+                # a thread and a file open: keep as many as a busy server has requests.
+                options.update(pool_size=20, max_overflow=20)
             engine = create_async_engine(self.db.sqlalchemy, **options)
             try:
                 for attempt in range(3):

@@ -126,7 +126,8 @@ class GraphTarget:
         self._persistence: Persistence | None = None
         self._ready = graph if graph.checkpointer else None
         self._opening = asyncio.Lock()
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()  # the one pruning task, while it runs
+        self._unpruned: set[str] = set()  # threads with turns since their last prune
 
     async def _compiled(self) -> Pregel:
         if self._ready is None:
@@ -226,13 +227,21 @@ class GraphTarget:
         return ReplyStream()
 
     def _prune(self, config: RunnableConfig) -> None:
-        """Retention, in the background: a graph's turn may save any number of checkpoints."""
+        """Retention, in the background: a graph's turn may save any number of checkpoints.
+        Threads whose turns end while a prune runs are pruned together after it, so a busy
+        server prunes in a few transactions, not one per turn."""
         saver = self._ready.checkpointer if self._ready is not None else None
         if isinstance(saver, BaseCheckpointSaver):
-            task = asyncio.get_running_loop().create_task(prune_checkpoints(
-                saver, config["configurable"]["thread_id"], self._keep))
-            self._background.add(task)
-            task.add_done_callback(self._pruned)
+            self._unpruned.add(config["configurable"]["thread_id"])
+            if not self._background:
+                task = asyncio.get_running_loop().create_task(self._prune_all(saver))
+                self._background.add(task)
+                task.add_done_callback(self._pruned)
+
+    async def _prune_all(self, saver: BaseCheckpointSaver) -> None:
+        while self._unpruned:
+            threads, self._unpruned = self._unpruned, set()
+            await prune_checkpoints(saver, threads, self._keep)
 
     def _pruned(self, task: asyncio.Task) -> None:
         self._background.discard(task)
