@@ -21,6 +21,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
     schedules: bool = typer.Option(False, "--schedules", help="Also fire due schedules and "
                                    "execute background runs, as ponder worker does."),
+    queue: bool = typer.Option(False, "--queue", help="Send background runs through the "
+                               "procrastinate queue to ponder worker --queue (Postgres)."),
 ) -> None:
     """Serve agents over the OpenAI-compatible API (/v1/chat/completions, /v1/models) and the
     LangGraph Agent Server API (assistants, threads, runs, crons, store), with a chat page."""
@@ -28,16 +30,22 @@ def serve(
 
     import uvicorn
 
-    from ponder.server.app import SERVE_SCHEDULES_ENV, SERVE_TARGETS_ENV, create_app
+    from ponder.server.app import (
+        SERVE_QUEUE_ENV,
+        SERVE_SCHEDULES_ENV,
+        SERVE_TARGETS_ENV,
+        create_app,
+    )
 
     # Errors show before serving.
-    app = create_app(targets, run_schedules=schedules)
+    app = create_app(targets, run_schedules=schedules, queue=queue)
     console.print(f"serving {', '.join(app.state.served)} on http://{host}:{port}/v1")
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     else:
         os.environ[SERVE_TARGETS_ENV] = ",".join(targets)
         os.environ[SERVE_SCHEDULES_ENV] = "1" if schedules else ""
+        os.environ[SERVE_QUEUE_ENV] = "1" if queue else ""
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="warning")
 

@@ -84,7 +84,7 @@ class Worker:
         """Work until ``stop()``; then finish (or hand back) what is running, and close."""
         if self.queue:
             await self._app.open_async()
-            await _apply_schema(self._app)
+            await apply_schema(self._app)
         # Made once the queue is open: a coroutine that a failed start never awaits is a warning.
         loops = [self._heartbeats(forever=True)]
         if self.queue:
@@ -354,7 +354,7 @@ def open_queue(url: str, worker: Worker | None = None):
     return app
 
 
-async def _apply_schema(app) -> None:
+async def apply_schema(app) -> None:
     """procrastinate's tables, made once: workers starting together take turns (an advisory
     lock) and the later ones find them made."""
     async with app.connector.pool.connection() as conn:
@@ -411,7 +411,7 @@ async def submit(target: Any, input: Any = None, *,
             await recorder.aclose()
         app = open_queue(url)
         async with app.open_async():
-            await _apply_schema(app)
+            await apply_schema(app)
             await defer(app, run_id, record.thread_id)
         return run_id
     worker = _local_worker(url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,14 @@ from ponder.server.security import BodySizeLimit, Guard
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
 SERVE_SCHEDULES_ENV = "PONDER_SERVE_SCHEDULES"
+SERVE_QUEUE_ENV = "PONDER_SERVE_QUEUE"
 STATIC = Path(__file__).parent / "static"
 
 
 def create_app(agents: Sequence[Any], *, database_url: str | None = None,
                cors_origins: Sequence[str] | None = None, max_body_bytes: int = 1_000_000,
                multitask_strategy: str | None = None,
-               run_schedules: bool = False) -> FastAPI:
+               run_schedules: bool = False, queue: bool = False) -> FastAPI:
     """An ASGI app serving ``agents`` (Agents, compiled LangGraph graphs with a ``messages``
     state, or TARGET strings naming them) under their names; mount it in your own app, or run
     it. Crons of the Agent Server API need their target named by a TARGET string.
@@ -49,7 +50,9 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     waits its turn, or is refused with 409 (``"reject"``), across every process serving the
     database (Agent Server runs name theirs per run). ``run_schedules``: the
     app is also an embedded worker (``ponder worker``): it fires due schedules and executes
-    background runs of the same database.
+    background runs of the same database. ``queue`` (Postgres): background Agent Server runs
+    of targets named by TARGET strings go through procrastinate to ``ponder worker --queue``
+    instead of running in this process.
     """
     by_name: dict[str, Target] = {}
     refs: dict[str, str] = {}  # TARGET strings, by name, for crons (workers load them)
@@ -79,8 +82,11 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     agent_threads = AgentThreads(keys.url)
     stores = [keys, runs, conversations, agent_threads]
     events = StoredEvents(keys.url)
-    runner = AgentServer(by_name, runs, agent_threads, events)
-    crons = AgentCrons(runner, Scheduler(keys.url), refs)
+    if queue:
+        keys.db.require("postgres", "a server that queues its background runs (procrastinate "
+                                    "runs on Postgres)")
+    runner = AgentServer(by_name, runs, agent_threads, events, refs=refs)
+    crons = AgentCrons(runner, Scheduler(keys.url))
     stores += [crons, crons.scheduler, events]
     items = AgentStore(keys.url)
 
@@ -90,12 +96,17 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
             await store.engine()
         # Runs of a server process that died are taken over by the others.
         sweeping = asyncio.create_task(runner.sweep())
-        if run_schedules:
-            from ponder.graphs.workers import Worker
+        async with AsyncExitStack() as stack:
+            if queue:
+                from ponder.graphs.workers import apply_schema, open_queue
 
-            async with Worker(keys.url):
-                yield
-        else:
+                runner.queue = await stack.enter_async_context(open_queue(keys.url)
+                                                               .open_async())
+                await apply_schema(runner.queue)
+            if run_schedules:
+                from ponder.graphs.workers import Worker
+
+                await stack.enter_async_context(Worker(keys.url))
             yield
         sweeping.cancel()
         await runner.aclose()  # runs still going stop, recorded as cancelled
@@ -144,5 +155,5 @@ def app_from_env() -> FastAPI:
     refs = [r for r in os.environ.get(SERVE_TARGETS_ENV, "").split(",") if r]
     if not refs:
         raise ConfigurationError(f"{SERVE_TARGETS_ENV} names no target")
-    return create_app(refs,
-                      run_schedules=os.environ.get(SERVE_SCHEDULES_ENV) == "1")
+    return create_app(refs, run_schedules=os.environ.get(SERVE_SCHEDULES_ENV) == "1",
+                      queue=os.environ.get(SERVE_QUEUE_ENV) == "1")

@@ -247,7 +247,7 @@ async def test_a_dead_worker_s_job_is_replaced_when_its_run_was_queued_again(
     holder died. Its job could not go back to the queue beside the second (one waiting job per
     run), every requeue failed on it, and the second waited behind its lock: the run was lost.
     Seen once in the crash benchmark on a busy machine."""
-    from ponder.graphs.workers import _apply_schema, defer, open_queue
+    from ponder.graphs.workers import apply_schema, defer, open_queue
 
     monkeypatch.setenv("PONDER_DATABASE_URL", postgres_url)
     recorder = RunRecorder(postgres_url)
@@ -255,7 +255,7 @@ async def test_a_dead_worker_s_job_is_replaced_when_its_run_was_queued_again(
     assert await recorder.claim(run_id, "dead-host:1:worker", 1.0) is not None
     app = open_queue(postgres_url)
     async with app.open_async():
-        await _apply_schema(app)
+        await apply_schema(app)
         await defer(app, run_id, "t")
         dead = await app.job_manager.register_worker()
         assert (await app.job_manager.fetch_job(queues=None, worker_id=dead)) is not None

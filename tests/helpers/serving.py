@@ -33,17 +33,17 @@ def wait_until_up(process: subprocess.Popen, url: str, timeout_s: float = 120) -
 
 
 class Served:
-    """``ponder serve graph.py:NAME... --workers N`` over ``url``, ``graph.py`` holding
+    """``ponder serve graph.py:NAME... --workers N [options]`` over ``url``, ``graph.py`` holding
     ``module`` (the names default to ``graph``); a context manager that waits for /health."""
 
     def __init__(self, tmp_path, url: str, module: str, *names: str, workers: int = 2,
-                 **env: str) -> None:
+                 options: tuple[str, ...] = (), **env: str) -> None:
         (tmp_path / "graph.py").write_text(module)
         self.cwd, self.db, self.port = tmp_path, url, free_port()
         self.name = (names or ("graph",))[0]
         self.process = subprocess.Popen(
             [*PONDER, "serve", *[f"graph.py:{n}" for n in names or ("graph",)],
-             "--port", str(self.port), "--workers", str(workers)],
+             "--port", str(self.port), "--workers", str(workers), *options],
             cwd=tmp_path, env={**os.environ, "PONDER_DATABASE_URL": url, **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.url = f"http://127.0.0.1:{self.port}"

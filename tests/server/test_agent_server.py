@@ -3,6 +3,8 @@ against ponder's server, on SQLite and Postgres."""
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,11 +13,13 @@ import httpx
 import pytest
 from langgraph_sdk import get_client, get_sync_client
 
+from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import load_target
 from ponder.server.app import create_app
 from ponder.server.keys import KeyStore
 from ponder.testing import BackgroundServer
+from tests.helpers.cli import PONDER
 from tests.helpers.graphs import AGENT_SERVER_GRAPHS as GRAPHS
 from tests.helpers.serving import Served
 
@@ -375,7 +379,7 @@ async def test_crons_through_the_api(served_by_reference):
         await scheduler.aclose()
     for _ in range(300):  # generous: a busy machine
         values = (await client.threads.get_state(thread))["values"]
-        if values and texts(values)[-1] == "turn 1: daily report":
+        if values and texts(values)[-1:] == ["turn 1: daily report"]:
             break
         await asyncio.sleep(0.1)
     assert texts(values) == ["daily report", "turn 1: daily report"]
@@ -535,3 +539,49 @@ async def test_each_multitask_strategy_across_two_processes(tmp_path, database_u
         with pytest.raises(httpx.HTTPStatusError) as gone:
             await one.runs.get(thread, running["run_id"])
         assert gone.value.response.status_code == 404
+
+
+async def test_background_runs_and_cron_fires_go_through_the_queue_to_a_queue_worker(
+        tmp_path, postgres_url):
+    with Served(tmp_path, postgres_url, GRAPHS, "echo", "asker", workers=1,
+                options=("--queue",)) as served:
+        worker = subprocess.Popen([*PONDER, "worker", "--queue", "--concurrency", "2"],
+                                  cwd=tmp_path, env={**os.environ,
+                                                     "PONDER_DATABASE_URL": postgres_url},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            client = get_client(url=served.url, api_key=None)
+            thread = (await client.threads.create())["thread_id"]
+            runs = [await client.runs.create(thread, "echo", input=said(f"job {i}"))
+                    for i in range(3)]
+            assert {r["status"] for r in runs} <= {"pending", "running", "success"}
+            joined = await asyncio.wait_for(client.runs.join(thread, runs[-1]["run_id"]), 120)
+            assert texts(joined) == ["job 0", "turn 1: job 0", "job 1", "turn 2: job 1",
+                                     "job 2", "turn 3: job 2"]  # in order, one at a time
+            shown = await client.runs.get(thread, runs[0]["run_id"])
+            echo = await client.assistants.get("echo")
+            assert shown["status"] == "success" and shown["assistant_id"] == echo["assistant_id"]
+            # A resume runs where its interrupt is known: here, not on the queue.
+            await client.runs.wait(thread, "asker", input=said("tea"))
+            done = await client.runs.wait(thread, "asker", command={"resume": "oolong"})
+            assert texts(done)[-1] == "brewing oolong"
+            # A cron's fire is queued and run by the queue worker as well.
+            cron = await client.crons.create_for_thread(thread, "echo", schedule="0 9 * * *",
+                                                        input=said("report"))
+            scheduler = Scheduler(postgres_url)
+            try:
+                fired = await scheduler.run_now(cron["cron_id"])
+            finally:
+                await scheduler.aclose()
+            async with RunRecorder(postgres_url) as records:
+                ended = await asyncio.wait_for(records.wait(fired.run_id), 120)
+                queued = await records.record(runs[0]["run_id"])
+            assert ended.status == "success"
+            assert texts((await client.threads.get_state(thread))["values"])[-1] == (
+                "turn 5: report")
+            # Executed by the worker process, not the server.
+            assert queued.worker.split(":")[1] == str(worker.pid)
+            assert ended.worker.split(":")[1] == str(worker.pid)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)

@@ -86,9 +86,9 @@ class AgentCrons(Tables):
 
     metadata = metadata
 
-    def __init__(self, server: AgentServer, scheduler: Scheduler, refs: dict[str, str]) -> None:
+    def __init__(self, server: AgentServer, scheduler: Scheduler) -> None:
         super().__init__(share=None, url=scheduler.url)
-        self.server, self.scheduler, self.refs = server, scheduler, refs
+        self.server, self.scheduler = server, scheduler
 
     def _trigger(self, expr: str, tz: str | None) -> Trigger:
         try:
@@ -99,7 +99,7 @@ class AgentCrons(Tables):
 
     def _ref(self, assistant: str) -> tuple[str, str]:
         target = self.server.target(assistant)
-        ref = self.refs.get(target.name)
+        ref = self.server.refs.get(target.name)
         if ref is None:
             raise APIError(422, f"crons of {target.name!r} need the server to load it by a "
                                 "TARGET string (ponder serve TARGET, or create_app with "

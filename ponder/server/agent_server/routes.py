@@ -266,7 +266,7 @@ def router(server: AgentServer) -> APIRouter:
     async def create_run(thread_id: str, body: RunCreate, request: Request) -> JSONResponse:
         record = await server.start(await thread_for_run(thread_id, body, request), body,
                                     charge=charge_for(body, request))
-        return JSONResponse(shapes.run(record), headers=_run_headers(record, False))
+        return JSONResponse(server.run_json(record), headers=_run_headers(record, False))
 
     @api.post("/threads/{thread_id}/runs/stream")
     async def stream_run(thread_id: str, body: RunCreate, request: Request):
@@ -289,13 +289,13 @@ def router(server: AgentServer) -> APIRouter:
                         offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         status: str | None = None) -> list[dict[str, Any]]:
         await server.thread(thread_id, request)
-        shown = map(shapes.run, await server.runs.of_thread(thread_id, limit, offset))
+        shown = map(server.run_json, await server.runs.of_thread(thread_id, limit, offset))
         return [r for r in shown if status is None or r["status"] == status]
 
     @api.get("/threads/{thread_id}/runs/{run_id}")
     async def get_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:
         await server.thread(thread_id, request)
-        return shapes.run(await server.run_of(thread_id, run_id))
+        return server.run_json(await server.run_of(thread_id, run_id))
 
     @api.get("/threads/{thread_id}/runs/{run_id}/join")
     async def join_run(thread_id: str, run_id: str, request: Request) -> dict[str, Any]:
@@ -358,6 +358,7 @@ def router(server: AgentServer) -> APIRouter:
     @api.post("/runs")
     async def create_stateless(body: RunCreate, request: Request) -> JSONResponse:
         record = await temporary(body, request, waited=False)
-        return JSONResponse(shapes.run(record), headers={"Content-Location": f"/runs/{record.id}"})
+        return JSONResponse(server.run_json(record),
+                            headers={"Content-Location": f"/runs/{record.id}"})
 
     return api

@@ -23,6 +23,7 @@ from ponder.agents.agent import ResumeError
 from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecord, RunRecorder
 from ponder.graphs.targets import Target
+from ponder.graphs.workers import defer
 from ponder.models import ModelCall, UsageLog, track_usage
 from ponder.server.agent_server import shapes
 from ponder.server.agent_server.requests import RunCreate, caller_key
@@ -39,9 +40,15 @@ class AgentServer:
     the run records, this process's run streams and tasks."""
 
     def __init__(self, targets: dict[str, Target], runs: RunRecorder,
-                 threads: AgentThreads, events: StoredEvents) -> None:
+                 threads: AgentThreads, events: StoredEvents, *,
+                 refs: dict[str, str] | None = None, queue: Any = None) -> None:
         self.targets = targets
         self.by_id = {shapes.assistant_id(name): t for name, t in targets.items()}
+        # TARGET strings by name, of the targets served by one: what workers load to run them
+        # (crons' fires; background runs when ``queue``, an open procrastinate app, is given).
+        self.refs = dict(refs or {})
+        self._names = {ref: name for name, ref in self.refs.items()}
+        self.queue = queue
         self.runs, self.threads, self.events = runs, threads, events
         self.streams = Streams()
         self.tasks: dict[str, asyncio.Task] = {}
@@ -57,6 +64,14 @@ class AgentServer:
             raise APIError(404, f"Assistant {assistant!r} not found: use one of "
                                 f"{', '.join(self.targets)} (or their assistant ids)")
         return found
+
+    def name_of(self, record: RunRecord) -> str:
+        """The graph a run ran: a worker's runs name theirs by TARGET string."""
+        return self._names.get(record.target, record.target)
+
+    def run_json(self, record: RunRecord) -> dict[str, Any]:
+        """A run as the API shows it."""
+        return shapes.run(record, self.name_of(record))
 
     async def thread(self, thread_id: str, request: Request) -> ThreadRow:
         """The caller's thread (404 otherwise)."""
@@ -129,6 +144,12 @@ class AgentServer:
                                "assistant_id": shapes.assistant_id(target.name)},
                   "multitask_strategy": body.multitask_strategy, "temporary": temporary,
                   "webhook": body.webhook, "stream_resumable": body.stream_resumable}
+        if self._queued(target, body, waited, temporary):
+            # A worker's run (executor None), by the TARGET string workers load.
+            run_id = await self.runs.create(self.refs[target.name], body.input,
+                                            thread_id=thread.id, kwargs=kwargs)
+            await defer(self.queue, run_id, thread.id)
+            return await self.runs.record(run_id)
         if waited or body.multitask_strategy == "reject":
             # Recorded and claimed in one transaction when the thread is free.
             run_id, claimed = await self.runs.create_claimed(target.name, body.input,
@@ -154,6 +175,15 @@ class AgentServer:
             temporary and body.on_completion == "delete", body.webhook, charge=charge))
         task.add_done_callback(lambda _: self.tasks.pop(run_id, None))
         return await self.runs.record(run_id)
+
+    def _queued(self, target: Target, body: RunCreate, waited: bool, temporary: bool) -> bool:
+        """Whether a run goes to ``ponder worker --queue``: a background run (nobody waits
+        on it here) of a target served by TARGET string, queued behind its thread's others
+        (``enqueue``), with plain input. The rest run here: a resume, an ``interrupt`` or
+        ``rollback`` of the running one, a stateless run, a webhook to send."""
+        return (self.queue is not None and not waited and not temporary
+                and target.name in self.refs and body.multitask_strategy == "enqueue"
+                and body.command is None and body.webhook is None)
 
     async def _input(self, target: Target, thread_id: str, body: RunCreate) -> Any:
         """The run's input: its ``input``, or a Command (a ``resume`` checked against the
@@ -284,7 +314,7 @@ class AgentServer:
         to the checkpoint it started from, and its record is deleted."""
         await self.cancel(record)
         ended = await asyncio.wait_for(self.runs.wait(record.id, poll_s=0.05), 60)
-        target = self.targets.get(record.target)
+        target = self.targets.get(self.name_of(record))
         if target is not None and record.thread_id and ended.base_checkpoint is not None:
             try:
                 await target.arewind(record.thread_id, ended.base_checkpoint or None)
@@ -300,7 +330,7 @@ class AgentServer:
         if record is None:
             return
         output = self.outputs.get(run_id, {})
-        payload = {**shapes.run(record), **(
+        payload = {**self.run_json(record), **(
             {"error": output["__error__"]} if "__error__" in output else {"values": output})}
         task = asyncio.create_task(deliver(webhook, payload))
         self.deliveries.add(task)
@@ -338,7 +368,7 @@ class AgentServer:
         record = await self.runs.wait(run_id, poll_s=0.1)  # run by another process
         if record.status == "error":
             return {"__error__": {"error": "Error", "message": record.error}}
-        target = self.targets.get(record.target)
+        target = self.targets.get(self.name_of(record))
         if target is None or record.thread_id is None:
             return {}
         return shapes.jsonable((await target.aget_state(record.thread_id)).values or {})

@@ -88,12 +88,13 @@ def state(snapshot: Any) -> dict[str, Any]:
 _STATUS = {"interrupted": "success", "cancelled": "interrupted"}
 
 
-def run(record: RunRecord) -> dict[str, Any]:
-    """A run record as the API's Run."""
+def run(record: RunRecord, graph_id: str | None = None) -> dict[str, Any]:
+    """A run record as the API's Run (``graph_id``: its graph's name, when its record names
+    it by TARGET string)."""
     kwargs = record.kwargs or {}
     return {
         "run_id": record.id, "thread_id": record.thread_id,
-        "assistant_id": assistant_id(record.target),
+        "assistant_id": assistant_id(graph_id or record.target),
         "metadata": kwargs.get("metadata", {}),
         "status": _STATUS.get(record.status, record.status),
         "kwargs": {k: v for k, v in kwargs.items() if k != "metadata"},
