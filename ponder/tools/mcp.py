@@ -273,6 +273,7 @@ class _Session:
         except TimeoutError:
             ready.cancel()
             self.close()
+            self._task.cancel()  # stuck before the session opened: end the process too
             raise MCPServerError(
                 f"MCP server {self.server.name!r} is down: it did not answer within "
                 f"{self.server.connect_timeout_s:g} s") from None

@@ -3,10 +3,12 @@ speaks stdio; ``python mcp_server.py --http PORT`` serves streamable HTTP on 127
 (uvicorn), with GET /health for the test to wait on.
 
 Its tools: a counter whose count is per MCP session, a tool that asks the user (elicitation),
+a nap that reports how many naps ran at once,
 an image, an embedded resource, an ``add`` that validates its arguments, ``pid`` (to kill a stdio
 server between calls) and ``unlock``, which adds a tool and says so (tools/list_changed).
 """
 
+import asyncio
 import os
 import sys
 from dataclasses import dataclass
@@ -43,6 +45,19 @@ def add(a: int, b: int) -> int:
 def pid() -> int:
     """The process id of this server."""
     return os.getpid()
+
+
+naps = {"now": 0, "peak": 0}
+
+
+@server.tool
+async def nap(seconds: float) -> int:
+    """Sleep, then return the most naps that were in progress at once so far."""
+    naps["now"] += 1
+    naps["peak"] = max(naps["peak"], naps["now"])
+    await asyncio.sleep(seconds)
+    naps["now"] -= 1
+    return naps["peak"]
 
 
 @server.tool

@@ -129,6 +129,17 @@ async def test_concurrent_calls_and_threads_each_use_their_threads_session(tmp_p
         await agent.aclose()
 
 
+async def test_max_concurrency_caps_the_calls_in_flight(tmp_path):
+    server = stdio_server(max_concurrency=2)
+    agent = agent_with(server, [tool_calls(*[("nap", {"seconds": 0.5})] * 4), "rested"],
+                       tmp_path)
+    try:
+        peaks = results(await agent.ainvoke("nap", thread_id="t"))
+        assert max(map(int, peaks)) == 2  # two at once (the server runs calls concurrently)
+    finally:
+        await agent.aclose()
+
+
 async def mcp_tools_call(server: MCPServer, thread_id: str, name: str, args=None):
     """Call one of the thread's tools directly: ``{"messages": [ToolMessage]}``."""
     tools = {t.name: t for t in await server.tools(thread_id)}
@@ -269,6 +280,16 @@ async def test_servers_that_are_down_leave_the_agent_its_other_tools(tmp_path, c
         await agent.aclose()
 
 
+async def test_a_server_that_never_answers_is_down_after_connect_timeout_s():
+    silent = MCPServer("silent", command=sys.executable, args=["-c", "import time; "
+                                                                     "time.sleep(60)"],
+                       connect_timeout_s=1)
+    with pytest.raises(MCPServerError, match="'silent' is down: it did not answer within 1 s"):
+        await mcp_tools(silent)
+    assert await silent.thread_tools("t") == []  # down: not tried again for retry_after_s
+    await silent.aclose()
+
+
 def test_ponder_run_says_which_server_is_down(tmp_path):
     (tmp_path / "agent.py").write_text(
         "from ponder import Agent\n"
@@ -284,6 +305,26 @@ def test_ponder_run_says_which_server_is_down(tmp_path):
     assert "MCP server 'ghost' is down: the command 'no-such-mcp-server-3f9a' was not found" \
         in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ponder_run_asks_the_servers_question_and_passes_the_answer_on(tmp_path):
+    (tmp_path / "agent.py").write_text(
+        "import sys\n"
+        "from ponder import Agent\n"
+        "from ponder.testing import ScriptedChatModel, tool_calls\n"
+        "from ponder.tools.mcp import MCPServer\n"
+        "def reply(messages):\n"
+        "    if messages[-1].type == 'human':\n"
+        "        return tool_calls(('greet', {}))\n"
+        "    return 'The tool said: ' + messages[-1].text\n"
+        f"server = MCPServer('counter', command=sys.executable, args=[{str(SERVER)!r}])\n"
+        "agent = Agent('greeter', ScriptedChatModel(replies=reply), tools=[server])\n")
+    done = ponder("run", "agent.py:agent", "hi", cwd=tmp_path, input="Ada\n",
+                  env={"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/ponder.db",
+                       "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert "What is your name?" in done.stdout
+    assert "The tool said: Hello, Ada!" in done.stdout
 
 
 def test_spec_mcp_section_loads(tmp_path):
