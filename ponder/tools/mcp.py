@@ -17,7 +17,8 @@ session for the whole conversation:
   dropped: the call that failed gets an error saying so, and the next use starts a new session
   (a new process).
 - A server that cannot be reached is *down*: its tools are left out, a warning names it, and it
-  is tried again after ``retry_after_s``; the agent goes on with its other tools.
+  is tried again with backoff (up to every ``retry_after_s``); the agent goes on with its other
+  tools.
 - An elicitation request (the server asks the user something during a call) becomes a LangGraph
   ``interrupt`` of the tool call; the turn pauses, and the answer given to ``Agent.aresume`` (or
   ``ponder run``'s questions, or the Agent Server's ``command.resume``) goes back to the server.
@@ -28,6 +29,7 @@ session for the whole conversation:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -73,7 +75,8 @@ class MCPServer:
     ``tool_name_prefix=True``, prefixes its tools' names (``files_read``). ``max_concurrency``
     caps its calls in flight (all threads together; None: no cap). Seconds:
     ``idle_timeout_s`` closes a thread's session unused that long, ``connect_timeout_s`` bounds
-    starting a session, ``retry_after_s`` is how long a server that was down is left alone.
+    starting a session, ``retry_after_s`` the longest a server that is down is left alone (it
+    is tried again after 1 s, then after twice as long each time).
     Each call is bounded by the agent's ``tool_timeout_s``. Raises ConfigurationError for a bad
     setting.
     """
@@ -120,7 +123,7 @@ class MCPServer:
         self.retry_after_s = retry_after_s
         #: Why the server is down, one line (None: it is not known to be).
         self.down: str | None = None
-        self._retry_at = 0.0
+        self._retry_at = self._retry_s = 0.0
         self._sessions: dict[str | None, _Session] = {}
         self._starting: dict[str | None, asyncio.Task] = {}
         self._gate: asyncio.Semaphore | None = None
@@ -151,14 +154,11 @@ class MCPServer:
     async def tools(self, thread_id: str | None = None) -> list[BaseTool]:
         """The tools of the thread's session (``thread_id`` None: a session of its own), as
         LangChain tools. MCPServerError when the server cannot be reached."""
-        for attempt in (1, 2):
-            session = await self._session(thread_id)
-            try:
-                return await session.tools()
-            except MCPServerError:
-                if attempt == 2:  # a new session failed at once: the server is unwell
-                    raise
-        raise AssertionError("unreachable")
+        session = await self._session(thread_id)
+        try:
+            return await session.tools()
+        except MCPServerError:  # the server went away since the session opened: a new one
+            return await (await self._session(thread_id)).tools()
 
     async def aclose(self) -> None:
         """Close every session (a stdio server's processes end); later use opens new ones."""
@@ -183,21 +183,29 @@ class MCPServer:
         if starting is None or starting.get_loop() is not loop:
             # One start per thread, however many calls ask for it at once.
             starting = self._starting[key] = loop.create_task(self._start(key))
-            starting.add_done_callback(lambda task: self._starting.pop(key, None)
-                                       if self._starting.get(key) is task else None)
+            starting.add_done_callback(functools.partial(self._started, key))
+        # Shielded: a caller that gives up (a timeout) does not stop the start others wait on.
         return await asyncio.shield(starting)
+
+    def _started(self, key: str | None, task: asyncio.Task) -> None:
+        if self._starting.get(key) is task:
+            del self._starting[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have given up
 
     async def _start(self, key: str | None) -> _Session:
         session = _Session(self, key)
         try:
             await session.start()
         except MCPServerError as exc:
-            loop = asyncio.get_running_loop()
+            # Tried again after 1 s, then twice as long each time, up to retry_after_s.
+            self._retry_s = min(self._retry_s * 2 if self.down else 1.0, self.retry_after_s)
             if self.down is None:
-                log.warning("%s. Its tools are left out; it is tried again in %g s.", exc,
+                log.warning("%s. Its tools are left out until it answers (tried again after "
+                            "%g s, then less often, up to every %g s).", exc, self._retry_s,
                             self.retry_after_s)
             self.down = str(exc)
-            self._retry_at = loop.time() + self.retry_after_s
+            self._retry_at = asyncio.get_running_loop().time() + self._retry_s
             raise
         if self.down is not None:
             log.warning("MCP server %r is up again", self.name)
@@ -414,8 +422,18 @@ class _Session:
         if client is None or self._closing.done():
             raise self._gone()
         self.last_used = self.loop.time()
+        request = asyncio.ensure_future(send(client))
         try:
-            return await send(client)
+            # A session that ends (its transport failed) leaves its requests unanswered.
+            await asyncio.wait([request, self._closing], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the call was cancelled (a timeout): so is its request
+            request.cancel()
+            raise
+        if not request.done():
+            request.cancel()
+            raise self._gone()
+        try:
+            return request.result()
         except McpError as exc:
             if exc.error.code != types.CONNECTION_CLOSED:
                 raise
@@ -425,11 +443,12 @@ class _Session:
 
     def _gone(self) -> MCPServerError:
         self.close()
-        again = "started again" if self.server.command is not None else "opened again"
+        again = ("the server is started again" if self.server.command is not None else
+                 "a new session is opened")
         return MCPServerError(
             f"the MCP server {self.server.name!r} ended its session during the call (the "
-            f"server process exited or the connection closed). It is {again} on the next "
-            "call; what it held from earlier calls may be gone")
+            f"server process exited or the connection closed): {again} on the next call, "
+            "and what it held from earlier calls may be gone")
 
 
 def elicit_result(answer: Any, params: types.ElicitRequestParams) -> types.ElicitResult:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,18 +29,27 @@ def stdio_server(**options) -> MCPServer:
     return MCPServer("counter", command=sys.executable, args=[str(SERVER)], **options)
 
 
-@pytest.fixture(scope="module")
-def http_url():
-    """The test server over streamable HTTP: its own process, uvicorn on a free port."""
-    port = free_port()
+def serve_http(port: int) -> subprocess.Popen:
+    """The test server over streamable HTTP: its own process, uvicorn on 127.0.0.1:port."""
     process = subprocess.Popen([sys.executable, str(SERVER), "--http", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_until_up(process, f"http://127.0.0.1:{port}/health", 60)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def http_url():
+    port = free_port()
+    process = serve_http(port)
     try:
-        wait_until_up(process, f"http://127.0.0.1:{port}/health", 60)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -238,6 +248,29 @@ async def test_a_killed_stdio_server_is_restarted_on_the_next_call(tmp_path):
         await agent.aclose()
 
 
+async def test_an_http_server_that_restarts_gets_a_new_session(tmp_path):
+    port = free_port()
+    process = serve_http(port)
+    server = MCPServer("counter", url=f"http://127.0.0.1:{port}/mcp")
+    replies = [tool_calls(("count", {"step": 1})), "one", tool_calls(("count", {"step": 1})),
+               "failed", tool_calls(("count", {"step": 1})), "one again"]
+    agent = agent_with(server, replies, tmp_path)
+    try:
+        assert results(await agent.ainvoke("count", thread_id="t")) == ["1"]
+        process.kill()
+        process.wait(timeout=30)
+        started = time.monotonic()
+        (failed,) = results(await agent.ainvoke("count", thread_id="t"))
+        assert time.monotonic() - started < 10  # told at once, not at the tool timeout
+        assert "'counter' ended its session during the call" in failed
+        assert "a new session is opened on the next call" in failed
+        process = serve_http(port)
+        assert results(await agent.ainvoke("count", thread_id="t")) == ["1"]
+    finally:
+        await agent.aclose()
+        stop(process)
+
+
 async def test_rejected_arguments_reach_the_model_and_the_agent_goes_on(server, tmp_path):
     replies = [tool_calls(("add", {"a": "two", "b": 2})), tool_calls(("add", {"a": 2, "b": 2})),
                "four"]
@@ -286,7 +319,7 @@ async def test_a_server_that_never_answers_is_down_after_connect_timeout_s():
                        connect_timeout_s=1)
     with pytest.raises(MCPServerError, match="'silent' is down: it did not answer within 1 s"):
         await mcp_tools(silent)
-    assert await silent.thread_tools("t") == []  # down: not tried again for retry_after_s
+    assert await silent.thread_tools("t") == []  # down: not tried again at once
     await silent.aclose()
 
 
