@@ -29,6 +29,7 @@ session for the whole conversation:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
@@ -148,7 +149,9 @@ class MCPServer:
         says so once)."""
         try:
             return await self.tools(thread_id)
-        except MCPServerError:
+        except MCPServerError as exc:
+            if self.down is None:  # not a start that failed: that one has been warned about
+                log.warning("%s", exc)
             return []
 
     async def tools(self, thread_id: str | None = None) -> list[BaseTool]:
@@ -273,7 +276,9 @@ class _Session:
 
     async def start(self) -> None:
         ready = self.loop.create_future()
-        self._task = self.loop.create_task(self._run(ready),
+        # A context of its own: the session outlives the run that opened it (its config and
+        # callbacks stay with that run).
+        self._task = self.loop.create_task(self._run(ready), context=contextvars.Context(),
                                            name=f"MCP session {self.server.name}/{self.key}")
         try:
             async with asyncio.timeout(self.server.connect_timeout_s):
@@ -357,8 +362,12 @@ class _Session:
         self.last_used = self.loop.time()
         if self._tools is None or self._listed != self._version:
             version = self._version
-            tools = await load_mcp_tools(self, server_name=self.server.name,
-                                         tool_name_prefix=self.server.tool_name_prefix)
+            try:
+                tools = await load_mcp_tools(self, server_name=self.server.name,
+                                             tool_name_prefix=self.server.tool_name_prefix)
+            except McpError as exc:
+                raise MCPServerError(f"MCP server {self.server.name!r} did not list its "
+                                     f"tools: {exc.error.message}") from None
             self._tools, self._listed = tools, version
         return self._tools
 
@@ -369,11 +378,11 @@ class _Session:
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,
                         read_timeout_seconds: timedelta | None = None,
                         progress_callback: Any = None, **options: Any) -> types.CallToolResult:
-        call = _Call(name)
-        self.calls.append(call)
-        request = asked = None
-        try:
-            async with self.server._concurrency():
+        async with self.server._concurrency():
+            call = _Call(name)
+            self.calls.append(call)
+            request = asked = None
+            try:
                 request = asyncio.ensure_future(self._request(lambda client: client.call_tool(
                     name, arguments, read_timeout_seconds, progress_callback, **options)))
                 while True:
@@ -383,14 +392,20 @@ class _Session:
                         return request.result()
                     params, reply = asked.result()
                     reply.set_result(self._ask(name, params, reply))
-        finally:
-            for pending in (request, asked):
-                if pending is not None and not pending.done():
-                    pending.cancel()
-            self.calls.remove(call)
-            while not call.questions.empty():  # asked as the call ended: no one will answer
-                call.questions.get_nowait()[1].set_result(types.ElicitResult(action="cancel"))
-            self.last_used = self.loop.time()
+            finally:
+                self.calls.remove(call)
+                self.last_used = self.loop.time()
+                for pending in (request, asked):
+                    if pending is not None and not pending.done():
+                        pending.cancel()
+                # Questions the call ended before answering (a timeout, the server's reply
+                # first): the server waits on them, and no one else will answer.
+                unanswered = [call.questions.get_nowait() for _ in range(call.questions.qsize())]
+                if asked is not None and asked.done() and not asked.cancelled():
+                    unanswered.append(asked.result())
+                for _, reply in unanswered:
+                    if not reply.done():
+                        reply.set_result(types.ElicitResult(action="cancel"))
 
     def _ask(self, tool: str, params: types.ElicitRequestParams,
              reply: asyncio.Future) -> types.ElicitResult:
