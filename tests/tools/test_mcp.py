@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
+from langgraph_sdk import get_client
 
 from ponder import Agent
 from ponder.agents.spec import SpecError
-from ponder.testing import ScriptedChatModel, tool_calls
+from ponder.graphs.targets import load_target
+from ponder.server.app import create_app
+from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
 from ponder.tools.mcp import MCPServer, MCPServerError, elicit_result, mcp_tools
 from tests.helpers.cli import ponder
 from tests.helpers.serving import free_port, wait_until_up
@@ -340,7 +343,8 @@ def test_ponder_run_says_which_server_is_down(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_ponder_run_asks_the_servers_question_and_passes_the_answer_on(tmp_path):
+def write_greeter(tmp_path) -> None:
+    """agent.py: ``agent``, which calls the server's greet tool and says what it returned."""
     (tmp_path / "agent.py").write_text(
         "import sys\n"
         "from ponder import Agent\n"
@@ -352,12 +356,34 @@ def test_ponder_run_asks_the_servers_question_and_passes_the_answer_on(tmp_path)
         "    return 'The tool said: ' + messages[-1].text\n"
         f"server = MCPServer('counter', command=sys.executable, args=[{str(SERVER)!r}])\n"
         "agent = Agent('greeter', ScriptedChatModel(replies=reply), tools=[server])\n")
+
+
+def test_ponder_run_asks_the_servers_question_and_passes_the_answer_on(tmp_path):
+    write_greeter(tmp_path)
     done = ponder("run", "agent.py:agent", "hi", cwd=tmp_path, input="Ada\n",
                   env={"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/ponder.db",
                        "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert "What is your name?" in done.stdout
     assert "The tool said: Hello, Ada!" in done.stdout
+
+
+async def test_agent_server_command_resume_answers_the_servers_question(tmp_path):
+    write_greeter(tmp_path)
+    url = f"sqlite:///{tmp_path}/ponder.db"
+    target = load_target(f"{tmp_path}/agent.py:agent", database_url=url)
+    try:
+        with BackgroundServer(create_app([target], database_url=url)) as served:
+            client = get_client(url=served, api_key=None)
+            thread = (await client.threads.create())["thread_id"]
+            paused = await client.runs.wait(thread, "greeter", input={
+                "messages": [{"role": "user", "content": "hi"}]})
+            [question] = paused["__interrupt__"]
+            assert question["value"]["message"] == "What is your name?"
+            done = await client.runs.wait(thread, "greeter", command={"resume": "Ada"})
+            assert done["messages"][-1]["content"] == "The tool said: Hello, Ada!"
+    finally:
+        await target.aclose()
 
 
 def test_spec_mcp_section_loads(tmp_path):
