@@ -23,7 +23,8 @@ session for the whole conversation:
   ``interrupt`` of the tool call; the turn pauses, and the answer given to ``Agent.aresume`` (or
   ``ponder run``'s questions, or the Agent Server's ``command.resume``) goes back to the server.
   As with every interrupt, the tool call runs again on resume: the first call's question is
-  answered ``cancel``, and the call made on resume gets the answer.
+  answered ``cancel``, and the call made on resume gets the answer. (The protocol does not say
+  which call a question is for: the oldest call in flight on the thread's session takes it.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -243,14 +243,6 @@ class MCPServer:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-@dataclass
-class _Call:
-    """A tool call in flight on a session, and the server's questions (elicitations) to it."""
-
-    name: str
-    questions: asyncio.Queue = field(default_factory=asyncio.Queue)
-
-
 class _Session:
     """One MCP session of a server for one thread, run by a task of its own.
 
@@ -264,7 +256,8 @@ class _Session:
         self.loop = asyncio.get_running_loop()
         self.client: ClientSession | None = None
         self.last_used = self.loop.time()
-        self.calls: list[_Call] = []
+        # The calls in flight, oldest first: each a queue of the server's questions to it.
+        self.calls: list[asyncio.Queue] = []
         self._tools: list[BaseTool] | None = None
         self._version = self._listed = 0  # tools/list_changed notifications: got, listed
         self._closing: asyncio.Future = self.loop.create_future()
@@ -352,7 +345,7 @@ class _Session:
             return types.ErrorData(code=types.INVALID_REQUEST,
                                    message="no tool call is in progress to ask the user for")
         reply = self.loop.create_future()
-        self.calls[0].questions.put_nowait((params, reply))
+        self.calls[0].put_nowait((params, reply))
         return await reply
 
     # -- what langchain-mcp-adapters asks for ---------------------------------------------------
@@ -379,28 +372,28 @@ class _Session:
                         read_timeout_seconds: timedelta | None = None,
                         progress_callback: Any = None, **options: Any) -> types.CallToolResult:
         async with self.server._concurrency():
-            call = _Call(name)
-            self.calls.append(call)
+            questions: asyncio.Queue = asyncio.Queue()
+            self.calls.append(questions)
             request = asked = None
             try:
                 request = asyncio.ensure_future(self._request(lambda client: client.call_tool(
                     name, arguments, read_timeout_seconds, progress_callback, **options)))
                 while True:
-                    asked = asyncio.ensure_future(call.questions.get())
+                    asked = asyncio.ensure_future(questions.get())
                     await asyncio.wait([request, asked], return_when=asyncio.FIRST_COMPLETED)
                     if not asked.done():
                         return request.result()
                     params, reply = asked.result()
                     reply.set_result(self._ask(name, params, reply))
             finally:
-                self.calls.remove(call)
+                self.calls.remove(questions)
                 self.last_used = self.loop.time()
                 for pending in (request, asked):
                     if pending is not None and not pending.done():
                         pending.cancel()
                 # Questions the call ended before answering (a timeout, the server's reply
                 # first): the server waits on them, and no one else will answer.
-                unanswered = [call.questions.get_nowait() for _ in range(call.questions.qsize())]
+                unanswered = [questions.get_nowait() for _ in range(questions.qsize())]
                 if asked is not None and asked.done() and not asked.cancelled():
                     unanswered.append(asked.result())
                 for _, reply in unanswered:
