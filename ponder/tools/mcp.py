@@ -78,8 +78,9 @@ class MCPServer:
     ``idle_timeout_s`` closes a thread's session unused that long, ``connect_timeout_s`` bounds
     starting a session, ``retry_after_s`` the longest a server that is down is left alone (it
     is tried again after 1 s, then after twice as long each time).
-    Each call is bounded by the agent's ``tool_timeout_s``. Raises ConfigurationError for a bad
-    setting.
+    Each call is bounded by the agent's ``tool_timeout_s``. Sessions are kept by thread id, so
+    agents given the same MCPServer share a thread's session. Raises ConfigurationError for a
+    bad setting.
     """
 
     def __init__(self, name: str, *, command: str | None = None, args: Sequence[str] = (),
