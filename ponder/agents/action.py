@@ -16,6 +16,7 @@ own id), and a resume value addressed to an interrupt id reaches that call alone
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -28,7 +29,9 @@ from pydantic import ValidationError
 
 from ponder.config import ConfigurationError
 from ponder.tasks import gather_cancelling
-from ponder.tools.toolkit import BoundedTool, ToolTimeoutError, as_tool
+from ponder.tools.toolkit import BoundedTool, ToolSource, ToolTimeoutError, as_tool
+
+log = logging.getLogger("ponder.agents")
 
 
 class ToolTask(TypedDict):
@@ -47,20 +50,24 @@ class ToolTask(TypedDict):
 class ActionModule:
     """Runs the tool calls of one AI message, concurrently, and bounds the steps of a turn.
 
-    ``tools`` are LangChain tools or plain functions with a docstring (made into tools by
-    ``ponder.tools.tool``, bounded by ``timeout_s``). A call of a tool that does not bound its
+    ``tools`` are LangChain tools, plain functions with a docstring (made into tools by
+    ``ponder.tools.tool``, bounded by ``timeout_s``), or ToolSources (MCP servers) whose tools
+    are listed per thread (``tools_for``). A call of a tool that does not bound its
     own calls is cut after ``timeout_s`` seconds; one made by ``ponder.tools.tool`` keeps its own
     bound. A turn takes at most ``max_steps`` tool steps.
     """
 
-    def __init__(self, tools: Sequence[BaseTool | Callable[..., Any]] = (), *,
+    def __init__(self, tools: Sequence[BaseTool | ToolSource | Callable[..., Any]] = (), *,
                  timeout_s: float = 30.0, max_steps: int = 10) -> None:
         if max_steps < 1:
             raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}")
         if timeout_s <= 0:
             raise ConfigurationError(f"tool_timeout_s must be greater than zero, got {timeout_s}")
+        self.sources = [t for t in tools if isinstance(t, ToolSource)]
+        if len({s.name for s in self.sources}) != len(self.sources):
+            raise ConfigurationError("two tool sources (MCP servers) share a name: rename one")
         # A plain function becomes a tool bounded by timeout_s itself (ponder.tools.tool).
-        self.tools = [as_tool(t, timeout_s) for t in tools]
+        self.tools = [as_tool(t, timeout_s) for t in tools if not isinstance(t, ToolSource)]
         self.by_name = {t.name: t for t in self.tools}
         if len(self.by_name) != len(self.tools):
             names = [t.name for t in self.tools]
@@ -68,6 +75,34 @@ class ActionModule:
             raise ConfigurationError(f"two tools share the name {', '.join(twice)}: rename one")
         self.timeout_s = timeout_s
         self.max_steps = max_steps
+        self._shadowed: set[tuple[str, str]] = set()  # (source, tool) left out, warned once
+
+    async def tools_for(self, config: RunnableConfig | None) -> list[BaseTool]:
+        """The tools of a step in the thread of ``config``: ``tools``, then each source's tools
+        for the thread (listed concurrently; a name already taken is left out, with a
+        warning)."""
+        if not self.sources:
+            return self.tools
+        thread_id = (config or {}).get("configurable", {}).get("thread_id")
+        listed = await asyncio.gather(*(s.thread_tools(thread_id) for s in self.sources))
+        tools, names = list(self.tools), set(self.by_name)
+        for source, found in zip(self.sources, listed, strict=True):
+            for tool in found:
+                if tool.name in names:
+                    if (source.name, tool.name) in self._shadowed:
+                        continue
+                    self._shadowed.add((source.name, tool.name))
+                    log.warning("tool %r of %r is left out: another tool has that name (an "
+                                "MCP server's tool_name_prefix=True avoids that)", tool.name,
+                                source.name)
+                    continue
+                names.add(tool.name)
+                tools.append(tool)
+        return tools
+
+    async def aclose(self) -> None:
+        """Close the tool sources' sessions (an MCP server's processes end)."""
+        await asyncio.gather(*(s.aclose() for s in self.sources))
 
     def tasks(self, node: str, messages: Sequence[AnyMessage]) -> list[Send]:
         """The tool step that answers the last message of ``messages``, as LangGraph tasks for
@@ -116,9 +151,12 @@ class ActionModule:
 
     async def _call(self, call: dict, config: RunnableConfig | None) -> ToolMessage:
         name, call_id = call["name"], call["id"]
-        tool = self.by_name.get(name)
+        tool, known = self.by_name.get(name), self.by_name
+        if tool is None and self.sources:  # the thread's tools now: a session may be new
+            known = {t.name: t for t in await self.tools_for(config)}
+            tool = known.get(name)
         if tool is None:
-            known = ", ".join(sorted(self.by_name)) or "none"
+            known = ", ".join(sorted(known)) or "none"
             return _error(call, f"there is no tool named {name!r}. Available tools: {known}.")
         # A tool made by ponder.tools.tool bounds its own calls (its timeout_s, per retry); only
         # other tools get the module's bound, so no call is timed twice.

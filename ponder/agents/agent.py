@@ -45,6 +45,7 @@ from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
 from ponder.models import chat_model, follow_background
 from ponder.sync import run_sync
+from ponder.tools.toolkit import ToolSource
 
 log = logging.getLogger("ponder.agents")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -79,7 +80,9 @@ class Agent:
     (opened on the first run), or ``False`` for no persistence. ``agent.graph`` is compiled with
     the saver only when one is passed in, so it can be a subgraph that shares its parent's.
     ``tool_timeout_s`` bounds each tool call, in seconds, except for a tool made with
-    ``ponder.tools.tool``, which keeps its own ``timeout_s``.
+    ``ponder.tools.tool``, which keeps its own ``timeout_s``. ``tools`` may include MCP servers
+    (``ponder.tools.mcp.MCPServer``): each thread gets a session of its own on each, and its
+    tools are listed for every model step.
     """
 
     def __init__(
@@ -89,7 +92,7 @@ class Agent:
         profile: Profile | None = None,
         memory: Memory | Sequence[Memory] | None = None,
         planner: Planner | None = None,
-        tools: Sequence[BaseTool | Callable[..., Any]] = (),
+        tools: Sequence[BaseTool | ToolSource | Callable[..., Any]] = (),
         *,
         conversation: ConversationMemory | None = None,
         max_steps: int = 10,
@@ -223,11 +226,15 @@ class Agent:
         return await self.planner.plan(state, model=self.model, system=self._system(state),
                                        action=self.action, config=config)
 
-    async def _act(self, state: AgentState) -> dict[str, Any]:
+    async def _act(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         # The run's config (callbacks, streaming) reaches the model through LangGraph's context
         # variable, as in LangChain's own agents; passing it again would only merge it again.
+        tool_kwargs = self._tool_kwargs
+        if self.action.sources:  # MCP servers: the thread's tools now
+            tools = await self.action.tools_for(config)
+            tool_kwargs = self.model.bind_tools(tools).kwargs if tools else {}
         reply = await self.model.ainvoke([self._system(state), *self._history(state)],
-                                         **self._tool_kwargs)
+                                         **tool_kwargs)
         return {"messages": [reply]}
 
     async def _after_act(self, state: AgentState) -> str | list[Send]:
@@ -321,7 +328,7 @@ class Agent:
         """The node whose model tokens are the reply as they stream, or None when a reply is
         known only once its message is complete. Without tools, the ``act`` call always ends
         the turn; with tools, text may be followed by a tool call that makes it a step."""
-        return None if self.action.tools else "act"
+        return None if self.action.tools or self.action.sources else "act"
 
     def reply_stream(self) -> ReplyStream:
         """A ReplyStream for this agent's turns (see ``ponder.agents.reply``)."""
@@ -465,6 +472,7 @@ class Agent:
         """Flush background work and close the databases this agent and its memory opened
         (a memory reopens its database when used again)."""
         await self.flush()
+        await self.action.aclose()  # MCP sessions
         close = getattr(self.memory, "aclose", None)
         if close is not None:
             await close()

@@ -13,7 +13,14 @@ planner: self-consistency                        # or sc, or {type: tot, breadth
                                                  # names of agents/planning/registry.py),
                                                  # or module:attr for your own Planner
 max_steps: 8
+mcp:                                             # MCP servers whose tools the agent uses
+  files: {command: npx, args: [-y, "@modelcontextprotocol/server-filesystem", .]}
+  search: {url: "http://127.0.0.1:8931/mcp", headers: {Authorization: "Bearer ..."}}
 ```
+
+An ``mcp:`` entry takes ``MCPServer``'s settings (``command``, ``args``, ``env``, ``cwd`` — relative
+to the spec, which is also the default — or ``url``, ``headers``; ``tool_name_prefix``,
+``max_concurrency``, ``idle_timeout_s``, ``connect_timeout_s``, ``retry_after_s``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,24 @@ class SpecError(ConfigurationError):
     """An agent spec file is missing, unreadable or invalid. The message names the file."""
 
 
+class MCPServerSpec(BaseModel):
+    """An entry of a spec's ``mcp:`` section: ``ponder.tools.mcp.MCPServer``'s settings (its name
+    is the entry's key; ``cwd`` is relative to the spec, and defaults to its folder)."""
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tool_name_prefix: bool = False
+    max_concurrency: int | None = None
+    idle_timeout_s: float = 600.0
+    connect_timeout_s: float = 30.0
+    retry_after_s: float = 30.0
+
+
 class AgentSpec(BaseModel):
     """The fields of an agent spec file; unknown fields are refused.
 
@@ -53,6 +78,7 @@ class AgentSpec(BaseModel):
     planner: str | dict[str, Any] | None = None
     max_steps: int = Field(10, ge=1)
     tool_timeout_s: float = Field(30.0, gt=0)
+    mcp: dict[str, MCPServerSpec] = Field(default_factory=dict)
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -90,8 +116,9 @@ def load_spec(path: str | Path) -> AgentSpec:
 def _problem(error: dict) -> str:
     field = ".".join(str(p) for p in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        known = ", ".join(AgentSpec.model_fields) if len(error["loc"]) == 1 else ", ".join(
-            Profile.model_fields)
+        known = ", ".join(AgentSpec.model_fields if len(error["loc"]) == 1 else
+                          MCPServerSpec.model_fields if error["loc"][0] == "mcp" else
+                          Profile.model_fields)
         return f"unknown field {field!r} (known: {known})"
     if error["type"] == "missing":
         return f"{field} is required"
@@ -105,7 +132,8 @@ def agent_arguments(path: str | Path) -> dict[str, Any]:
     spec = load_spec(path)
     base = path.parent
     return {"name": spec.name, "model": spec.model, "profile": spec.profile,
-            "tools": [_tool(ref, base, path) for ref in spec.tools],
+            "tools": [*(_tool(ref, base, path) for ref in spec.tools),
+                      *(_mcp_server(name, entry, base, path) for name, entry in spec.mcp.items())],
             "memory": _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge
             else None,
             "planner": _planner(spec.planner, base, path) if spec.planner else None,
@@ -119,6 +147,18 @@ def _tool(ref: str, base: Path, path: Path):
         raise SpecError(f"{path}: unknown tool {ref!r}: use a built-in tool "
                         f"({', '.join(sorted(BUILTIN_TOOLS))}) or module:attr")
     return _load(ref, base, path, "tool")
+
+
+def _mcp_server(name: str, entry: MCPServerSpec, base: Path, path: Path):
+    from ponder.tools.mcp import MCPServer  # the mcp extra, needed only by specs that use it
+
+    settings = entry.model_dump(exclude_unset=True)
+    if entry.command is not None:
+        settings["cwd"] = str((base / (entry.cwd or ".")).resolve())
+    try:
+        return MCPServer(name, **settings)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def _load(ref: str, base: Path, path: Path, what: str) -> Any:

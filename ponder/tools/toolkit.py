@@ -13,7 +13,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.tools import BaseTool, StructuredTool
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from ponder.config import ConfigurationError
 from ponder.errors import PonderError
 
-__all__ = ["BoundedTool", "ToolTimeoutError", "as_tool", "tool"]
+__all__ = ["BoundedTool", "ToolSource", "ToolTimeoutError", "as_tool", "tool"]
 
 
 class ToolTimeoutError(PonderError, TimeoutError):
@@ -33,6 +33,23 @@ class BoundedTool(StructuredTool):
     which the tool enforces itself, retries included."""
 
     timeout_s: float | None = None
+
+
+@runtime_checkable
+class ToolSource(Protocol):
+    """Tools that depend on the conversation, given to an agent among its tools: an MCP
+    server's (``ponder.tools.mcp.MCPServer``), listed for each thread when it runs."""
+
+    name: str
+
+    async def thread_tools(self, thread_id: str | None) -> list[BaseTool]:
+        """The tools for ``thread_id`` now (empty when there are none to be had: never
+        raises for a source that is unavailable)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the source holds for threads (sessions, processes)."""
+        ...
 
 
 def tool(func: Callable[..., Any] | None = None, *, name: str | None = None,
