@@ -91,6 +91,7 @@ def _parse(name: str, raw: str, type_name: str) -> object:
 EXTRA_MODULES = {
     "fastapi": "server",
     "sse_starlette": "server",
+    "mcp": "server",
     "psycopg": "postgres",
     "psycopg_pool": "postgres",
     "langgraph.checkpoint.postgres": "postgres",
