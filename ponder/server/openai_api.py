@@ -309,8 +309,8 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
 class Turn:
     """One turn (of a chat completion, a response or an MCP tool call), as a recorded run
     holding its thread's lease, in a task of its own: its usage scope is set and reset in one
-    context, whichever task consumes (or abandons) the stream. ``start`` returns once the run holds the thread (409 under
-    ``reject`` when it is busy)."""
+    context, whichever task consumes (or abandons) the stream. ``start`` returns once the run
+    holds the thread (409 under ``reject`` when it is busy)."""
 
     def __init__(self, agent: Target, runs: RunRecorder, thread_id: str,
                  messages: list[BaseMessage], charge: Callable[[ModelCall], None],
@@ -325,6 +325,8 @@ class Turn:
         self._task: asyncio.Task | None = None
 
     async def start(self, stream: bool) -> None:
+        """Start the turn (``stream``: its LangGraph stream items go to ``events``, then None);
+        returns once it holds its thread, raises what failed before."""
         self._stream = stream
         self._task = asyncio.create_task(self._run())
         await asyncio.wait([self._holding, self._task], return_when=asyncio.FIRST_COMPLETED)
