@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ponder.agents.reply import Piece
-from ponder.errors import PonderError
+from ponder.errors import ConfigurationError, PonderError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import Target
 from ponder.memory.base import Memories
@@ -89,7 +89,9 @@ def mcp_server(agents: dict[str, Target], runs: RunRecorder, multitask_strategy:
                      transport_security=TransportSecuritySettings(
                          enable_dns_rebinding_protection=False))
     searches: dict[str, KnowledgeBase] = {}
+    named: dict[str, str] = {}  # tool name -> the agent (or knowledge base) it is
     for name, agent in agents.items():
+        _claim(named, tool_name(name), repr(name))
         server.add_tool(_agent_tool(agent, runs, multitask_strategy), name=tool_name(name),
                         title=name, description=_describe(agent),
                         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False,
@@ -97,11 +99,19 @@ def mcp_server(agents: dict[str, Target], runs: RunRecorder, multitask_strategy:
         for kb in knowledge_bases(agent):
             searches.setdefault(kb.store.name, kb)
     for kb_name, kb in searches.items():
+        _claim(named, f"search_{kb_name}", f"the knowledge base {kb_name!r}'s search")
         server.add_tool(_search_tool(kb), name=f"search_{kb_name}",
                         description=f"Search the knowledge base {kb_name!r}: the chunks of its "
                                     "documents that best match the query, best first.",
                         annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     return server
+
+
+def _claim(named: dict[str, str], tool: str, what: str) -> None:
+    if tool in named:
+        raise ConfigurationError(f"{named[tool]} and {what} would both be the MCP tool "
+                                 f"{tool!r}: rename one of them")
+    named[tool] = what
 
 
 def _describe(agent: Target) -> str:

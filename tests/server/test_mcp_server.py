@@ -14,7 +14,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from ponder import Agent, KnowledgeBase, Profile
+from ponder import Agent, ConfigurationError, KnowledgeBase, Profile
 from ponder.graphs.runs import RunRecorder
 from ponder.memory.knowledge.documents import Document
 from ponder.server import create_app
@@ -226,3 +226,24 @@ def test_ponder_mcp_with_a_target_that_does_not_exist_says_so(tmp_path):
                   env={"PONDER_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert done.returncode == 2 and "missing.py does not exist" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+async def test_an_agent_that_fails_is_a_tool_error_and_the_server_goes_on(db):
+    def broken(messages):
+        raise RuntimeError("the model's secret internals")
+    agents = [Agent("broken", ScriptedChatModel(replies=broken), checkpointer=db),
+              Agent("fine", ScriptedChatModel(replies=lambda m: "fine"), checkpointer=db)]
+    async with BackgroundServer(create_app(agents, database_url=db)) as url:
+        _, [failed, fine] = await session_call(url, ("broken", {"message": "hi"}, []),
+                                               ("fine", {"message": "hi"}, []))
+    assert failed.isError and "secret" not in failed.content[0].text
+    assert "the agent failed" in failed.content[0].text
+    assert not fine.isError and fine.content[0].text == "fine"
+
+
+def test_an_agent_named_like_a_search_tool_is_refused(db, docs):
+    agents = [Agent("helper", ScriptedChatModel(replies=lambda m: "x"), memory=docs,
+                    checkpointer=db),
+              Agent("search_docs", ScriptedChatModel(replies=lambda m: "x"), checkpointer=db)]
+    with pytest.raises(ConfigurationError, match="'search_docs' and the knowledge base 'docs'"):
+        create_app(agents, database_url=db)

@@ -189,3 +189,22 @@ def test_unknown_response_is_404(server):
     response = httpx.get(f"{server}/v1/responses/resp_missing")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "response_not_found"
+
+
+def test_an_agent_that_fails_gives_a_failed_response(db):
+    def broken(messages):
+        raise RuntimeError("the model's secret internals")
+    agent = Agent("broken", ScriptedChatModel(replies=broken), checkpointer=db)
+    with BackgroundServer(create_app([agent], database_url=db)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        events = list(client.responses.create(model="broken", input="hi", stream=True))
+        assert [e.type for e in events] == ["response.created", "response.in_progress",
+                                            "response.failed"]
+        failed = events[-1].response
+        assert failed.status == "failed" and failed.error.code == "server_error"
+        assert "secret" not in failed.error.message
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.responses.create(model="broken", input="hi")
+        assert "secret" not in caught.value.message
+        with pytest.raises(openai.NotFoundError):  # a failed response is not kept
+            client.responses.retrieve(failed.id)
