@@ -27,8 +27,8 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -217,7 +217,8 @@ class _Answer:
     and the Response object they build. A failure of the agent ends the events with
     ``response.failed`` and is kept in ``failure``."""
 
-    def __init__(self, turn: Turn, request: ResponseRequest, keep: Any) -> None:
+    def __init__(self, turn: Turn, request: ResponseRequest,
+                 keep: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         self.turn, self.request = turn, request
         self.keep = keep if request.store else None  # stores the finished Response (a dict)
         self.failure: BaseException | None = None
@@ -232,7 +233,7 @@ class _Answer:
         self._message_index = 0
 
     def _event(self, cls: type[ResponseStreamEvent], **fields: Any) -> ResponseStreamEvent:
-        kind = cls.model_fields["type"].annotation.__args__[0]  # its Literal type name
+        kind = get_args(cls.model_fields["type"].annotation)[0]  # its Literal type name
         return cls(type=kind, sequence_number=next(self._sequence), **fields)
 
     async def events(self) -> AsyncIterator[ResponseStreamEvent]:

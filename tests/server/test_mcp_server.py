@@ -1,6 +1,7 @@
 """Agents as MCP tools: ``/mcp`` of a real server and ``ponder mcp`` over stdio, driven by the
 official ``mcp`` SDK's ClientSession and by fastmcp's Client."""
 
+import asyncio
 import os
 import sys
 import textwrap
@@ -115,6 +116,16 @@ async def test_call_an_agent_continue_its_thread_and_see_progress(server, db):
         await runs.aclose()
     assert len(recorded) == 3 and {r.status for r in recorded} == {"success"}
     assert sum(r.thread_id == thread for r in recorded) == 2
+
+
+async def test_calls_on_one_thread_at_once_run_one_after_the_other(server):
+    _, [first] = await session_call(server, ("helper", {"message": "start"}, []))
+    thread = first.structuredContent["thread_id"]
+    replies = await asyncio.gather(*(session_call(
+        server, ("helper", {"message": text, "thread_id": thread}, [])) for text in "ab"))
+    texts = sorted(result.content[0].text for _, [result] in replies)
+    assert texts in (["turn 2: you said a", "turn 3: you said b"],
+                     ["turn 2: you said b", "turn 3: you said a"])
 
 
 async def test_progress_names_the_tools_the_agent_calls(server):
