@@ -258,3 +258,23 @@ def test_an_agent_named_like_a_search_tool_is_refused(db, docs):
               Agent("search_docs", ScriptedChatModel(replies=lambda m: "x"), checkpointer=db)]
     with pytest.raises(ConfigurationError, match="'search_docs' and the knowledge base 'docs'"):
         create_app(agents, database_url=db)
+
+
+async def test_a_compiled_graph_is_a_tool_too(tmp_path):
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    def answer(state: MessagesState):
+        users = [m for m in state["messages"] if m.type == "human"]
+        return {"messages": [("ai", f"graph turn {len(users)}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    app = create_app([builder.compile(name="plain-graph")],
+                     database_url=f"sqlite:///{tmp_path}/graph.db")
+    async with BackgroundServer(app) as url, Client(f"{url}/mcp") as client:
+        assert [t.name for t in await client.list_tools()] == ["plain-graph"]
+        first = await client.call_tool("plain-graph", {"message": "one"})
+        second = await client.call_tool("plain-graph", {"message": "two",
+                                                        "thread_id": first.data.thread_id})
+    assert (first.data.reply, second.data.reply) == ("graph turn 1", "graph turn 2")
