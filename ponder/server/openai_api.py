@@ -329,6 +329,9 @@ class Turn:
         returns once it holds its thread, raises what failed before."""
         self._stream = stream
         self._task = asyncio.create_task(self._run())
+        # Its failure reaches the caller through result(); read it here too, so asyncio does not
+        # also log it as never retrieved.
+        self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
         await asyncio.wait([self._holding, self._task], return_when=asyncio.FIRST_COMPLETED)
         if not self._holding.done():
             await self._task  # it failed before it held the thread: raise that
