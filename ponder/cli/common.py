@@ -35,8 +35,8 @@ def _version(value: bool) -> None:
 
 # Commands whose data must outlive the command (threads, run records, schedules, keys, the
 # knowledge base, memories), so PONDER_DATABASE_URL cannot be memory:// for them.
-_DATABASE_COMMANDS = frozenset({"run", "chat", "serve", "worker", "runs", "schedule", "keys",
-                                "kb", "memory"})
+_DATABASE_COMMANDS = frozenset({"run", "chat", "serve", "mcp", "worker", "runs", "schedule",
+                                "keys", "kb", "memory"})
 
 
 @app.callback()

@@ -24,8 +24,9 @@ def serve(
     queue: bool = typer.Option(False, "--queue", help="Send background runs through the "
                                "procrastinate queue to ponder worker --queue (Postgres)."),
 ) -> None:
-    """Serve agents over the OpenAI-compatible API (/v1/chat/completions, /v1/models) and the
-    LangGraph Agent Server API (assistants, threads, runs, crons, store), with a chat page."""
+    """Serve agents over the OpenAI-compatible API (/v1/chat/completions, /v1/responses,
+    /v1/models), the LangGraph Agent Server API (assistants, threads, runs, crons, store) and
+    MCP (/mcp), with a chat page."""
     import os
 
     import uvicorn
@@ -48,6 +49,21 @@ def serve(
         os.environ[SERVE_QUEUE_ENV] = "1" if queue else ""
         uvicorn.run("ponder.server.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="warning")
+
+
+@app.command("mcp")
+def mcp(
+    targets: list[str] = typer.Argument(..., help="Agents to serve (see TARGET above)."),
+) -> None:
+    """Serve agents over the Model Context Protocol on stdin and stdout, for desktop clients
+    that launch a command: each agent is a tool (message, thread_id), each knowledge base an
+    agent uses a search tool. Every call is a recorded run (ponder runs list)."""
+    from ponder.server.app import create_app
+    from ponder.server.mcp_server import serve_stdio
+
+    app = create_app(targets)  # errors show before serving; stdout is the protocol's
+    errors.print(f"[dim]serving {', '.join(app.state.served)} over MCP on stdio[/]")
+    asyncio.run(serve_stdio(app))
 
 
 @app.command()

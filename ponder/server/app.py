@@ -17,7 +17,7 @@ from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
-from ponder.server import agent_server, errors, openai_api
+from ponder.server import agent_server, errors, openai_api, responses_api
 from ponder.server.agent_server import AgentServer, AgentThreads
 from ponder.server.agent_server.crons import AgentCrons, absolute_ref
 from ponder.server.agent_server.crons import router as cron_router
@@ -26,7 +26,9 @@ from ponder.server.agent_server.store import router as store_router
 from ponder.server.agent_server.streams import StoredEvents
 from ponder.server.conversations import ConversationStore
 from ponder.server.keys import KeyStore
+from ponder.server.mcp_server import MCPEndpoint
 from ponder.server.metrics import Metrics, MetricsMiddleware
+from ponder.server.response_store import ResponseStore
 from ponder.server.security import BodySizeLimit, Guard
 
 SERVE_TARGETS_ENV = "PONDER_SERVE_TARGETS"
@@ -80,7 +82,8 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     runs = RunRecorder(keys.url)
     conversations = ConversationStore(keys.url)
     agent_threads = AgentThreads(keys.url)
-    stores = [keys, runs, conversations, agent_threads]
+    responses = ResponseStore(keys.url)
+    stores = [keys, runs, conversations, agent_threads, responses]
     events = StoredEvents(keys.url)
     if queue:
         keys.db.require("postgres", "a server that queues its background runs (procrastinate "
@@ -89,6 +92,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     crons = AgentCrons(runner, Scheduler(keys.url))
     stores += [crons, crons.scheduler, events]
     items = AgentStore(keys.url)
+    mcp = MCPEndpoint(by_name, runs, strategy, guard)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -97,6 +101,7 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
         # Runs of a server process that died are taken over by the others.
         sweeping = asyncio.create_task(runner.sweep())
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(mcp.running())
             if queue:
                 from ponder.graphs.workers import apply_schema, open_queue
 
@@ -119,12 +124,16 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
     app = FastAPI(title="ponder", lifespan=lifespan)
     app.state.guard = guard
     app.state.served = list(by_name)
+    app.state.mcp = mcp  # for ponder mcp, which serves it over stdio
     app.state.metrics = metrics = Metrics()
     errors.install(app)
     secured = [Depends(guard.authenticate)]
     app.include_router(openai_api.router(by_name, runs, conversations, strategy),
                        dependencies=secured)
+    app.include_router(responses_api.router(by_name, runs, responses, strategy),
+                       dependencies=secured)
     app.include_router(agent_server.router(runner), dependencies=secured)
+    app.router.routes.append(mcp.route("/mcp"))  # its own ASGI app: checks keys itself
     app.include_router(cron_router(crons), dependencies=secured)
     app.include_router(store_router(items), dependencies=secured)
     origins = cors_origins if cors_origins is not None else [

@@ -288,7 +288,7 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
         key = getattr(request.state, "api_key_id", None)
         thread_id, messages, implicit = await conversation(
             body, request.headers.get("x-thread-id"), key, conversations)
-        turn = _Turn(agent, runs, thread_id, messages, charging(request, body.model),
+        turn = Turn(agent, runs, thread_id, messages, charging(request, body.model),
                      multitask_strategy)
         if implicit:  # where the conversation is now, for the client's next turn to find
             turn.on_reply = lambda text: conversations.remember(
@@ -306,11 +306,11 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
     return api
 
 
-class _Turn:
-    """One turn of a chat completion, as a recorded run holding its thread's lease, in a task
-    of its own: its usage scope is set and reset in one context, whichever task consumes (or
-    abandons) the stream. ``start`` returns once the run holds the thread (409 under
-    ``reject`` when it is busy)."""
+class Turn:
+    """One turn (of a chat completion, a response or an MCP tool call), as a recorded run
+    holding its thread's lease, in a task of its own: its usage scope is set and reset in one
+    context, whichever task consumes (or abandons) the stream. ``start`` returns once the run
+    holds the thread (409 under ``reject`` when it is busy)."""
 
     def __init__(self, agent: Target, runs: RunRecorder, thread_id: str,
                  messages: list[BaseMessage], charge: Callable[[ModelCall], None],
@@ -325,8 +325,13 @@ class _Turn:
         self._task: asyncio.Task | None = None
 
     async def start(self, stream: bool) -> None:
+        """Start the turn (``stream``: its LangGraph stream items go to ``events``, then None);
+        returns once it holds its thread, raises what failed before."""
         self._stream = stream
         self._task = asyncio.create_task(self._run())
+        # Its failure reaches the caller through result(); read it here too, so asyncio does not
+        # also log it as never retrieved.
+        self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
         await asyncio.wait([self._holding, self._task], return_when=asyncio.FIRST_COMPLETED)
         if not self._holding.done():
             await self._task  # it failed before it held the thread: raise that
@@ -399,7 +404,7 @@ def _usage(log: UsageLog) -> dict[str, int]:
             "total_tokens": log.total_tokens}
 
 
-async def _stream(turn: _Turn, model: str, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(turn: Turn, model: str, include_usage: bool) -> AsyncIterator[str]:
     """The OpenAI chunk sequence: role first, content deltas, finish, usage, [DONE]."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model}
@@ -418,7 +423,7 @@ async def _stream(turn: _Turn, model: str, include_usage: bool) -> AsyncIterator
         for piece in reply.end():
             yield chunk({"content": piece.text})
     except Exception as exc:  # the stream has started: report in-band, OpenAI style
-        yield json.dumps({"error": {"message": _safe(exc), "type": "server_error",
+        yield json.dumps({"error": {"message": safe_error(exc), "type": "server_error",
                                     "param": None, "code": None}})
         yield "[DONE]"
         return
@@ -442,7 +447,9 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
     return charge
 
 
-def _safe(exc: Exception) -> str:
+def safe_error(exc: Exception) -> str:
+    """What a client may read of a turn's failure: a model call's error, else a generic line
+    (the details are in the server log)."""
     if isinstance(exc, ModelCallError):
         return str(exc)
     return "the agent failed while answering; the server log has the details"
