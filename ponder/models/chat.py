@@ -295,6 +295,17 @@ def _fallback(entry: str | BaseChatModel, n: int, provider: str, base_url: str |
     return model.model_copy(update={"usage": usage})
 
 
+def supports_response_format(model: BaseChatModel) -> bool:
+    """Whether ``model`` takes OpenAI's ``response_format`` call option (JSON Schema and JSON
+    object modes): an OpenAI-compatible LangChain model, or a ResilientChatModel whose models
+    (fallbacks included) all are."""
+    from langchain_openai.chat_models.base import BaseChatOpenAI
+
+    if isinstance(model, ResilientChatModel):
+        return all(isinstance(m.inner, BaseChatOpenAI) for m in [model, *model.fallbacks])
+    return isinstance(model, BaseChatOpenAI)
+
+
 def as_chat_model(model: BaseChatModel | str | None) -> BaseChatModel:
     """A chat model as given, or built from a provider string (None: ``PONDER_MODEL``)."""
     return chat_model(model) if model is None or isinstance(model, str) else model
