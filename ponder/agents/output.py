@@ -73,7 +73,8 @@ class OutputSchema:
         if isinstance(output, OutputSchema):
             return output
         if isinstance(output, type) and issubclass(output, BaseModel):
-            return cls(_name(output.__name__), output.model_json_schema(), adapter=TypeAdapter(output))
+            return cls(_name(output.__name__), output.model_json_schema(),
+                       adapter=TypeAdapter(output))
         if isinstance(output, type) and is_typeddict(output):
             try:
                 adapter = TypeAdapter(output)

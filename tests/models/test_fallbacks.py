@@ -5,8 +5,13 @@ from langchain_core.tools import tool
 
 from ponder.agents.agent import Agent
 from ponder.config import ConfigurationError, Settings
-from ponder.models import ModelCallError, ResiliencePolicy, ResilientChatModel, chat_model
-from ponder.models import track_usage
+from ponder.models import (
+    ModelCallError,
+    ResiliencePolicy,
+    ResilientChatModel,
+    chat_model,
+    track_usage,
+)
 from ponder.testing import FakeOpenAIServer, Fault, ScriptedChatModel, tool_calls
 
 NO_ENV = Settings()

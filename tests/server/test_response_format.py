@@ -5,15 +5,15 @@ import json
 
 import openai
 import pytest
+from langchain_core.messages import AIMessage
+from langgraph.graph import START, MessagesState, StateGraph
 from pydantic import BaseModel
 
 from ponder import Agent
-from ponder.models import ResiliencePolicy, chat_model
 from ponder.config import Settings
+from ponder.models import ResiliencePolicy, chat_model
 from ponder.server import create_app
 from ponder.testing import BackgroundServer, FakeOpenAIServer, ScriptedChatModel
-from langchain_core.messages import AIMessage
-from langgraph.graph import START, MessagesState, StateGraph
 
 
 class Movie(BaseModel):
