@@ -259,7 +259,9 @@ class Agent:
             return {"messages": [reply]}
         messages = [with_instructions(self._system(state), output), *self._history(state)]
         options = call_options(self.model, output)
-        reply = await self.model.ainvoke(messages, **self._tool_kwargs, **options)
+        # Structured output with tools needs strict tools (OpenAI): with tools, the answer is
+        # asked for by the system message, and a repair (no tools) uses structured output.
+        reply = await self.model.ainvoke(messages, **(self._tool_kwargs or options))
         if reply.tool_calls:
             return {"messages": [reply], "structured_response": None}
         return await typed_reply(self.model, messages, reply, output, self.output_retries,

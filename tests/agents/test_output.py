@@ -89,6 +89,21 @@ async def test_structured_output_is_asked_of_models_that_have_it():
     assert response_format["json_schema"]["schema"]["required"] == ["title", "year"]
 
 
+async def test_with_tools_structured_output_is_kept_for_the_repair():
+    """OpenAI takes structured output only with strict tools: the calls with tools go
+    without it, the repair (no tools) with it."""
+    replies = [tool_calls(("calculator", {"expression": "6 * 7"})), "It is 42.", {"value": 42}]
+    async with FakeOpenAIServer(replies) as srv:
+        model = chat_model("openai:gpt", base_url=srv.base_url, settings=Settings(),
+                           policy=ResiliencePolicy(max_attempts=1))
+        agent = Agent("calc", model, tools=[calculator], checkpointer=False,
+                      output={"type": "object", "properties": {"value": {"type": "number"}},
+                              "required": ["value"]})
+        assert await agent.aask("6 times 7?") == {"value": 42}
+    assert ["response_format" in r for r in srv.requests] == [False, False, True]
+    assert "tools" not in srv.requests[2]
+
+
 async def test_a_run_may_ask_for_its_own_format():
     """The run's response_format (as ponder serve passes it) over the agent's output."""
     model = ScriptedChatModel(replies=lambda messages: '{"ok": true}')

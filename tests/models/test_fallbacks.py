@@ -40,6 +40,17 @@ async def test_a_500_left_after_the_retries_goes_to_the_next_model():
     assert reply.response_metadata["model_name"] == "gpt-b"
 
 
+@pytest.mark.parametrize("fault", [Fault.hang(60), Fault.rate_limit(0.01)],
+                         ids=["timeout", "rate limit"])
+async def test_a_timeout_or_rate_limit_left_after_the_retries_falls_back(fault):
+    policy = ResiliencePolicy(max_attempts=1, timeout_s=1)
+    async with FakeOpenAIServer(["from b"], faults=[fault]) as srv:
+        model = served(srv, "a", policy, fallbacks=["openai:b"])
+        reply = await model.ainvoke("hi")
+    assert reply.content == "from b"
+    assert [r["model"] for r in srv.requests] == ["a", "b"]
+
+
 async def test_a_context_length_error_goes_to_the_next_model_at_once():
     # One endpoint, two models: the second is named by a string, on the same base URL.
     async with FakeOpenAIServer(["long context answer"],
