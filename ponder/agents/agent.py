@@ -242,7 +242,7 @@ class Agent:
         answer = (update.get("messages") or [None])[-1]
         output = output_for_run(self.output, config)
         if output is None or not isinstance(answer, AIMessage) or answer.tool_calls:
-            return update
+            return {**update, **_untyped(state)}
         # The planner's answer is text: the model turns it into the typed answer.
         messages = [with_instructions(self._system(state), output), *self._history(state)]
         return {**update, **await typed_reply(self.model, messages, answer, output,
@@ -256,7 +256,7 @@ class Agent:
         if output is None:
             reply = await self.model.ainvoke([self._system(state), *self._history(state)],
                                              **self._tool_kwargs)
-            return {"messages": [reply]}
+            return {"messages": [reply], **_untyped(state)}
         messages = [with_instructions(self._system(state), output), *self._history(state)]
         options = call_options(self.model, output)
         # Structured output with tools needs strict tools (OpenAI): with tools, the answer is
@@ -601,6 +601,11 @@ def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
     keys = [k for k in value if isinstance(k, str)]
     return len(keys) == len(value) and (any(k in pending for k in keys) or
                                          all(_INTERRUPT_ID.fullmatch(k) for k in keys))
+
+
+def _untyped(state: AgentState) -> dict[str, Any]:
+    """The update that clears an earlier run's typed answer from a turn without one."""
+    return {"structured_response": None} if state.get("structured_response") is not None else {}
 
 
 def _ids(config: RunnableConfig) -> tuple[str | None, str | None]:

@@ -116,6 +116,18 @@ async def test_a_run_may_ask_for_its_own_format():
     assert "JSON" not in model.calls[1][0].content and "structured_response" not in plain
 
 
+async def test_a_later_run_without_a_format_clears_the_typed_answer(tmp_path):
+    model = ScriptedChatModel(replies=['{"ok": true}', "plain words"])
+    agent = Agent("plain", model, checkpointer=f"sqlite:///{tmp_path}/a.db")
+    typed = await agent.ainvoke("ok?", thread_id="t", config={"configurable": {
+        "response_format": {"type": "json_object"}}})
+    assert typed["structured_response"] == {"ok": True}
+    plain = await agent.ainvoke("and now?", thread_id="t")
+    assert plain["structured_response"] is None and plain["messages"][-1].content == \
+        "plain words"
+    await agent.aclose()
+
+
 async def test_a_streamed_typed_answer_is_the_repaired_one_only():
     model = ScriptedChatModel(replies=['{"title": 1}', '{"title": "Alien", "year": 1979}'])
     agent = Agent("films", model, output=Movie, checkpointer=False)
