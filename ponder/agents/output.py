@@ -243,11 +243,14 @@ async def typed_reply(model: BaseChatModel, messages: list[BaseMessage], reply: 
                 f"the schema, or use a model with structured output. The last answer: "
                 f"{reply.text[:300]!r}", problems, reply.text)
         repairs += 1
-        messages = [*messages, reply, HumanMessage(
+        # A tool call with no result would be refused by the provider: the text stands for it.
+        shown = AIMessage(reply.text) if reply.tool_calls else reply
+        messages = [*messages, shown, HumanMessage(
             "Your answer does not fit the required JSON Schema:\n- " + "\n- ".join(problems)
             + "\nAnswer again with only the corrected JSON value.")]
         reply = await model.ainvoke(messages, **options)
-        value, problems = output.parse(reply.text)
+        value, problems = output.parse(reply.text) if not reply.tool_calls else (
+            None, ["call no tool now: answer with the JSON value only"])
     data = as_json(value)
     try:
         exact = json.loads(reply.text) == data

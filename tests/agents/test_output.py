@@ -146,6 +146,17 @@ async def test_a_planners_answer_is_made_typed():
     assert "42 is not of type 'object'" in model.calls[2][-1].content
 
 
+async def test_a_tool_call_in_place_of_a_repair_is_not_run():
+    model = ScriptedChatModel(replies=["no JSON", tool_calls(("calculator", {"expression": "1"})),
+                                       '{"title": "Alien", "year": 1979}'])
+    agent = Agent("films", model, tools=[calculator], output=Movie, checkpointer=False)
+    state = await agent.ainvoke("a film")
+    assert state["structured_response"] == {"title": "Alien", "year": 1979}
+    assert "call no tool now" in model.calls[2][-1].content
+    assert not model.calls[2][-2].tool_calls  # a call without its result is not sent
+    assert [m.type for m in state["messages"]] == ["human", "ai"]  # no tool ran
+
+
 async def test_an_answer_that_never_fits_is_a_clear_error():
     model = ScriptedChatModel(replies=['{"title": "A"}', '{"title": "B"}'])
     agent = Agent("films", model, output=Movie, output_retries=1, checkpointer=False)
