@@ -27,6 +27,14 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command, Interrupt, Send
 
 from ponder.agents.action import ActionModule
+from ponder.agents.output import (
+    OutputError,
+    OutputSchema,
+    call_options,
+    output_for_run,
+    typed_reply,
+    with_instructions,
+)
 from ponder.agents.planning.base import Planner
 from ponder.agents.profile import Profile
 from ponder.agents.reply import STREAM_MODES, ReplyStream, final_text
@@ -83,6 +91,9 @@ class Agent:
     ``ponder.tools.tool``, which keeps its own ``timeout_s``. ``tools`` may include MCP servers
     (``ponder.tools.mcp.MCPServer``): each thread gets a session of its own on each, and its
     tools are listed for every model step.
+    ``output`` (a pydantic model, a TypedDict or a JSON Schema dict) makes the answer typed
+    (``ponder.agents.output``): validated, repaired up to ``output_retries`` times, returned by
+    ``aask`` and kept in the state as ``structured_response``.
     """
 
     def __init__(
@@ -102,6 +113,8 @@ class Agent:
         keep_checkpoints: int | None = None,
         interrupt_before: Sequence[str] = (),
         durability: str = "sync",
+        output: Any = None,
+        output_retries: int = 2,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -119,8 +132,12 @@ class Agent:
             conversation=conversation, max_steps=max_steps,
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
-            durability=durability,
+            durability=durability, output=output, output_retries=output_retries,
         )
+        self.output = OutputSchema.of(output) if output is not None else None
+        if not isinstance(output_retries, int) or output_retries < 0:
+            raise ConfigurationError(f"output_retries must be 0 or more, not {output_retries!r}")
+        self.output_retries = output_retries
         if durability not in ("sync", "async", "exit"):
             raise ConfigurationError(f"durability must be 'sync', 'async' or 'exit', not "
                                      f"{durability!r}")
@@ -223,8 +240,17 @@ class Agent:
     async def _plan(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         if self.conversation is not None:
             state = {**state, "messages": self._history(state)}
-        return await self.planner.plan(state, model=self.model, system=self._system(state),
-                                       action=self.action, config=config)
+        update = await self.planner.plan(state, model=self.model, system=self._system(state),
+                                         action=self.action, config=config)
+        answer = (update.get("messages") or [None])[-1]
+        output = output_for_run(self.output, config)
+        if output is None or not isinstance(answer, AIMessage) or answer.tool_calls:
+            return {**update, **_untyped(state)}
+        # The planner's answer is text: the model turns it into the typed answer.
+        messages = [with_instructions(self._system(state), output), *self._history(state)]
+        return {**update, **await typed_reply(self.model, messages, answer, output,
+                                              self.output_retries,
+                                              call_options(self.model, output))}
 
     async def _act(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         # The run's config (callbacks, streaming) reaches the model through LangGraph's context
@@ -233,9 +259,20 @@ class Agent:
         if self.action.sources:  # MCP servers: the thread's tools now
             tools = await self.action.tools_for(config)
             tool_kwargs = self.model.bind_tools(tools).kwargs if tools else {}
-        reply = await self.model.ainvoke([self._system(state), *self._history(state)],
-                                         **tool_kwargs)
-        return {"messages": [reply]}
+        output = output_for_run(self.output, config)
+        if output is None:
+            reply = await self.model.ainvoke([self._system(state), *self._history(state)],
+                                             **tool_kwargs)
+            return {"messages": [reply], **_untyped(state)}
+        messages = [with_instructions(self._system(state), output), *self._history(state)]
+        options = call_options(self.model, output)
+        # Structured output with tools needs strict tools (OpenAI): with tools, the answer is
+        # asked for by the system message, and a repair (no tools) uses structured output.
+        reply = await self.model.ainvoke(messages, **(tool_kwargs or options))
+        if reply.tool_calls:
+            return {"messages": [reply], "structured_response": None}
+        return await typed_reply(self.model, messages, reply, output, self.output_retries,
+                                 options)
 
     async def _after_act(self, state: AgentState) -> str | list[Send]:
         # Each tool call its own task: LangGraph keeps a finished call's result when another
@@ -328,7 +365,8 @@ class Agent:
         """The node whose model tokens are the reply as they stream, or None when a reply is
         known only once its message is complete. Without tools, the ``act`` call always ends
         the turn; with tools, text may be followed by a tool call that makes it a step."""
-        return None if self.action.tools or self.action.sources else "act"
+        # A typed answer may be repaired: its first text may not be the reply.
+        return None if self.action.tools or self.action.sources or self.output else "act"
 
     def reply_stream(self) -> ReplyStream:
         """A ReplyStream for this agent's turns (see ``ponder.agents.reply``)."""
@@ -344,10 +382,18 @@ class Agent:
         for piece in reply.end():
             yield piece.text
 
-    async def aask(self, input: Any, **options: Any) -> str:
-        """Run one turn and return the text of the final reply."""
+    async def aask(self, input: Any, **options: Any) -> Any:
+        """Run one turn and return the text of the final reply, or with ``output`` the
+        validated answer (OutputError when the turn ended without one: an interrupt, the step
+        limit)."""
         state = await self.ainvoke(input, **options)
-        return final_text(state)
+        if self.output is None:
+            return final_text(state)
+        if state.get("structured_response") is None:
+            why = ("it waits on interrupts: answer them with aresume" if
+                   state.get("__interrupt__") else f"it ended with {final_text(state)[:200]!r}")
+            raise OutputError(f"the turn has no typed answer: {why}")
+        return self.output.validate(state["structured_response"])
 
     async def aresume(self, thread_id: str, value: Any = None, **options: Any) -> dict[str, Any]:
         """Continue an interrupted thread, answering its pending interrupts with ``value``.
@@ -422,7 +468,7 @@ class Agent:
         """``ainvoke`` for scripts (not from inside a running event loop)."""
         return run_sync(lambda: self.ainvoke(input, **options))
 
-    def ask(self, input: Any, **options: Any) -> str:
+    def ask(self, input: Any, **options: Any) -> Any:
         """``aask`` for scripts (not from inside a running event loop)."""
         return run_sync(lambda: self.aask(input, **options))
 
@@ -569,6 +615,11 @@ def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
     keys = [k for k in value if isinstance(k, str)]
     return len(keys) == len(value) and (any(k in pending for k in keys) or
                                          all(_INTERRUPT_ID.fullmatch(k) for k in keys))
+
+
+def _untyped(state: AgentState) -> dict[str, Any]:
+    """The update that clears an earlier run's typed answer from a turn without one."""
+    return {"structured_response": None} if state.get("structured_response") is not None else {}
 
 
 def _ids(config: RunnableConfig) -> tuple[str | None, str | None]:

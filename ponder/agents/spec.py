@@ -3,6 +3,7 @@
 ```yaml
 name: tea-guide
 model: openai:gpt-4o-mini          # optional: PONDER_MODEL otherwise
+fallbacks: [openai:gpt-4.1-mini]   # optional: models that answer when the model fails
 profile:
   role: the assistant of a small tea shop
   instructions: [Quote prices from the handbook, Use the calculator for totals]
@@ -16,6 +17,10 @@ max_steps: 8
 mcp:                                             # MCP servers whose tools the agent uses
   files: {command: npx, args: [-y, "@modelcontextprotocol/server-filesystem", .]}
   search: {url: "http://127.0.0.1:8931/mcp", headers: {Authorization: "Bearer ..."}}
+output:                                          # optional: the answer as JSON of this
+  type: object                                   # JSON Schema (agents/output.py)
+  properties: {price: {type: number}, currency: {type: string}}
+  required: [price, currency]
 ```
 
 An ``mcp:`` entry takes ``MCPServer``'s settings (``command``, ``args``, ``env``, ``cwd`` — relative
@@ -67,11 +72,14 @@ class AgentSpec(BaseModel):
     ``model`` is a provider:model string (None: ``PONDER_MODEL``); ``tools`` are built-in names or
     module:attr; ``knowledge`` are file patterns relative to the spec; ``planner`` is a name, a
     ``{type: name, ...options}`` mapping or module:attr; ``tool_timeout_s`` is in seconds.
+    ``fallbacks`` are provider:model strings (``chat_model``'s; a model given when the spec is
+    loaded replaces the model and its fallbacks); ``output`` is a JSON Schema the answer must fit.
     """
     model_config = ConfigDict(extra="forbid")
 
     name: str
     model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
     profile: Profile = Field(default_factory=Profile)
     tools: list[str] = Field(default_factory=list)
     knowledge: list[str] = Field(default_factory=list)
@@ -79,6 +87,8 @@ class AgentSpec(BaseModel):
     max_steps: int = Field(10, ge=1)
     tool_timeout_s: float = Field(30.0, gt=0)
     mcp: dict[str, MCPServerSpec] = Field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    output_retries: int = Field(2, ge=0)
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -131,13 +141,26 @@ def agent_arguments(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     spec = load_spec(path)
     base = path.parent
-    return {"name": spec.name, "model": spec.model, "profile": spec.profile,
+    return {"name": spec.name, "model": _model(spec, path), "profile": spec.profile,
             "tools": [*(_tool(ref, base, path) for ref in spec.tools),
                       *(_mcp_server(name, entry, base, path) for name, entry in spec.mcp.items())],
             "memory": _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge
             else None,
             "planner": _planner(spec.planner, base, path) if spec.planner else None,
-            "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s}
+            "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s,
+            "output": spec.output, "output_retries": spec.output_retries}
+
+
+def _model(spec: AgentSpec, path: Path):
+    """The spec's model string, or with ``fallbacks`` the model and its fallbacks."""
+    if not spec.fallbacks:
+        return spec.model
+    from ponder.models import chat_model
+
+    try:
+        return chat_model(spec.model, fallbacks=spec.fallbacks)
+    except ConfigurationError as exc:
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def _tool(ref: str, base: Path, path: Path):

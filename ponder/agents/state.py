@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -19,3 +19,5 @@ class AgentState(TypedDict):
     context: NotRequired[str | None]
     # The planner's plan for this turn, rendered into the system message.
     plan: NotRequired[str | None]
+    # The turn's typed answer as JSON (agents/output.py), when an output schema applies.
+    structured_response: NotRequired[Any]

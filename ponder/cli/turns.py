@@ -39,8 +39,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (and ask no "
                                  "questions: interrupts are listed with their ids)."),
 ) -> None:
-    """Run one turn of TARGET and print the reply. When tools interrupt to ask something, each
-    question is shown with its id and its answer asked for in turn (not with --json)."""
+    """Run one turn of TARGET and print the reply (a typed answer as JSON). When tools interrupt
+    to ask something, each question is shown with its id and its answer asked for in turn (not
+    with --json)."""
     if input is None and resume is None:
         raise ConfigurationError("pass a message to send, or --resume with answers to the "
                                  "pending interrupts of --thread")
@@ -79,14 +80,18 @@ def run(
 
     state, usage, pending = asyncio.run(turn())
     interrupts = [{"id": i.id, "value": i.value} for i in pending]
+    typed = state.get("structured_response")  # an agent's typed answer, as JSON
     if as_json:
-        print(json.dumps({"thread_id": thread_id, "output": final_text(state),
+        print(json.dumps({"thread_id": thread_id,
+                          "output": final_text(state) if typed is None else typed,
                           "interrupts": interrupts, "usage": usage}, default=str))
         return
     if pending:
         errors.print(f"[yellow]{len(pending)} question(s) wait for an answer:[/] ponder run "
                      f"{escape(target)} --thread {thread_id} --resume "
                      f"'{escape(json.dumps({i.id: '...' for i in pending}))}'")
+    elif typed is not None:
+        print(json.dumps(typed, indent=2, ensure_ascii=False, default=str))
     else:
         console.print(escape(final_text(state)))
     errors.print(f"[dim]thread {thread_id}[/]")

@@ -7,7 +7,12 @@ a concurrency cap, a per-call timeout, and retries with exponential backoff and 
 ``track_usage()``, which records any other LangChain model's calls in its scope too).
 """
 
-from ponder.models.chat import ResilientChatModel, as_chat_model, chat_model
+from ponder.models.chat import (
+    ResilientChatModel,
+    as_chat_model,
+    chat_model,
+    supports_response_format,
+)
 from ponder.models.embeddings import (
     LocalEmbeddings,
     ResilientEmbeddings,
@@ -35,5 +40,6 @@ __all__ = [
     "follow_background",
     "json_list",
     "list_items",
+    "supports_response_format",
     "track_usage",
 ]

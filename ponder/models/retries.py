@@ -9,6 +9,8 @@ import json
 import re
 import time
 
+from langchain_core.exceptions import ContextOverflowError, ModelRefusalError
+
 from ponder.errors import PonderError
 
 
@@ -19,8 +21,6 @@ class ModelCallError(PonderError, RuntimeError):
         super().__init__(message)
         self.status = status
         self.attempts = attempts
-
-
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -119,6 +119,42 @@ def describe(exc: BaseException) -> str:
     status = status_of(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"HTTP {status}: {text}" if status and str(status) not in text else text
+
+
+# How providers say a request is longer than the model's context window, besides LangChain's
+# ContextOverflowError: OpenAI's code, Anthropic's and vLLM's words.
+_CONTEXT_CODES = frozenset({"contextlengthexceeded"})
+_CONTEXT_MESSAGES = ("maximum context length", "prompt is too long", "context window")
+# How OpenAI and Azure OpenAI say the request or the answer was stopped by a content filter.
+_FILTER_CODES = frozenset({"contentfilter", "contentpolicyviolation"})
+
+
+def is_context_overflow(exc: BaseException) -> bool:
+    """Whether the request was longer than the model's context window (LangChain's
+    ``ContextOverflowError``, or a provider's 400 saying so)."""
+    if isinstance(exc, ContextOverflowError):
+        return True
+    return status_of(exc) in (400, 413) and (
+        bool(_error_codes(exc) & _CONTEXT_CODES)
+        or any(words in str(exc).lower() for words in _CONTEXT_MESSAGES))
+
+
+def is_content_filtered(exc: BaseException) -> bool:
+    """Whether a content filter or the model refused the request (LangChain's
+    ``ModelRefusalError``, or a provider's error whose code says so)."""
+    if isinstance(exc, ModelRefusalError):
+        return True
+    return status_of(exc) is not None and bool(_error_codes(exc) & _FILTER_CODES)
+
+
+def falls_back(error: BaseException) -> bool:
+    """Whether another model may answer where this call failed for good: a 5xx, timeout,
+    connection error or rate limit left after the retries, an exhausted quota (another account
+    may have some), a context-length error, or a content-filter refusal. Not a bad request,
+    bad credentials, or a stream that had already produced output."""
+    cause = error.__cause__ if isinstance(error, ModelCallError) and error.__cause__ else error
+    return (is_transient(cause) or is_quota_exhausted(cause) or is_context_overflow(cause)
+            or is_content_filtered(cause))
 
 
 class BrokenStream(PonderError):

@@ -13,7 +13,9 @@ thread run one at a time, in arrival order, across server processes sharing the 
 refused with 409 ``thread_busy`` (``"reject"``).
 
 A request is answered as asked or refused with a 400 naming what cannot be honoured (``n > 1``,
-client tools, JSON modes, stop sequences, images ...): never silently answered differently.
+client tools, stop sequences, images ...): never silently answered differently. A
+``response_format`` (JSON Schema or JSON object) is honoured by agents (``formats.py``): the
+reply's content is the answer's JSON.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from ponder.agents.agent import final_text
-from ponder.agents.reply import STREAM_MODES
+from ponder.agents.output import OutputError
+from ponder.agents.reply import STREAM_MODES, ReplyStream
 from ponder.graphs.runs import RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
 from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.conversations import ConversationStore, digest
 from ponder.server.errors import APIError
+from ponder.server.formats import run_format
 
 
 class ChatMessage(BaseModel):
@@ -94,7 +98,6 @@ _UNSUPPORTED = {
                  "supported",
     "tool_choice": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
     "function_call": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
-    "response_format": "an agent answers in text; JSON modes and schemas are not supported",
     "stop": "an agent decides where its reply ends; stop sequences are not supported",
     "max_tokens": "an agent's reply is not cut to a token budget (it may make several model "
                   "calls); remove the limit",
@@ -108,7 +111,7 @@ _UNSUPPORTED = {
     "web_search_options": "an agent searches only with its own tools",
 }
 _DEFAULTS = {"tool_choice": ("auto", "none"), "function_call": ("auto", "none"),
-             "modalities": (["text"],), "response_format": ({"type": "text"},)}
+             "modalities": (["text"],)}
 
 
 def refuse_unsupported(request: ChatRequest) -> None:
@@ -285,11 +288,13 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
             raise APIError(404, f"The model {body.model!r} does not exist: use one of "
                                 f"{', '.join(agents)}", param="model", code="model_not_found")
         refuse_unsupported(body)
+        configurable = run_format((body.model_extra or {}).get("response_format"), agent)
         key = getattr(request.state, "api_key_id", None)
         thread_id, messages, implicit = await conversation(
             body, request.headers.get("x-thread-id"), key, conversations)
         turn = Turn(agent, runs, thread_id, messages, charging(request, body.model),
                      multitask_strategy)
+        turn.configurable = configurable
         if implicit:  # where the conversation is now, for the client's next turn to find
             turn.on_reply = lambda text: conversations.remember(
                 digest(key, body.model, [*map(_pair, body.messages), ["assistant", text, None]]),
@@ -300,7 +305,10 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_stream(turn, body.model, include_usage), ping=15,
                                        headers=headers)
-        text, usage = await turn.result()
+        try:
+            text, usage = await turn.result()
+        except OutputError as exc:  # the model could not give the answer in the format
+            raise APIError(500, str(exc), code="invalid_output") from None
         return JSONResponse(_completion(body.model, text, usage), headers=headers)
 
     return api
@@ -319,6 +327,7 @@ class Turn:
         self.charge, self.strategy = charge, strategy
         self.events: asyncio.Queue = asyncio.Queue()  # (mode, data) items, then None
         self.on_reply: Callable[[str], Awaitable[None]] | None = None
+        self.configurable: dict[str, Any] | None = None  # e.g. the answer's response_format
         self._stream = False
         self._holding: asyncio.Future = asyncio.get_running_loop().create_future()
         self._reply: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -363,16 +372,25 @@ class Turn:
         finally:
             self.events.put_nowait(None)
 
+    def _config(self, trace: Any) -> dict[str, Any]:
+        return {"callbacks": [trace], **({"configurable": self.configurable}
+                                         if self.configurable else {})}
+
+    def reply_stream(self) -> ReplyStream:
+        """The ReplyStream of this turn: a typed answer's text is known only at its end (its
+        first try may be repaired)."""
+        return ReplyStream(None) if self.configurable else self.agent.reply_stream()
+
     async def _invoked(self, trace: Any) -> str:
         state = await self.agent.ainvoke(self.messages, thread_id=self.thread_id,
-                                         config={"callbacks": [trace]})
+                                         config=self._config(trace))
         return final_text(state)
 
     async def _streamed(self, trace: Any) -> str:
-        reply, pieces = self.agent.reply_stream(), []
+        reply, pieces = self.reply_stream(), []
         async for item in self.agent.astream(self.messages, thread_id=self.thread_id,
                                              stream_mode=STREAM_MODES,
-                                             config={"callbacks": [trace]}):
+                                             config=self._config(trace)):
             pieces += [p.text for p in reply.feed(*item)]
             self.events.put_nowait(item)
         return "".join(pieces + [p.text for p in reply.end()])
@@ -414,7 +432,7 @@ async def _stream(turn: Turn, model: str, include_usage: bool) -> AsyncIterator[
                                                  "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    reply = turn.agent.reply_stream()
+    reply = turn.reply_stream()
     try:
         while (item := await turn.events.get()) is not None:
             for piece in reply.feed(*item):
@@ -450,6 +468,6 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
 def safe_error(exc: Exception) -> str:
     """What a client may read of a turn's failure: a model call's error, else a generic line
     (the details are in the server log)."""
-    if isinstance(exc, ModelCallError):
+    if isinstance(exc, (ModelCallError, OutputError)):
         return str(exc)
     return "the agent failed while answering; the server log has the details"

@@ -65,6 +65,26 @@ class Fault:
         return cls("status", status=status)
 
     @classmethod
+    def context_length(cls) -> Fault:
+        """OpenAI's 400 for a request longer than the model's context window
+        (``context_length_exceeded``)."""
+        return cls("status", status=400, code="context_length_exceeded",
+                   message="This model's maximum context length is 128 tokens. However, your "
+                           "messages resulted in 4096 tokens. Please reduce the length of the "
+                           "messages.")
+
+    @classmethod
+    def content_filter(cls, in_prompt: bool = False) -> Fault:
+        """A content filter: the answer stopped (200, no content, ``finish_reason``
+        ``content_filter``), or with ``in_prompt`` the request refused (Azure OpenAI's 400 with
+        the code ``content_filter``)."""
+        if in_prompt:
+            return cls("status", status=400, code="content_filter",
+                       message="The response was filtered due to the prompt triggering the "
+                               "content management policy.")
+        return cls("content_filter")
+
+    @classmethod
     def hang(cls, seconds: float = 60.0) -> Fault:
         """Say nothing for ``seconds``, then answer normally: a client timeout should fire first."""
         return cls("hang", seconds=seconds)
@@ -185,7 +205,7 @@ class FakeOpenAIServer:
         if fault.kind == "malformed_json":
             return None, fault, Response('{"id": "chatcmpl-1", "choices": [', status_code=200,
                                          media_type="application/json")
-        return body, fault, None  # cut_stream: acted on while answering
+        return body, fault, None  # cut_stream, content_filter: acted on while answering
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
@@ -224,8 +244,15 @@ class FakeOpenAIServer:
             return _error(400, "'messages' must be a non-empty list.", param="messages")
         n = int(body.get("n") or 1)
         forced = forced_tool_name(body.get("tool_choice"), body.get("tools"))
+        # A JSON response format makes a dict or pydantic reply the message's JSON text.
+        as_json = (body.get("response_format") or {}).get("type") in ("json_schema",
+                                                                      "json_object")
         try:
-            replies = [await self.script.anext(messages, forced) for _ in range(n)]
+            if fault is not None and fault.kind == "content_filter":  # no scripted reply used
+                replies = [AIMessage("", response_metadata={"finish_reason": "content_filter"})
+                           for _ in range(n)]
+            else:
+                replies = [await self.script.anext(messages, forced, as_json) for _ in range(n)]
         except Exception as exc:  # a bug or an exhausted script: tell the client what it was
             return _error(500, f"the scripted reply failed: {type(exc).__name__}: {exc}")
         prompt_tokens = count_tokens(" ".join(str(m.content) for m in messages))
@@ -245,7 +272,7 @@ class FakeOpenAIServer:
             choices.append({
                 "index": index,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                "finish_reason": _finish_reason(reply),
                 "logprobs": _logprobs(reply, body) if body.get("logprobs") else None,
             })
         return {
@@ -267,7 +294,8 @@ class FakeOpenAIServer:
         sent = 0
         for index, reply in enumerate(replies):
             for delta, finish, logprobs in _deltas(reply, body):
-                if fault is not None and sent >= fault.after_chunks:
+                if fault is not None and fault.kind == "cut_stream" \
+                        and sent >= fault.after_chunks:
                     raise _CutStream("stream cut by an injected fault")
                 if gap and sent:
                     await asyncio.sleep(gap)
@@ -296,7 +324,12 @@ def _deltas(reply: AIMessage, body: dict):
                                "function": {"name": wire["function"]["name"], "arguments": ""}}]}, None, None  # noqa: E501
         for part in (arguments[:half], arguments[half:]):
             yield {"tool_calls": [{"index": index, "function": {"arguments": part}}]}, None, None
-    yield {}, "tool_calls" if reply.tool_calls else "stop", None
+    yield {}, _finish_reason(reply), None
+
+
+def _finish_reason(reply: AIMessage) -> str:
+    return reply.response_metadata.get("finish_reason") or (
+        "tool_calls" if reply.tool_calls else "stop")
 
 
 def _wire_call(call: dict) -> dict:

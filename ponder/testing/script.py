@@ -72,8 +72,11 @@ class Script:
                 )
             return self._replies[index]
 
-    async def anext(self, messages: list[BaseMessage], forced_tool: str | None = None) -> AIMessage:
-        """The next reply to ``messages`` as an AIMessage (a reply function may be async).
+    async def anext(self, messages: list[BaseMessage], forced_tool: str | None = None,
+                    as_json: bool = False) -> AIMessage:
+        """The next reply to ``messages`` as an AIMessage (a reply function may be async);
+        with ``as_json`` (a JSON response format was asked for) a dict or pydantic reply is
+        the message's JSON text.
 
         Raises ScriptExhausted when the list of replies is used up.
         """
@@ -82,7 +85,7 @@ class Script:
             reply = reply(list(messages))
             if inspect.isawaitable(reply):
                 reply = await reply
-        return to_message(reply, forced_tool)
+        return to_message(reply, forced_tool, as_json)
 
     def next(self, messages: list[BaseMessage], forced_tool: str | None = None) -> AIMessage:
         """The next reply to ``messages`` as an AIMessage.
@@ -98,10 +101,13 @@ class Script:
         return to_message(reply, forced_tool)
 
 
-def to_message(reply: Any, forced_tool: str | None = None) -> AIMessage:
-    """Turn one scripted reply into the AIMessage the model returns."""
+def to_message(reply: Any, forced_tool: str | None = None, as_json: bool = False) -> AIMessage:
+    """Turn one scripted reply into the AIMessage the model returns (with ``as_json``, a dict
+    or pydantic reply is its JSON text)."""
     if isinstance(reply, BaseModel) and not isinstance(reply, AIMessage):
-        reply = reply.model_dump()
+        reply = reply.model_dump(mode="json")
+    if as_json and isinstance(reply, dict) and not forced_tool:
+        return AIMessage(content=json.dumps(reply))
     if isinstance(reply, str) and forced_tool:
         try:
             parsed = json.loads(reply)

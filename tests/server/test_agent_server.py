@@ -541,14 +541,18 @@ async def test_each_multitask_strategy_across_two_processes(tmp_path, database_u
         assert gone.value.response.status_code == 404
 
 
+def _queue_worker(folder, url: str) -> subprocess.Popen:
+    """``ponder worker --queue`` on ``url``, in a process of its own."""
+    return subprocess.Popen([*PONDER, "worker", "--queue", "--concurrency", "2"], cwd=folder,
+                            env={**os.environ, "PONDER_DATABASE_URL": url},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 async def test_background_runs_and_cron_fires_go_through_the_queue_to_a_queue_worker(
         tmp_path, postgres_url):
     with Served(tmp_path, postgres_url, GRAPHS, "echo", "asker", workers=1,
                 options=("--queue",)) as served:
-        worker = subprocess.Popen([*PONDER, "worker", "--queue", "--concurrency", "2"],
-                                  cwd=tmp_path, env={**os.environ,
-                                                     "PONDER_DATABASE_URL": postgres_url},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        worker = _queue_worker(tmp_path, postgres_url)
         try:
             client = get_client(url=served.url, api_key=None)
             thread = (await client.threads.create())["thread_id"]

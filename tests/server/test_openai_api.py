@@ -245,7 +245,6 @@ def test_tool_results_that_answer_no_call_are_refused(server, messages, param):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
     ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ({"tool_choice": "required"}, "tool_choice"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"stop": ["\n"]}, "stop"),
     ({"max_tokens": 5}, "max_tokens"),
     ({"max_completion_tokens": 5}, "max_completion_tokens"),
