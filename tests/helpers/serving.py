@@ -23,7 +23,8 @@ def wait_until_up(process: subprocess.Popen, url: str, timeout_s: float = 120) -
     process exits first or the time runs out)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
+        assert process.poll() is None, (process.stderr.read() if process.stderr
+                                        else "the process ended")
         try:
             if httpx.get(url, timeout=5).status_code == 200:
                 return
@@ -41,20 +42,28 @@ class Served:
         (tmp_path / "graph.py").write_text(module)
         self.cwd, self.db, self.port = tmp_path, url, free_port()
         self.name = (names or ("graph",))[0]
+        # The server's log, shown when the block fails: a 500's traceback is in it.
+        self.log = tmp_path / f"serve-{self.port}.log"
         self.process = subprocess.Popen(
             [*PONDER, "serve", *[f"graph.py:{n}" for n in names or ("graph",)],
              "--port", str(self.port), "--workers", str(workers), *options],
             cwd=tmp_path, env={**os.environ, "PONDER_DATABASE_URL": url, **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):
-        wait_until_up(self.process, f"{self.url}/health", 60)
+        try:
+            wait_until_up(self.process, f"{self.url}/health", 60)
+        except AssertionError:
+            self.process.kill()
+            raise AssertionError(self.log.read_text()[-4000:]) from None
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         self.process.terminate()
         self.process.wait(timeout=30)
+        if kind is not None:
+            print(f"ponder serve's log ({self.log}):\n{self.log.read_text()[-4000:]}")
 
     async def thread(self, thread_id: str) -> list[str]:
         """The contents of the thread's messages, read from the database."""

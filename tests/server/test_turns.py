@@ -87,7 +87,7 @@ async def test_concurrent_first_requests_on_a_fresh_database(tmp_path, database_
             answers = await asyncio.gather(*[http.post("/v1/chat/completions", json={
                 "model": "echo", "messages": [{"role": "user", "content": f"first {i}"}]})
                 for i in range(6)])
-    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
 
 
 @pytest.fixture
