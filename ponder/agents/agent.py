@@ -26,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, Interrupt, Send
 
+from ponder.agents import approval
 from ponder.agents.action import ActionModule
 from ponder.agents.planning.base import Planner
 from ponder.agents.profile import Profile
@@ -78,7 +79,10 @@ class Agent:
     (opened on the first run), or ``False`` for no persistence. ``agent.graph`` is compiled with
     the saver only when one is passed in, so it can be a subgraph that shares its parent's.
     ``tool_timeout_s`` bounds each tool call, in seconds, except for a tool made with
-    ``ponder.tools.tool``, which keeps its own ``timeout_s``.
+    ``ponder.tools.tool``, which keeps its own ``timeout_s``. ``approve`` maps tool names to
+    approval policies (True, False, or a function of a call's arguments returning a bool) over
+    the tools' own: a call that needs approval interrupts until a person answers (see
+    ``ponder.agents.approval``).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Agent:
         keep_checkpoints: int | None = None,
         interrupt_before: Sequence[str] = (),
         durability: str = "sync",
+        approve: Mapping[str, approval.Policy] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -115,7 +120,7 @@ class Agent:
             conversation=conversation, max_steps=max_steps,
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
-            durability=durability,
+            durability=durability, approve=approve,
         )
         if durability not in ("sync", "async", "exit"):
             raise ConfigurationError(f"durability must be 'sync', 'async' or 'exit', not "
@@ -128,7 +133,8 @@ class Agent:
         self.memory = memory
         self.conversation = conversation
         self.planner = planner
-        self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
+        self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps,
+                                   approve=approve)
         # The provider's formatting of the tool schemas, done once; passed to every call.
         self._tool_kwargs = (self.model.bind_tools(self.action.tools).kwargs
                              if self.action.tools else {})
@@ -166,7 +172,16 @@ class Agent:
         # A step's tool calls go to "tools" as one task each (Sends): see ActionModule.tasks.
         builder.add_conditional_edges("act", self._after_act, {"tools": "tools",
                                                                "finish": finish})
-        builder.add_conditional_edges("tools", _after_tools, {"act": "act", "finish": finish})
+        if self.action.policies:
+            # An approved call runs in the step after its approval (ActionModule.review), when
+            # the step's other calls have finished: a deferred node waits for all of them.
+            builder.add_node("tools_done", _tools_done, defer=True)
+            builder.add_edge("tools", "tools_done")
+            builder.add_conditional_edges("tools_done", _after_tools, {"act": "act",
+                                                                       "finish": finish})
+        else:
+            builder.add_conditional_edges("tools", _after_tools, {"act": "act",
+                                                                  "finish": finish})
         if self.planner is not None:
             builder.add_node("plan", self._plan)
             builder.add_conditional_edges("plan", _after_plan, {"act": "act", "finish": finish})
@@ -233,12 +248,15 @@ class Agent:
         # Each tool call its own task: LangGraph keeps a finished call's result when another
         # call of the step interrupts, and gives each interrupt its own id. (Async on purpose,
         # like the routers below.)
-        return self.action.tasks("tools", state["messages"]) or "finish"
+        return self.action.tasks("tools", state["messages"],
+                                 state.get("allowed_tools") or ()) or "finish"
 
-    async def _tools(self, task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    async def _tools(self, task: dict[str, Any], config: RunnableConfig
+                     ) -> dict[str, Any] | Command:
         # ``task`` is an ActionModule ToolTask, sent by _after_act (annotated as a plain dict:
         # LangGraph would make a TypedDict annotation the node's input schema, with channels).
-        return {"messages": await self.action.execute(task, config)}
+        done = await self.action.execute(task, config)
+        return done if isinstance(done, Command) else {"messages": done}
 
     async def _remember(self, state: AgentState, config: RunnableConfig) -> None:
         # Off the critical path: the reply does not wait; flush() or aclose() does.
@@ -533,13 +551,27 @@ def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> 
             raise ResumeError(
                 f"no pending interrupt of thread {thread_id!r} has the id "
                 f"{', '.join(map(repr, unknown))}", thread_id, waiting, unknown)
+        _check_decisions(thread_id, waiting, value)
         return Command(resume=dict(value))
     if len(waiting) > 1:
         raise ResumeError(
             f"{len(waiting)} interrupts are pending on thread {thread_id!r}: one answer "
             "cannot say which it is for. Answer each by its id: {interrupt_id: answer, ...}",
             thread_id, waiting)
+    _check_decisions(thread_id, waiting, {next(iter(waiting)): value})
     return Command(resume=value)
+
+
+def _check_decisions(thread_id: str, waiting: dict[str, Any], answers: Mapping[str, Any]
+                     ) -> None:
+    """ResumeError when an answer to a tool approval request is not a decision."""
+    for id, answer in answers.items():
+        if approval.is_request(asked := waiting[id]):
+            try:
+                approval.check_answer(answer, asked["args"])
+            except approval.ApprovalError as exc:
+                raise ResumeError(f"interrupt {id} asks to approve a call of tool "
+                                  f"{asked['tool']!r}, and {exc}", thread_id, waiting) from None
 
 
 def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
@@ -583,6 +615,10 @@ async def _after_tools(state: AgentState) -> str:
     # Each task of the tools node answers with a tool message, or with an AI message when the
     # step limit ends the turn.
     return "finish" if isinstance(state["messages"][-1], AIMessage) else "act"
+
+
+async def _tools_done(state: AgentState) -> dict[str, Any]:
+    return {}  # only a join: every call of the step has its answer
 
 
 async def _after_plan(state: AgentState) -> str:

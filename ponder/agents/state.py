@@ -8,6 +8,11 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
 
+def allow_tools(allowed: list[str] | None, more: list[str] | None) -> list[str]:
+    """The reducer of ``allowed_tools``: the union, sorted (a tool once allowed stays so)."""
+    return sorted({*(allowed or ()), *(more or ())})
+
+
 class AgentState(TypedDict):
     """The state of an agent's graph: the conversation and what is rendered into its system
     message."""
@@ -19,3 +24,5 @@ class AgentState(TypedDict):
     context: NotRequired[str | None]
     # The planner's plan for this turn, rendered into the system message.
     plan: NotRequired[str | None]
+    # The tools a person allowed for the whole thread ("always" in an approval answer).
+    allowed_tools: NotRequired[Annotated[list[str], allow_tools]]
