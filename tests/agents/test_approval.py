@@ -269,10 +269,9 @@ async def main(command):
     agent = Agent("ops", ScriptedChatModel(replies=reply), tools=[deploy],
                   checkpointer=f"sqlite:///{folder}/ops.db")
     async with agent:
-        if command == "ask":
-            state = await agent.ainvoke("deploy 1.2", thread_id="t")
-        elif command == "approve":
-            [asked] = await agent.ainterrupts("t")
+        if command == "ask and approve":
+            [asked] = (await agent.ainvoke("deploy 1.2", thread_id="t"))["__interrupt__"]
+            assert not (folder / "started").exists()
             state = await agent.aresume("t", {asked.id: {"decision": "approve"}})
         else:  # go on from the last checkpoint, as a takeover does
             state = await agent.ainvoke(None, thread_id="t")
@@ -295,9 +294,7 @@ def test_an_approved_call_runs_once_across_a_kill_9_between_approval_and_result(
         return subprocess.Popen([sys.executable, str(script), str(tmp_path), command],
                                 env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
 
-    asked = run("ask")
-    assert asked.wait(timeout=60) == 0
-    approving = run("approve", DIE=die)
+    approving = run("ask and approve", DIE=die)
     try:
         for _ in range(600):
             if (tmp_path / "dying").exists() or approving.poll() is not None:
