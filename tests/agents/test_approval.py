@@ -12,9 +12,12 @@ from collections import Counter
 import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import StructuredTool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.types import Command
 
 from ponder import Agent
-from ponder.agents import ActionModule, ResumeError
+from ponder.agents import ActionModule, ResumeError, approval
 from ponder.config import ConfigurationError
 from ponder.testing import ScriptedChatModel, tool_calls
 from ponder.tools import tool
@@ -234,6 +237,49 @@ async def test_an_agent_without_approval_policies_has_no_approval_step(tmp_path)
     assert "tools_done" not in agent.graph.nodes
     assert "tools_done" in Agent("gated", ScriptedChatModel(replies=[]), tools=Outbox().tools,
                                  checkpointer=False).graph.nodes
+
+
+async def test_a_planner_s_tool_loop_asks_before_any_call_runs():
+    """Inside one node (a planner's loop, ``ActionModule.run``) the questions come one after
+    another, and the calls run once all are answered: a node runs again from its start."""
+    outbox = Outbox()
+    action = ActionModule(outbox.tools)
+    step = tool_calls(("send_email", {"to": "ann@example.com", "subject": "hi"}),
+                      ("search", {"query": "tea"}), ("pay", {"amount": 500}))
+
+    async def plan(state):
+        return {"messages": await action.run(step)}
+
+    graph = (StateGraph(MessagesState).add_node("plan", plan).add_edge(START, "plan")
+             .compile(checkpointer=InMemorySaver()))
+    config = {"configurable": {"thread_id": "t"}}
+    first = await graph.ainvoke({"messages": [("user", "go")]}, config)
+    [email] = first["__interrupt__"]
+    assert email.value["tool"] == "send_email" and not outbox.runs
+    second = await graph.ainvoke(Command(resume={email.id: {"decision": "approve"}}), config)
+    [payment] = second["__interrupt__"]
+    assert payment.value["tool"] == "pay" and not outbox.runs
+    done = await graph.ainvoke(Command(resume={payment.id: {"decision": "reject"}}), config)
+    assert [m.content for m in done["messages"][1:]] == [
+        "sent 'hi' to ann@example.com", "results for tea",
+        "The person did not approve this call of 'pay': it was not run."]
+    assert outbox.runs == Counter({"send_email ann@example.com hi": 1, "search tea": 1})
+
+
+def test_edited_arguments_are_checked_against_a_json_schema_too():
+    """MCP tools carry their arguments' JSON Schema as a dict."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}},
+              "required": ["name"]}
+    delete = StructuredTool(name="delete_repo", description="Delete a repository.",
+                            args_schema=schema, coroutine=lambda **_: None,
+                            metadata={"destructiveHint": True})
+    approval.check_args(delete, {"name": "x"})
+    with pytest.raises(approval.ApprovalError,
+                       match="do not fit tool 'delete_repo': arguments: 'name' is a required "
+                             "property$"):
+        approval.check_args(delete, {"extra": 1})
+    with pytest.raises(approval.ApprovalError, match="name: 5 is not of type 'string'"):
+        approval.check_args(delete, {"name": 5})
 
 
 KILLED = """
