@@ -13,6 +13,8 @@ planner: self-consistency                        # or sc, or {type: tot, breadth
                                                  # names of agents/planning/registry.py),
                                                  # or module:attr for your own Planner
 max_steps: 8
+approve: {send_order: true, stock_level: false}  # tool approval: true, false, or module:attr of
+                                                 # a function of the call's arguments -> bool
 ```
 """
 
@@ -41,7 +43,8 @@ class AgentSpec(BaseModel):
 
     ``model`` is a provider:model string (None: ``PONDER_MODEL``); ``tools`` are built-in names or
     module:attr; ``knowledge`` are file patterns relative to the spec; ``planner`` is a name, a
-    ``{type: name, ...options}`` mapping or module:attr; ``tool_timeout_s`` is in seconds.
+    ``{type: name, ...options}`` mapping or module:attr; ``tool_timeout_s`` is in seconds;
+    ``approve`` maps tool names to approval policies (true, false or module:attr).
     """
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +56,7 @@ class AgentSpec(BaseModel):
     planner: str | dict[str, Any] | None = None
     max_steps: int = Field(10, ge=1)
     tool_timeout_s: float = Field(30.0, gt=0)
+    approve: dict[str, bool | str] = Field(default_factory=dict)
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -109,7 +113,10 @@ def agent_arguments(path: str | Path) -> dict[str, Any]:
             "memory": _knowledge(spec.name, spec.knowledge, base, path) if spec.knowledge
             else None,
             "planner": _planner(spec.planner, base, path) if spec.planner else None,
-            "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s}
+            "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s,
+            "approve": {name: _load(policy, base, path, "approval policy")
+                        if isinstance(policy, str) else policy
+                        for name, policy in spec.approve.items()} or None}
 
 
 def _tool(ref: str, base: Path, path: Path):

@@ -282,6 +282,24 @@ def test_edited_arguments_are_checked_against_a_json_schema_too():
         approval.check_args(delete, {"name": 5})
 
 
+def test_a_spec_declares_approval_policies(tmp_path):
+    (tmp_path / "policies.py").write_text("def big(args):\n    return args['amount'] > 100\n")
+    (tmp_path / "shop_tools.py").write_text(
+        "def pay(amount: int) -> str:\n    'Pay an amount.'\n    return 'paid'\n\n"
+        "def search(query: str) -> str:\n    'Search.'\n    return 'found'\n")
+    spec = tmp_path / "agent.yaml"
+    spec.write_text("name: shop\ntools: [shop_tools.py:pay, shop_tools.py:search]\n"
+                    "approve: {pay: 'policies.py:big', search: true}\n")
+    agent = Agent.from_spec(spec, model=ScriptedChatModel(replies=[]), checkpointer=False)
+    assert agent.action.needs_approval({"name": "pay", "args": {"amount": 101}})
+    assert not agent.action.needs_approval({"name": "pay", "args": {"amount": 5}})
+    assert agent.action.needs_approval({"name": "search", "args": {"query": "x"}})
+    spec.write_text("name: shop\ntools: [shop_tools.py:pay]\napprove: {pai: true}\n")
+    with pytest.raises(ConfigurationError, match=r"agent.yaml: approve names 'pai', which is "
+                                                 r"no tool of this agent: its tools are pay"):
+        Agent.from_spec(spec, model=ScriptedChatModel(replies=[]), checkpointer=False)
+
+
 KILLED = """
 import asyncio, os, sys, time
 from pathlib import Path
