@@ -436,8 +436,10 @@ class Agent:
         """Retention: prune the thread once it may hold more than ``keep`` checkpoints.
 
         A turn saves one checkpoint for its input and one per node run; from the turn's messages
-        that is at most 1 + 2 per model reply + 3 (recall, plan, remember). Without the final
-        state (a stream, a failure) the thread is pruned at once. Runs in the background.
+        that is at most 1 + 2 per model reply + 3 (recall, plan, remember), 4 per reply with tool
+        approval (a step that asks, one that runs the approved calls, and their join). Without
+        the final state (a stream, a failure) the thread is pruned at once. Runs in the
+        background.
         """
         if self._saver is None:
             return
@@ -446,7 +448,8 @@ class Agent:
             written = self._keep + 1
         else:
             replies = sum(isinstance(m, AIMessage) for m in _current_turn(state["messages"]))
-            written = self._unpruned.pop(thread_id, 0) + 4 + 2 * replies
+            per_reply = 4 if self.action.policies else 2
+            written = self._unpruned.pop(thread_id, 0) + 4 + per_reply * replies
         if written > self._keep:
             self._spawn(prune_checkpoints(self._saver, thread_id, self._keep))
             written = self._keep
