@@ -6,7 +6,8 @@ A policy says whether a call needs approval: ``True``, ``False``, or a callable 
 arguments (a dict) that returns a bool. A tool's own policy is ``@tool(approval=...)``; a tool
 an MCP server marks destructive (``destructiveHint`` in its ``metadata``, as
 ``langchain-mcp-adapters`` puts it) needs approval unless told otherwise; ``Agent(approve={name:
-policy})`` overrides both.
+policy})`` overrides both. A policy function is asked when the model's step is routed, on the
+event loop: keep it a quick check of the arguments.
 
 A call that needs approval interrupts (LangGraph's ``interrupt``) with a request::
 
