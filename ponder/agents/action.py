@@ -14,9 +14,9 @@ own id), and a resume value addressed to an interrupt id reaches that call alone
 
 A call that needs a person's approval (``ponder.agents.approval``) is two tasks: the first asks
 (an interrupt) and ends with the decision, which LangGraph saves with the step; the call then
-runs as a task of the next step, whose result is saved as soon as it finishes. So a call runs
-only once it is approved, never twice once it finished, and, after a crash while it ran, again
-only if it had not finished.
+runs as a task of the next step, whose result is saved as soon as it finishes. So (with the
+agent's default durability, ``"sync"``) a call runs only once it is approved, never twice once
+it finished, and, after a crash while it ran, again only if it had not finished.
 """
 
 from __future__ import annotations
