@@ -11,22 +11,29 @@ call, as LangGraph's ``ToolNode`` is fanned out). That is what makes interrupts 
 saves the result of every task that finished, so when one call interrupts, the calls that
 completed are not run again on resume, every interrupting call shows its own interrupt (with its
 own id), and a resume value addressed to an interrupt id reaches that call alone.
+
+A call that needs a person's approval (``ponder.agents.approval``) is two tasks: the first asks
+(an interrupt) and ends with the decision, which LangGraph saves with the step; the call then
+runs as a task of the next step, whose result is saved as soon as it finishes. So (with the
+agent's default durability, ``"sync"``) a call runs only once it is approved, never twice once
+it finished, and, after a crash while it ran, again only if it had not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
-from langgraph.types import Send
+from langgraph.types import Command, Send, interrupt
 from pydantic import ValidationError
 
+from ponder.agents import approval
 from ponder.config import ConfigurationError
 from ponder.tasks import gather_cancelling
 from ponder.tools.toolkit import BoundedTool, ToolSource, ToolTimeoutError, as_tool
@@ -37,12 +44,13 @@ log = logging.getLogger("ponder.agents")
 class ToolTask(TypedDict):
     """One task of a tool step, as the ``tools`` node receives it (the payload of a ``Send``).
 
-    ``kind`` is ``"call"`` (run the tool call ``call``), ``"invalid"`` (answer the unparseable
-    call ``call`` with an error) or ``"stop"`` (the step limit: answer every call of ``message``
-    and end the turn).
+    ``kind`` is ``"call"`` (run the tool call ``call``), ``"approval"`` (ask a person about
+    ``call``, then run it as a ``"call"`` task of the next step, or answer it with the
+    rejection), ``"invalid"`` (answer the unparseable call ``call`` with an error) or ``"stop"``
+    (the step limit: answer every call of ``message`` and end the turn).
     """
 
-    kind: Literal["call", "invalid", "stop"]
+    kind: Literal["call", "approval", "invalid", "stop"]
     call: NotRequired[dict[str, Any]]
     message: NotRequired[AIMessage]
 
@@ -54,11 +62,16 @@ class ActionModule:
     ``ponder.tools.tool``, bounded by ``timeout_s``), or ToolSources (MCP servers) whose tools
     are listed per thread (``tools_for``). A call of a tool that does not bound its
     own calls is cut after ``timeout_s`` seconds; one made by ``ponder.tools.tool`` keeps its own
-    bound. A turn takes at most ``max_steps`` tool steps.
+    bound. A turn takes at most ``max_steps`` tool steps. ``approve`` maps tool names to approval
+    policies (True, False, or a function of a call's arguments returning a bool) over the tools'
+    own (``ponder.agents.approval``; an MCP tool marked ``destructiveHint`` needs approval);
+    ConfigurationError for a name no tool has (names are checked once the tools are known: a
+    source's tools are listed per thread).
     """
 
     def __init__(self, tools: Sequence[BaseTool | ToolSource | Callable[..., Any]] = (), *,
-                 timeout_s: float = 30.0, max_steps: int = 10) -> None:
+                 timeout_s: float = 30.0, max_steps: int = 10,
+                 approve: Mapping[str, approval.Policy] | None = None) -> None:
         if max_steps < 1:
             raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}")
         if timeout_s <= 0:
@@ -76,6 +89,28 @@ class ActionModule:
         self.timeout_s = timeout_s
         self.max_steps = max_steps
         self._shadowed: set[tuple[str, str]] = set()  # (source, tool) left out, warned once
+        if not self.sources and (unknown := sorted(set(approve or {}) - set(self.by_name))):
+            raise ConfigurationError(
+                f"approve names {', '.join(map(repr, unknown))}, which is no tool of this agent: "
+                f"its tools are {', '.join(sorted(self.by_name)) or 'none'}")
+        self._approve = {n: approval.check_policy(n, p) for n, p in (approve or {}).items()}
+        policies = {t.name: approval.tool_policy(t) for t in self.tools}
+        policies.update(self._approve)
+        # Only the tools that may need approval: none (and no sources), and the graph has no
+        # approval step.
+        self.policies = {n: p for n, p in policies.items() if p is not None and p is not False}
+        self._listed: dict[str, BaseTool] = {}  # the sources' tools, as last listed
+
+    def needs_approval(self, call: dict[str, Any], allowed: Collection[str] = ()) -> bool:
+        """Whether a person approves ``call`` (a LangChain tool call) before it runs, ``allowed``
+        being the tools allowed for the whole thread."""
+        name = call["name"]
+        if name in allowed:
+            return False
+        policy = self.policies.get(name)
+        if name not in self.by_name and name not in self._approve and name in self._listed:
+            policy = approval.tool_policy(self._listed[name])  # an MCP tool's annotations
+        return approval.needs_approval(policy, name, call.get("args") or {})
 
     async def tools_for(self, config: RunnableConfig | None) -> list[BaseTool]:
         """The tools of a step in the thread of ``config``: ``tools``, then each source's tools
@@ -98,16 +133,19 @@ class ActionModule:
                     continue
                 names.add(tool.name)
                 tools.append(tool)
+                self._listed[tool.name] = tool
         return tools
 
     async def aclose(self) -> None:
         """Close the tool sources' sessions (an MCP server's processes end)."""
         await asyncio.gather(*(s.aclose() for s in self.sources))
 
-    def tasks(self, node: str, messages: Sequence[AnyMessage]) -> list[Send]:
+    def tasks(self, node: str, messages: Sequence[AnyMessage], allowed: Collection[str] = ()
+              ) -> list[Send]:
         """The tool step that answers the last message of ``messages``, as LangGraph tasks for
         ``node``: one per tool call (LangGraph runs them concurrently and checkpoints each one's
-        result on its own), or one that ends the turn once the step limit is passed.
+        result on its own; a call that needs approval asks first), or one that ends the turn
+        once the step limit is passed. ``allowed``: the tools allowed for the whole thread.
 
         Empty when the message has nothing to answer (no calls, or only unparseable calls
         without an id).
@@ -118,18 +156,49 @@ class ActionModule:
             return []
         if self.steps_taken(messages) > self.max_steps:
             return [Send(node, ToolTask(kind="stop", message=message))]
-        return ([Send(node, ToolTask(kind="call", call=c)) for c in message.tool_calls] +
+        return ([Send(node, ToolTask(kind="approval" if self.needs_approval(c, allowed)
+                                     else "call", call=c)) for c in message.tool_calls] +
                 [Send(node, ToolTask(kind="invalid", call=c))
                  for c in message.invalid_tool_calls if c.get("id")])
 
     async def execute(self, task: ToolTask, config: RunnableConfig | None = None
-                      ) -> list[AnyMessage]:
-        """The messages that answer one task from ``tasks``."""
+                      ) -> list[AnyMessage] | Command:
+        """The messages that answer one task from ``tasks``; for an ``"approval"`` task, the
+        ``Command`` that goes on once the person decided (see ``review``)."""
+        if task["kind"] == "approval":
+            return self.review(task["call"])
         if task["kind"] == "call":
             return [await self._call(task["call"], config)]
         if task["kind"] == "invalid":
             return [_invalid_call(task["call"])]
         return self.stop(task["message"])
+
+    def review(self, call: dict[str, Any], node: str = "tools") -> Command:
+        """Ask a person about ``call`` (an interrupt per question; asked again, with the
+        problem, after an answer that is not a decision or edited arguments that do not fit the
+        tool's schema) and go on: an approved or edited call runs as a task of ``node`` in the
+        next step; a rejected one is answered with the person's message. ``always`` adds the
+        tool to the state's ``allowed_tools``."""
+        decided = self.decide(call)
+        update: dict[str, Any] = {"allowed_tools": [call["name"]]} if decided["always"] else {}
+        if decided["decision"] == "reject":
+            return Command(update={**update, "messages": [_rejected(call, decided)]})
+        approved = {**call, "args": decided["args"]}
+        return Command(update=update, goto=[Send(node, ToolTask(kind="call", call=approved))])
+
+    def decide(self, call: dict[str, Any]) -> approval.Decision:
+        """The person's decision on ``call``, asked with ``interrupt`` until it is one."""
+        tool = self.by_name.get(call["name"]) or self._listed.get(call["name"])
+        error = None
+        while True:
+            answer = interrupt(approval.request(call, tool, error))
+            try:
+                decided = approval.check_answer(answer, dict(call.get("args") or {}))
+                if decided["decision"] == "edit" and tool is not None:
+                    approval.check_args(tool, decided["args"])
+                return decided
+            except approval.ApprovalError as exc:
+                error = str(exc)  # asked again (a new interrupt, with an id of its own)
 
     async def run(self, message: AIMessage, config: RunnableConfig | None = None
                   ) -> list[ToolMessage]:
@@ -140,12 +209,24 @@ class ActionModule:
         interrupted: the whole node runs again on resume. So an interrupt in one call cancels
         the others rather than let them finish now and run again. An agent's own tool loop
         runs each call as a task of its own instead (``tasks``), where neither happens.
+
+        Calls that need approval are asked about first, one after another, and the calls run
+        only once every question is answered: a node runs again from its start on resume.
         """
-        calls = [self._call(c, config) for c in message.tool_calls]
-        if len(calls) == 1:  # one call needs no task of its own
-            results = [await calls[0]]
+        plan: list[dict | ToolMessage] = []  # per call: the call to run, or its answer
+        for call in message.tool_calls:
+            if not self.needs_approval(call):
+                plan.append(call)
+                continue
+            decided = self.decide(call)
+            plan.append(_rejected(call, decided) if decided["decision"] == "reject"
+                        else {**call, "args": decided["args"]})
+        calls = [self._call(c, config) for c in plan if not isinstance(c, ToolMessage)]
+        if len(calls) <= 1:  # one call needs no task of its own
+            ran = iter([await c for c in calls])
         else:
-            results = await gather_cancelling(*calls)
+            ran = iter(await gather_cancelling(*calls))
+        results = [c if isinstance(c, ToolMessage) else next(ran) for c in plan]
         results += [_invalid_call(c) for c in message.invalid_tool_calls if c.get("id")]
         return results
 
@@ -219,3 +300,10 @@ def _invalid_call(call: dict) -> ToolMessage:
                  "Send the call again with a JSON object."),
         tool_call_id=call["id"], name=call.get("name") or "unknown", status="error",
     )
+
+
+def _rejected(call: dict, decided: approval.Decision) -> ToolMessage:
+    return ToolMessage(
+        content=decided["message"] or f"The person did not approve this call of "
+                                      f"{call['name']!r}: it was not run.",
+        tool_call_id=call["id"], name=call["name"], status="error")

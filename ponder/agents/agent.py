@@ -26,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import Command, Interrupt, Send
 
+from ponder.agents import approval
 from ponder.agents.action import ActionModule
 from ponder.agents.output import (
     OutputError,
@@ -93,7 +94,10 @@ class Agent:
     tools are listed for every model step.
     ``output`` (a pydantic model, a TypedDict or a JSON Schema dict) makes the answer typed
     (``ponder.agents.output``): validated, repaired up to ``output_retries`` times, returned by
-    ``aask`` and kept in the state as ``structured_response``.
+    ``aask`` and kept in the state as ``structured_response``. ``approve`` maps tool names to
+    approval policies (True, False, or a function of a call's arguments returning a bool) over
+    the tools' own: a call that needs approval interrupts until a person answers (see
+    ``ponder.agents.approval``); an MCP server's tools marked ``destructiveHint`` need it.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Agent:
         durability: str = "sync",
         output: Any = None,
         output_retries: int = 2,
+        approve: Mapping[str, approval.Policy] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -133,6 +138,7 @@ class Agent:
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
             durability=durability, output=output, output_retries=output_retries,
+            approve=approve,
         )
         self.output = OutputSchema.of(output) if output is not None else None
         if not isinstance(output_retries, int) or output_retries < 0:
@@ -149,7 +155,8 @@ class Agent:
         self.memory = memory
         self.conversation = conversation
         self.planner = planner
-        self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps)
+        self.action = ActionModule(tools, timeout_s=tool_timeout_s, max_steps=max_steps,
+                                   approve=approve)
         # The provider's formatting of the tool schemas, done once; passed to every call.
         self._tool_kwargs = (self.model.bind_tools(self.action.tools).kwargs
                              if self.action.tools else {})
@@ -187,7 +194,16 @@ class Agent:
         # A step's tool calls go to "tools" as one task each (Sends): see ActionModule.tasks.
         builder.add_conditional_edges("act", self._after_act, {"tools": "tools",
                                                                "finish": finish})
-        builder.add_conditional_edges("tools", _after_tools, {"act": "act", "finish": finish})
+        if self.action.policies or self.action.sources:  # an MCP tool may need approval
+            # An approved call runs in the step after its approval (ActionModule.review), when
+            # the step's other calls have finished: a deferred node waits for all of them.
+            builder.add_node("tools_done", _tools_done, defer=True)
+            builder.add_edge("tools", "tools_done")
+            builder.add_conditional_edges("tools_done", _after_tools, {"act": "act",
+                                                                       "finish": finish})
+        else:
+            builder.add_conditional_edges("tools", _after_tools, {"act": "act",
+                                                                  "finish": finish})
         if self.planner is not None:
             builder.add_node("plan", self._plan)
             builder.add_conditional_edges("plan", _after_plan, {"act": "act", "finish": finish})
@@ -278,12 +294,15 @@ class Agent:
         # Each tool call its own task: LangGraph keeps a finished call's result when another
         # call of the step interrupts, and gives each interrupt its own id. (Async on purpose,
         # like the routers below.)
-        return self.action.tasks("tools", state["messages"]) or "finish"
+        return self.action.tasks("tools", state["messages"],
+                                 state.get("allowed_tools") or ()) or "finish"
 
-    async def _tools(self, task: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    async def _tools(self, task: dict[str, Any], config: RunnableConfig
+                     ) -> dict[str, Any] | Command:
         # ``task`` is an ActionModule ToolTask, sent by _after_act (annotated as a plain dict:
         # LangGraph would make a TypedDict annotation the node's input schema, with channels).
-        return {"messages": await self.action.execute(task, config)}
+        done = await self.action.execute(task, config)
+        return done if isinstance(done, Command) else {"messages": done}
 
     async def _remember(self, state: AgentState, config: RunnableConfig) -> None:
         # Off the critical path: the reply does not wait; flush() or aclose() does.
@@ -478,8 +497,10 @@ class Agent:
         """Retention: prune the thread once it may hold more than ``keep`` checkpoints.
 
         A turn saves one checkpoint for its input and one per node run; from the turn's messages
-        that is at most 1 + 2 per model reply + 3 (recall, plan, remember). Without the final
-        state (a stream, a failure) the thread is pruned at once. Runs in the background.
+        that is at most 1 + 2 per model reply + 3 (recall, plan, remember), 4 per reply with tool
+        approval (a step that asks, one that runs the approved calls, and their join). Without
+        the final state (a stream, a failure) the thread is pruned at once. Runs in the
+        background.
         """
         if self._saver is None:
             return
@@ -488,7 +509,8 @@ class Agent:
             written = self._keep + 1
         else:
             replies = sum(isinstance(m, AIMessage) for m in _current_turn(state["messages"]))
-            written = self._unpruned.pop(thread_id, 0) + 4 + 2 * replies
+            per_reply = 4 if self.action.policies or self.action.sources else 2
+            written = self._unpruned.pop(thread_id, 0) + 4 + per_reply * replies
         if written > self._keep:
             self._spawn(prune_checkpoints(self._saver, [thread_id], self._keep))
             written = self._keep
@@ -594,13 +616,27 @@ def resume_command(thread_id: str, pending: Sequence[Interrupt], value: Any) -> 
             raise ResumeError(
                 f"no pending interrupt of thread {thread_id!r} has the id "
                 f"{', '.join(map(repr, unknown))}", thread_id, waiting, unknown)
+        _check_decisions(thread_id, waiting, value)
         return Command(resume=dict(value))
     if len(waiting) > 1:
         raise ResumeError(
             f"{len(waiting)} interrupts are pending on thread {thread_id!r}: one answer "
             "cannot say which it is for. Answer each by its id: {interrupt_id: answer, ...}",
             thread_id, waiting)
+    _check_decisions(thread_id, waiting, {next(iter(waiting)): value})
     return Command(resume=value)
+
+
+def _check_decisions(thread_id: str, waiting: dict[str, Any], answers: Mapping[str, Any]
+                     ) -> None:
+    """ResumeError when an answer to a tool approval request is not a decision."""
+    for id, answer in answers.items():
+        if approval.is_request(asked := waiting[id]):
+            try:
+                approval.check_answer(answer, asked["args"])
+            except approval.ApprovalError as exc:
+                raise ResumeError(f"interrupt {id} asks to approve a call of tool "
+                                  f"{asked['tool']!r}, and {exc}", thread_id, waiting) from None
 
 
 def _is_resume_map(value: Any, pending: dict[str, Any]) -> bool:
@@ -649,6 +685,10 @@ async def _after_tools(state: AgentState) -> str:
     # Each task of the tools node answers with a tool message, or with an AI message when the
     # step limit ends the turn.
     return "finish" if isinstance(state["messages"][-1], AIMessage) else "act"
+
+
+async def _tools_done(state: AgentState) -> dict[str, Any]:
+    return {}  # only a join: every call of the step has its answer
 
 
 async def _after_plan(state: AgentState) -> str:

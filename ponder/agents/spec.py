@@ -21,6 +21,8 @@ output:                                          # optional: the answer as JSON 
   type: object                                   # JSON Schema (agents/output.py)
   properties: {price: {type: number}, currency: {type: string}}
   required: [price, currency]
+approve: {send_order: true, stock_level: false}  # tool approval: true, false, or module:attr of
+                                                 # a function of the call's arguments -> bool
 ```
 
 An ``mcp:`` entry takes ``MCPServer``'s settings (``command``, ``args``, ``env``, ``cwd`` — relative
@@ -73,7 +75,8 @@ class AgentSpec(BaseModel):
     module:attr; ``knowledge`` are file patterns relative to the spec; ``planner`` is a name, a
     ``{type: name, ...options}`` mapping or module:attr; ``tool_timeout_s`` is in seconds.
     ``fallbacks`` are provider:model strings (``chat_model``'s; a model given when the spec is
-    loaded replaces the model and its fallbacks); ``output`` is a JSON Schema the answer must fit.
+    loaded replaces the model and its fallbacks); ``output`` is a JSON Schema the answer must fit;
+    ``approve`` maps tool names to approval policies (true, false or module:attr).
     """
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +92,7 @@ class AgentSpec(BaseModel):
     mcp: dict[str, MCPServerSpec] = Field(default_factory=dict)
     output: dict[str, Any] | None = None
     output_retries: int = Field(2, ge=0)
+    approve: dict[str, bool | str] = Field(default_factory=dict)
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -148,7 +152,10 @@ def agent_arguments(path: str | Path) -> dict[str, Any]:
             else None,
             "planner": _planner(spec.planner, base, path) if spec.planner else None,
             "max_steps": spec.max_steps, "tool_timeout_s": spec.tool_timeout_s,
-            "output": spec.output, "output_retries": spec.output_retries}
+            "output": spec.output, "output_retries": spec.output_retries,
+            "approve": {name: _load(policy, base, path, "approval policy")
+                        if isinstance(policy, str) else policy
+                        for name, policy in spec.approve.items()} or None}
 
 
 def _model(spec: AgentSpec, path: Path):

@@ -8,6 +8,11 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
 
+def allow_tools(allowed: list[str] | None, more: list[str] | None) -> list[str]:
+    """The reducer of ``allowed_tools``: the union, sorted (a tool once allowed stays so)."""
+    return sorted({*(allowed or ()), *(more or ())})
+
+
 class AgentState(TypedDict):
     """The state of an agent's graph: the conversation and what is rendered into its system
     message."""
@@ -21,3 +26,5 @@ class AgentState(TypedDict):
     plan: NotRequired[str | None]
     # The turn's typed answer as JSON (agents/output.py), when an output schema applies.
     structured_response: NotRequired[Any]
+    # The tools a person allowed for the whole thread ("always" in an approval answer).
+    allowed_tools: NotRequired[Annotated[list[str], allow_tools]]

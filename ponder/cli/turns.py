@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 from langgraph.types import Command, Interrupt
 from rich.markup import escape
 
+from ponder.agents import approval
 from ponder.agents.agent import final_text, resume_command, turn_usage
 from ponder.agents.reply import STREAM_MODES
 from ponder.cli.common import (
@@ -117,12 +118,50 @@ async def _pending(runnable: Target, thread_id: str,
 
 def _question(value: Any) -> str:
     """What an interrupt asks, on one line."""
+    if approval.is_request(value):
+        asked = (f"approve {value['tool']}({json.dumps(value['args'], default=str)})? "
+                 f"{value['description'].splitlines()[0] if value['description'] else ''}")
+        return f"{asked} ({value['error']})" if value.get("error") else asked
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-async def _ask(pending: list[Interrupt]) -> dict[str, str] | None:
-    """Show every pending interrupt with its id, then ask for each one's answer in turn: the
-    answers by interrupt id, or None when the input ends first."""
+_CHOICES = {"y": "approve", "yes": "approve", "approve": "approve", "a": "always",
+            "always": "always", "e": "edit", "edit": "edit", "n": "reject", "no": "reject",
+            "r": "reject", "reject": "reject"}
+
+
+async def _decide(n: int) -> dict[str, Any]:
+    """A person's decision on the ``n``th question, a tool approval request, asked until it is
+    one (EOFError when the input ends)."""
+    prompt = f"[bold yellow]answer {n} ›[/] [dim]y(es) / a(lways) / e(dit) / n(o)[/] "
+    while (choice := _CHOICES.get(
+            (await asyncio.to_thread(console.input, prompt)).strip().lower())) is None:
+        console.print("  [yellow]answer y to approve the call, a to approve it and every call "
+                      "of this tool in this thread, e to change its arguments, n to reject it[/]")
+    if choice == "always":
+        return {"decision": "approve", "always": True}
+    if choice == "reject":
+        message = (await asyncio.to_thread(
+            console.input, "  [yellow]why (for the model; empty: no reason) ›[/] ")).strip()
+        return {"decision": "reject", **({"message": message} if message else {})}
+    if choice == "approve":
+        return {"decision": "approve"}
+    while True:
+        text = await asyncio.to_thread(console.input, "  [yellow]arguments (JSON) ›[/] ")
+        try:
+            args = json.loads(text)
+        except ValueError as exc:
+            console.print(f"  [yellow]that is not JSON ({escape(str(exc))}): try again[/]")
+            continue
+        if isinstance(args, dict):
+            return {"decision": "edit", "args": args}
+        console.print("  [yellow]the arguments are a JSON object, {\"name\": value, ...}[/]")
+
+
+async def _ask(pending: list[Interrupt]) -> dict[str, Any] | None:
+    """Show every pending interrupt with its id, then ask for each one's answer in turn (a
+    tool approval request: approve, always, edit or reject): the answers by interrupt id, or
+    None when the input ends first."""
     console.print(f"[yellow]{len(pending)} question(s) wait for an answer:[/]")
     for n, interrupt in enumerate(pending, 1):
         console.print(f"  [yellow]{n}.[/] {escape(_question(interrupt.value))} "
@@ -130,6 +169,9 @@ async def _ask(pending: list[Interrupt]) -> dict[str, str] | None:
     answers = {}
     for n, interrupt in enumerate(pending, 1):
         try:
+            if approval.is_request(interrupt.value):
+                answers[interrupt.id] = await _decide(n)
+                continue
             answers[interrupt.id] = await asyncio.to_thread(
                 console.input, f"[bold yellow]answer {n} ›[/] ")
         except EOFError:

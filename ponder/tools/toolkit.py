@@ -30,9 +30,12 @@ class ToolTimeoutError(PonderError, TimeoutError):
 
 class BoundedTool(StructuredTool):
     """A tool made by ``tool``: each call is bounded by ``timeout_s`` seconds (None: no bound),
-    which the tool enforces itself, retries included."""
+    which the tool enforces itself, retries included. ``approval`` is whether a person approves
+    a call before it runs: True, or a function of the call's arguments (a dict) that returns a
+    bool; None or False: never (see ``ponder.agents.approval``)."""
 
     timeout_s: float | None = None
+    approval: bool | Callable[[dict[str, Any]], bool] | None = None
 
 
 @runtime_checkable
@@ -55,21 +58,30 @@ class ToolSource(Protocol):
 def tool(func: Callable[..., Any] | None = None, *, name: str | None = None,
          description: str | None = None, timeout_s: float | None = 30.0,
          max_concurrency: int | None = None, retries: int = 0,
-         retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-         ) -> Any:
+         retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
+         approval: bool | Callable[[dict[str, Any]], bool] | None = None) -> Any:
     """Decorate a function (``@tool`` or ``@tool(...)``) to make a LangChain tool (a BoundedTool).
 
     ``timeout_s`` bounds each attempt (None: no bound; ToolTimeoutError when it passes),
     ``max_concurrency`` the calls in flight, and ``retries`` the extra attempts after an
-    exception of ``retry_on``, with exponential backoff. Raises ConfigurationError for a function
-    without a docstring (or ``description``) or a bad limit.
+    exception of ``retry_on``, with exponential backoff. ``approval`` (True, or a function of
+    the call's arguments returning a bool) makes an agent ask a person before each call it
+    covers. Raises ConfigurationError for a function without a docstring (or ``description``),
+    a bad limit or a bad approval policy.
     """
     if func is None:
         return functools.partial(tool, name=name, description=description, timeout_s=timeout_s,
                                  max_concurrency=max_concurrency, retries=retries,
-                                 retry_on=retry_on)
-    return _make(func, name or getattr(func, "__name__", None), description, timeout_s,
+                                 retry_on=retry_on, approval=approval)
+    made = _make(func, name or getattr(func, "__name__", None), description, timeout_s,
                  max_concurrency, retries, retry_on)
+    if approval is not None:
+        if not (isinstance(approval, bool) or callable(approval)):
+            raise ConfigurationError(
+                f"tool {made.name!r}: approval is {approval!r}; use True, False or a function "
+                "of the call's arguments that returns a bool")
+        made.approval = approval
+    return made
 
 
 def as_tool(obj: BaseTool | Callable[..., Any], timeout_s: float | None = 30.0) -> BaseTool:

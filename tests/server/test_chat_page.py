@@ -12,6 +12,7 @@ from ponder import Agent
 from ponder.server import create_app
 from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
 from ponder.tools import calculator
+from ponder.tools import tool as ponder_tool
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags the machine needs: no sandbox as root, and no calls home on a closed network.
@@ -139,3 +140,58 @@ async def test_every_question_shows_with_its_id_and_each_answer_reaches_its_tool
         await page.wait_for_selector(".msg.assistant")
         assert await page.locator(".msg.question").count() == 0
         assert await page.get_attribute("#input", "placeholder") == "Message"
+
+
+async def test_tool_calls_are_approved_or_rejected_with_buttons(tmp_path, browser):
+    ran: list[str] = []
+
+    @ponder_tool(approval=True)
+    def send_email(to: str) -> str:
+        """Send an email."""
+        ran.append(f"send_email {to}")
+        return f"sent to {to}"
+
+    @ponder_tool(approval=True)
+    def pay(amount: int) -> str:
+        """Pay an amount, in dollars."""
+        ran.append(f"pay {amount}")
+        return f"paid {amount}"
+
+    def reply(messages):
+        if messages[-1].type == "tool":
+            return "Done: " + "; ".join(m.content for m in messages if m.type == "tool")
+        return tool_calls(("send_email", {"to": "ann"}), ("pay", {"amount": 500}))
+
+    db = f"sqlite:///{tmp_path}/page.db"
+    agent = Agent("shop", ScriptedChatModel(replies=reply), tools=[send_email, pay],
+                  checkpointer=db)
+    async with BackgroundServer(create_app([agent], database_url=db)) as url:
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.wait_for_function("document.querySelector('#agent').options.length > 0")
+        await page.fill("#input", "mail ann, pay 500")
+        await page.click("#send")
+        await page.wait_for_function("document.querySelectorAll('.msg.question').length == 2")
+        email, payment = page.locator(".msg.question").nth(0), page.locator(".msg.question").nth(1)
+        assert (await email.text_content()).startswith('approve send_email({"to":"ann"})?')
+        assert await page.get_attribute("#input", "placeholder") == (
+            "Approve or reject the tool calls above")
+        # Typing instead of deciding says what to do; nothing runs.
+        await page.fill("#input", "hm")
+        await page.click("#send")
+        await page.wait_for_function("document.querySelector('#error').textContent != ''")
+        assert await page.text_content("#error") == (
+            "Approve or reject the tool calls above first.")
+        # Decided in the opposite order from the one asked in.
+        await payment.locator("button.reject").click()
+        assert ran == [] and await payment.locator("button.approve").is_disabled()
+        await email.locator("button.approve").click()
+        await page.wait_for_function(
+            "[...document.querySelectorAll('.msg.assistant')].pop()?.textContent"
+            ".endsWith('sent to ann')")
+        assert await page.locator(".msg.assistant").last.text_content() == (
+            "Done: The person did not approve this call of 'pay': it was not run.; sent to ann")
+        assert ran == ["send_email ann"]
+        await page.reload()
+        await page.wait_for_selector(".msg.assistant")
+        assert await page.locator(".msg.question").count() == 0
