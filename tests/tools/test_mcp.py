@@ -433,3 +433,25 @@ def test_server_settings_are_checked():
             MCPServer("s", **bad)
     with pytest.raises(Exception, match="name"):
         MCPServer("bad name", command="x")
+
+
+async def test_a_destructive_tool_needs_approval_unless_the_agent_says_otherwise(tmp_path):
+    replies = [tool_calls(("pid", {}), ("add", {"a": 1, "b": 2})), "done"]
+    agent = agent_with(stdio_server(), list(replies), tmp_path)
+    try:
+        state = await agent.ainvoke("which process?", thread_id="t")
+        (asked,) = state["__interrupt__"]  # pid is marked destructiveHint; add is read-only
+        assert asked.value["tool"] == "pid"
+        assert results(state) == ["3"]  # the call that needs no approval ran at once
+        state = await agent.aresume("t", {asked.id: {"decision": "approve"}})
+        assert sorted(results(state))[0].isdigit() and "__interrupt__" not in state
+    finally:
+        await agent.aclose()
+    (tmp_path / "trusted").mkdir()
+    trusted = agent_with(stdio_server(), list(replies), tmp_path / "trusted",
+                         approve={"pid": False})
+    try:
+        state = await trusted.ainvoke("which process?", thread_id="t")
+        assert "__interrupt__" not in state and len(results(state)) == 2
+    finally:
+        await trusted.aclose()
