@@ -17,8 +17,10 @@ message), ``response.content_part.added``, ``response.output_text.delta`` / ``.d
 ``response.content_part.done``, then ``response.completed`` (``response.failed`` when the agent
 fails).
 
-A request is answered as asked or refused with a 400 naming what cannot be honoured (client
-tools, JSON output formats, token limits, ...).
+``text.format`` (``json_schema``, with ``strict``, or ``json_object``) makes the agent's answer
+typed, as ``response_format`` does on chat completions (``formats.py``): the message's text is
+the answer's JSON. Anything else a request asks that an agent cannot honour is refused with a
+400 naming it (client tools, token limits, ...).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from ponder.agents.reply import Piece
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import Target
 from ponder.server.errors import APIError
+from ponder.server.formats import run_format
 from ponder.server.openai_api import Turn, charging, safe_error
 from ponder.server.response_store import ResponseStore
 from ponder.server.turn_events import ToolCall, ToolResult, turn_events
@@ -86,7 +89,6 @@ class ResponseRequest(BaseModel):
 _UNSUPPORTED = {
     "tools": "an agent runs its own tools; tools defined by the client are not supported",
     "tool_choice": "an agent chooses its own tools; only 'auto' and 'none' are accepted",
-    "text": "an agent answers in text; JSON output formats are not supported",
     "max_output_tokens": "an agent's reply is not cut to a token budget (it may make several "
                          "model calls); remove the limit",
     "max_tool_calls": "an agent decides how many tool calls it makes; remove the limit",
@@ -98,9 +100,25 @@ _UNSUPPORTED = {
                     "conversation objects are not supported",
     "prompt": "an agent's prompt is its profile; prompt templates are not supported",
 }
-_DEFAULTS = {"tool_choice": ("auto", "none"),
-             "text": ({"format": {"type": "text"}}, {"format": {"type": "text"},
-                                                     "verbosity": "medium"})}
+_DEFAULTS = {"tool_choice": ("auto", "none")}
+
+
+def text_format(request: ResponseRequest) -> Any:
+    """``text.format`` as a chat completion's ``response_format`` (the Responses API has the
+    JSON schema's name, schema and strict beside its type), for ``formats.run_format``; None
+    for text."""
+    text = (request.model_extra or {}).get("text")
+    if text is None:
+        return None
+    if not isinstance(text, dict) or not isinstance(text.get("format", {}), dict):
+        raise APIError(400, "text must be an object whose format is an object, e.g. "
+                            '{"format": {"type": "json_schema", "name": ..., "schema": ...}}',
+                       param="text")
+    value = text.get("format")
+    if isinstance(value, dict) and value.get("type") == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {k: v for k, v in value.items() if k != "type"}}
+    return value
 
 
 def refuse_unsupported(request: ResponseRequest) -> None:
@@ -169,6 +187,7 @@ def router(agents: dict[str, Target], runs: RunRecorder, store: ResponseStore,
             raise APIError(404, f"The model {body.model!r} does not exist: use one of "
                                 f"{', '.join(agents)}", param="model", code="model_not_found")
         refuse_unsupported(body)
+        configurable = run_format(text_format(body), agent, param="text.format")
         messages = input_messages(body.input)
         key = getattr(request.state, "api_key_id", None)
         if body.previous_response_id:
@@ -188,6 +207,7 @@ def router(agents: dict[str, Target], runs: RunRecorder, store: ResponseStore,
             thread_id = f"response-{uuid.uuid4().hex}"
         turn = Turn(agent, runs, thread_id, messages, charging(request, body.model),
                     multitask_strategy)
+        turn.configurable = configurable
         await turn.start(stream=True)
         answer = _Answer(turn, body, lambda done: store.put(key, body.model, thread_id, done))
         headers = {"x-thread-id": thread_id}
@@ -226,7 +246,8 @@ class _Answer:
             id=f"resp_{uuid.uuid4().hex}", object="response", created_at=int(time.time()),
             model=request.model, status="in_progress", output=[], parallel_tool_calls=True,
             tool_choice="auto", tools=[], previous_response_id=request.previous_response_id,
-            metadata=request.metadata, user=request.user)
+            metadata=request.metadata, user=request.user,
+            text=(request.model_extra or {}).get("text"))
         self._sequence = itertools.count()
         self._calls: dict[str, int] = {}  # tool call id -> its output index
         self._message: ResponseOutputMessage | None = None

@@ -43,7 +43,7 @@ async def turn_events(turn: Turn) -> AsyncIterator[TurnEvent]:
     """What ``turn`` (started with ``stream=True``) does, as it happens; ends once its reply is
     whole. Raises what the turn raised. Messages the thread held before the turn are not
     reported again: the turn's first state is the thread with the turn's input in it."""
-    reply = turn.agent.reply_stream()
+    reply = turn.reply_stream()
     before: set[str] | None = None
     while (item := await turn.events.get()) is not None:
         mode, data = item

@@ -131,3 +131,18 @@ def test_an_answer_that_never_fits_is_an_error_that_says_so(tmp_path):
                                           messages=[{"role": "user", "content": "x"}])
     assert "did not fit the output schema 'Movie' after 3 tries" in \
         failed.value.body["message"]
+
+
+def test_responses_parse_with_text_format_gets_a_typed_answer(server, upstream):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    response = client.responses.parse(model="films", input="a film about a space monster",
+                                      text_format=Movie)
+    assert response.output_parsed == Movie(title="Alien", year=1979)
+    assert upstream.requests[0]["response_format"]["json_schema"]["name"] == "Movie"
+    answer = client.responses.create(model="texter", input="anything",
+                                     text={"format": {"type": "json_object"}})
+    assert json.loads(answer.output_text) == {"ok": True}
+    for bad in ({"format": {"type": "json_schema", "name": "x", "schema": 3}}, {"format": 7}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="films", input="x", text=bad)
+        assert refused.value.body["param"] in ("text", "text.format")
