@@ -61,6 +61,11 @@ class ResilientChatModel(BaseChatModel):
         return PolicyRunner(self.provider, self.model_name, self.policy, self.endpoint,
                              self.usage)
 
+    def _max_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        """The call's output limit: its own ``max_tokens``, else the provider model's."""
+        limit = kwargs.get("max_tokens") or getattr(self.inner, "max_tokens", None)
+        return limit if isinstance(limit, int) and limit > 0 else None
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -68,11 +73,13 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        limit = self._max_tokens(kwargs)
         return await self._runner().call(
             lambda: self.inner._agenerate(messages, stop=stop, **kwargs),
-            estimate_tokens((str(m.content) for m in messages), kwargs.get("max_tokens")),
+            estimate_tokens((str(m.content) for m in messages), limit),
             lambda result: result.generations[0].message.usage_metadata
             if result.generations else None,
+            limit,
         )
 
     async def _astream(
@@ -82,9 +89,11 @@ class ResilientChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        limit = self._max_tokens(kwargs)
         chunks = self._runner().stream(
             lambda: self.inner._astream(messages, stop=stop, **kwargs),
-            estimate_tokens((str(m.content) for m in messages), kwargs.get("max_tokens")),
+            estimate_tokens((str(m.content) for m in messages), limit),
+            limit,
         )
         async for chunk in chunks:
             yield chunk
