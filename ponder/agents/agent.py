@@ -42,7 +42,7 @@ from ponder.db.persistence import (
 from ponder.errors import PonderError
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
-from ponder.models import chat_model, follow_background
+from ponder.models import Budget, LocalLedger, chat_model, follow_background, spending
 from ponder.sync import run_sync
 
 log = logging.getLogger("ponder.agents")
@@ -79,6 +79,9 @@ class Agent:
     the saver only when one is passed in, so it can be a subgraph that shares its parent's.
     ``tool_timeout_s`` bounds each tool call, in seconds, except for a tool made with
     ``ponder.tools.tool``, which keeps its own ``timeout_s``.
+    ``budget`` (a ``Budget``) limits what this Agent object's model calls spend, across its
+    turns and threads, in this process: a call that could go over it is not made, and the turn
+    fails with ``BudgetExceeded`` (see ``ponder.models.budgets``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class Agent:
         keep_checkpoints: int | None = None,
         interrupt_before: Sequence[str] = (),
         durability: str = "sync",
+        budget: Budget | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -115,8 +119,12 @@ class Agent:
             conversation=conversation, max_steps=max_steps,
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
-            durability=durability,
+            durability=durability, budget=budget,
         )
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigurationError(f"budget must be a ponder.Budget, e.g. Budget(usd=0.5), "
+                                     f"not {budget!r}")
+        self._ledger = LocalLedger(budget, f"agent {name!r}") if budget is not None else None
         if durability not in ("sync", "async", "exit"):
             raise ConfigurationError(f"durability must be 'sync', 'async' or 'exit', not "
                                      f"{durability!r}")
@@ -290,7 +298,9 @@ class Agent:
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         state = None
         try:
-            state = await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
+            with spending(self._ledger):
+                state = await graph.ainvoke(_as_input(input), cfg,
+                                            durability=self._durability())
             if state.get("__interrupt__") and self._saver is not None:
                 # LangGraph lists the interrupts of concurrent tasks in no particular order.
                 order = {i.id: n for n, i in enumerate(
@@ -309,9 +319,11 @@ class Agent:
         graph = await self._graph()
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         try:
-            async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
-                                            subgraphs=subgraphs, durability=self._durability()):
-                yield item
+            with spending(self._ledger):
+                async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
+                                                subgraphs=subgraphs,
+                                                durability=self._durability()):
+                    yield item
         finally:
             self._after_turn(cfg)
 

@@ -120,9 +120,8 @@ class Amount:
 
 
 def usd(nano: int) -> str:
-    """Nano-dollars as dollars for people: "$0.000412", "$12.5"."""
-    text = f"{nano / NANO:,.6f}".rstrip("0").rstrip(".")
-    return f"${text}"
+    """Nano-dollars as dollars for people, exactly: "$0.00000855", "$12.5"."""
+    return "$" + f"{nano / NANO:,.9f}".rstrip("0").rstrip(".")
 
 
 class BudgetExceeded(PonderError):

@@ -17,7 +17,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ponder.models.budgets import charged
+from ponder.models.budgets import BudgetExceeded, UnpricedModel, charged
 from ponder.models.prices import cost_usd, load_price
 from ponder.models.quotas import ResiliencePolicy, quota_for
 from ponder.models.retries import (
@@ -106,43 +106,35 @@ class PolicyRunner:
     async def call(self, make: Callable[[], Awaitable[Any]], estimate: int,
                    usage_of: Callable[[Any], dict | None], max_tokens: int | None = None
                    ) -> Any:
-        """``make()`` under the budgets and the policy; its result. ``usage_of`` reads the
+        """``make()`` under the policy and the budgets; its result. ``usage_of`` reads the
         usage from it; ``estimate`` is its tokens in all, ``max_tokens`` of them output (the
-        call's limit, if it has one). Raises BudgetExceeded (nothing called) when a budget has
-        no room for the call."""
+        call's limit, if it has one). Each attempt is charged to the active budgets once it
+        holds a concurrency slot (so a call waiting its turn holds no money): BudgetExceeded,
+        before anything is sent, when one has no room for it."""
         await load_price(self.provider, self.model_name)  # loaded off the loop, then cached
-        async with self._charged(estimate, max_tokens) as charge:
-            started, attempts = time.perf_counter(), 0
-            try:
-                async for attempt in self.retrying():
-                    with attempt:
-                        attempts += 1
-                        await self.quota.admit(estimate)
-                        async with self.quota.slots:
-                            async with asyncio.timeout(self.policy.timeout_s):
-                                result = await make()
-            except Exception as exc:
-                raise self.final_error(exc, attempts) from exc
-            call = self.finish(started, attempts, usage_of(result), estimate)
-            charge.record(call.cost_usd, call.total_tokens)
+        started, attempts = time.perf_counter(), 0
+        try:
+            async for attempt in self.retrying():
+                with attempt:
+                    attempts += 1
+                    await self.quota.admit(estimate)
+                    async with self.quota.slots, self._charged(estimate, max_tokens) as charge:
+                        async with asyncio.timeout(self.policy.timeout_s):
+                            result = await make()
+                        call = self.finish(started, attempts, usage_of(result), estimate)
+                        charge.record(call.cost_usd, call.total_tokens)
+        except (BudgetExceeded, UnpricedModel):
+            raise  # not the provider's failure: nothing was sent
+        except Exception as exc:
+            raise self.final_error(exc, attempts) from exc
         return result
 
     async def stream(self, make: Callable[[], AsyncIterator[ChatGenerationChunk]],
                      estimate: int, max_tokens: int | None = None
                      ) -> AsyncIterator[ChatGenerationChunk]:
-        """The chunks of ``make()`` under the budgets and the policy: retried only until
-        output has started (see ``call`` for the rest)."""
+        """The chunks of ``make()`` under the policy and the budgets: retried only until
+        output has started (see ``call``)."""
         await load_price(self.provider, self.model_name)
-        async with self._charged(estimate, max_tokens) as charge:
-            chunks = self._stream(make, estimate, charge)
-            try:
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                await aclose_stream(chunks)
-
-    async def _stream(self, make: Callable[[], AsyncIterator[ChatGenerationChunk]],
-                      estimate: int, charge: Any) -> AsyncIterator[ChatGenerationChunk]:
         started, attempts, usage = time.perf_counter(), 0, None
         try:
             async for attempt in self.retrying():
@@ -150,7 +142,7 @@ class PolicyRunner:
                     attempts += 1
                     produced = False
                     await self.quota.admit(estimate)
-                    async with self.quota.slots:
+                    async with self.quota.slots, self._charged(estimate, max_tokens) as charge:
                         stream = aiter(make())
                         try:
                             while True:
@@ -177,10 +169,12 @@ class PolicyRunner:
                                 yield chunk
                         finally:
                             await aclose_stream(stream)
+                        call = self.finish(started, attempts, usage, estimate)
+                        charge.record(call.cost_usd, call.total_tokens)
+        except (BudgetExceeded, UnpricedModel):
+            raise
         except Exception as exc:
             raise self.final_error(exc, attempts) from exc
-        call = self.finish(started, attempts, usage, estimate)
-        charge.record(call.cost_usd, call.total_tokens)
 
 
 def estimate_tokens(texts: Iterable[str], max_tokens: int | None = None) -> int:
