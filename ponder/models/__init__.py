@@ -15,6 +15,7 @@ from ponder.models.budgets import (
     LocalLedger,
     UnpricedModel,
     active_ledgers,
+    charge_request,
     spending,
 )
 from ponder.models.chat import ResilientChatModel, as_chat_model, chat_model
@@ -35,6 +36,7 @@ __all__ = [
     "LocalLedger",
     "UnpricedModel",
     "active_ledgers",
+    "charge_request",
     "spending",
     "LocalEmbeddings",
     "ModelCall",

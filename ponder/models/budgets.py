@@ -200,6 +200,8 @@ class LocalLedger(Ledger):
 
 
 _active: ContextVar[tuple[Ledger, ...]] = ContextVar("ponder_budgets", default=())
+# The ledgers of the request being served (an API key's), set once per request.
+_request: ContextVar[tuple[Ledger, ...]] = ContextVar("ponder_request_budgets", default=())
 
 
 @contextmanager
@@ -219,9 +221,16 @@ def spending(*ledgers: Ledger | None) -> Iterator[tuple[Ledger, ...]]:
             pass
 
 
+def charge_request(*ledgers: Ledger | None) -> None:
+    """Charge the model calls of the request being served (in this context and the tasks it
+    starts) to ``ledgers``, in place of the last request's: a server sets it for each request
+    it authenticates, in the request's own context."""
+    _request.set(tuple(ledger for ledger in ledgers if ledger is not None))
+
+
 def active_ledgers() -> tuple[Ledger, ...]:
     """The ledgers every model call made here is charged to."""
-    return _active.get()
+    return (*_request.get(), *_active.get())
 
 
 class Charge:
@@ -243,7 +252,7 @@ async def charged(provider: str, model: str, input_tokens: int,
     after it (nothing, when the block raised). Raises BudgetExceeded, before the block runs,
     when a ledger has no room; UnpricedModel when a dollar budget applies to an unpriced
     model."""
-    ledgers = _active.get()
+    ledgers = active_ledgers()
     charge = Charge()
     if not ledgers:
         yield charge

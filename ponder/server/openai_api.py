@@ -41,7 +41,7 @@ from ponder.agents.agent import final_text
 from ponder.agents.reply import STREAM_MODES
 from ponder.graphs.runs import RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
-from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
+from ponder.models import BudgetExceeded, ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.conversations import ConversationStore, digest
 from ponder.server.errors import APIError
 
@@ -438,11 +438,13 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
     def charge(call: ModelCall) -> None:
         guard.charge_tokens(request, call.total_tokens)
         metrics.add_tokens(agent, call.total_tokens)
+        if call.cost_usd is not None:
+            metrics.add_cost(agent, call.cost_usd)
 
     return charge
 
 
 def _safe(exc: Exception) -> str:
-    if isinstance(exc, ModelCallError):
+    if isinstance(exc, ModelCallError | BudgetExceeded):
         return str(exc)
     return "the agent failed while answering; the server log has the details"
