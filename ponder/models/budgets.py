@@ -18,6 +18,9 @@ sets one) at the output price. A call without ``max_tokens`` can end up costing 
 reserved: settled to what it really cost, the ledger then goes over its limit by the difference,
 and the next call is refused.
 
+Budgets apply to ponder's models (``ResilientChatModel``, which ``chat_model`` makes): another
+LangChain model's calls are counted by ``track_usage`` but not held against a budget.
+
 A dollar budget needs prices: a call of a model that genai-prices does not price, under a dollar
 budget, is refused with ``UnpricedModel`` (a ConfigurationError) rather than counted as free.
 """

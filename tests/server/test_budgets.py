@@ -1,8 +1,8 @@
 """Shared budgets: an API key's dollars per day over a real `ponder serve`, and the shared
 table's atomic holds from several processes, on SQLite and Postgres."""
 
+import asyncio
 import json
-import subprocess
 import sys
 import textwrap
 
@@ -103,13 +103,13 @@ HOLDER = textwrap.dedent("""
 async def test_processes_sharing_a_budget_never_go_over_it(database_url):
     store = BudgetStore(database_url)
     await store.engine()  # the table, made before the processes race for it
-    processes = [subprocess.Popen([sys.executable, "-c", HOLDER, database_url, "40"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    processes = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, database_url, "40",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for _ in range(2)]
     made = []
     for process in processes:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, err.decode()
         made.append(json.loads(out))
     # 80 tries of $0.001 against $0.05: exactly 50 held and paid, whoever got them.
     assert sum(made) == 50
