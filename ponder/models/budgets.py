@@ -10,7 +10,8 @@ every model call made in it is charged (``charged``, which the runner wraps arou
 so every model of a fallback chain is charged for its own call): before the call, its
 maximum cost is reserved in every active ledger, and if one of them would go over its limit,
 the call is not made and ``BudgetExceeded`` says which budget and what was spent. After the call,
-the reservation is settled to the actual cost (a failed call costs nothing).
+the reservation is settled to the actual cost (a failed call costs nothing; a stream abandoned
+once the provider began answering, all it held).
 
 The maximum cost of a call is its input (estimated at four characters a token) at the input
 price plus ``max_tokens`` (the call's or the model's; ``DEFAULT_OUTPUT_TOKENS`` when neither
@@ -237,14 +238,25 @@ def active_ledgers() -> tuple[Ledger, ...]:
 
 
 class Charge:
-    """One model call's charge: the runner tells it the call's actual cost (``record``)."""
+    """One model call's charge: the runner tells it the call's actual cost (``record``), or
+    that the provider had begun answering (``begun``: a stream's first chunk came) for a stream
+    that may be abandoned before its usage arrives."""
 
     def __init__(self) -> None:
-        self.actual = Amount()
+        self.actual: Amount | None = None
+        self.begun = False
 
     def record(self, cost_usd: float | None, total_tokens: int) -> None:
         """The call was made: it cost ``cost_usd`` (None: unknown) and ``total_tokens``."""
         self.actual = Amount(round((cost_usd or 0.0) * NANO), total_tokens, 1)
+
+    def owed(self, held: Amount) -> Amount:
+        """What the call is charged: its recorded cost; all it held when the provider had begun
+        answering but the usage never came (an abandoned stream: paid for, at most that much);
+        nothing when it failed before any answer."""
+        if self.actual is not None:
+            return self.actual
+        return held if self.begun else Amount()
 
 
 @asynccontextmanager
@@ -282,7 +294,7 @@ async def charged(provider: str, model: str, input_tokens: int,
         yield charge
     finally:
         # Shielded: a cancelled call still gives its hold back, and a finished one is paid.
-        await asyncio.shield(_settle(holds, amount, charge.actual))
+        await asyncio.shield(_settle(holds, amount, charge.owed(amount)))
 
 
 async def _settle(holds: list[tuple[Ledger, Any]], amount: Amount, actual: Amount) -> None:

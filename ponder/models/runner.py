@@ -160,6 +160,7 @@ class PolicyRunner:
                                             f"(not retried): {describe(exc)}"
                                         ) from exc
                                     raise
+                                charge.begun = True  # the provider is answering: billed
                                 # Only output the caller can see makes a retry unsafe.
                                 message = chunk.message
                                 produced = produced or bool(

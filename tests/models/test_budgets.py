@@ -186,3 +186,20 @@ async def test_a_budget_stops_self_consistency_part_way(tmp_path):
         finally:
             await recorder.aclose()
             await agent.aclose()
+
+
+async def test_a_stream_abandoned_after_its_output_began_pays_what_it_held():
+    async with FakeOpenAIServer([priced("one two three four five")],
+                                tokens_per_second=20) as server:
+        ledger = LocalLedger(Budget(usd=1.0), "a test")
+        with spending(ledger):
+            stream = model(server, max_tokens=8).astream("count")
+            async for _ in stream:
+                break  # the client left: its usage never comes
+            await stream.aclose()
+        for _ in range(50):  # the provider's stream is closed by the event loop, soon
+            if ledger.reserved.calls == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert ledger.reserved == type(ledger.reserved)()  # nothing still held
+    assert ledger.spent.calls == 1 and ledger.spent.nano_usd > CALL * 1e9  # all it held
