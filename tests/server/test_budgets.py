@@ -1,5 +1,6 @@
-"""Shared budgets: an API key's dollars per day over a real `ponder serve`, and the shared
-table's atomic holds from several processes, on SQLite and Postgres."""
+"""Shared budgets: an API key's dollars per day over a real `ponder serve` (the official openai
+client) and the Agent Server API (langgraph-sdk), and the shared table's atomic holds from
+several processes, on SQLite and Postgres."""
 
 import asyncio
 import json
@@ -9,10 +10,15 @@ import textwrap
 import httpx
 import openai
 import pytest
+from langgraph_sdk import get_client
 
-from ponder.models import Budget
+from ponder import Agent
+from ponder.graphs.runs import RunRecorder
+from ponder.models import Budget, chat_model
 from ponder.models.budget_store import BudgetStore, today
-from ponder.testing import FakeOpenAIServer
+from ponder.server.app import create_app
+from ponder.server.keys import KeyStore
+from ponder.testing import BackgroundServer, FakeOpenAIServer
 from tests.helpers.cli import ponder
 from tests.helpers.priced import PRICED_MODEL, priced
 from tests.helpers.serving import Served
@@ -120,3 +126,41 @@ async def test_processes_sharing_a_budget_never_go_over_it(database_url):
     assert await store.reserve("key:shared", "2099-01-01", Budget(usd=0.05),
                                spent.__class__(nano_usd=50_000_000))
     await store.aclose()
+
+
+async def test_a_keys_budget_covers_agent_server_runs(tmp_path):
+    db = f"sqlite:///{tmp_path}/agents.db"
+    keys = KeyStore(db)
+    key, secret = await keys.create("app", usd_per_day=0.00002)
+    await keys.aclose()
+    async with FakeOpenAIServer(lambda messages: priced("answer")) as fake:
+        agent = Agent("bot", chat_model(f"openai:{PRICED_MODEL}", base_url=fake.base_url,
+                                        max_tokens=8), checkpointer=db)
+        async with BackgroundServer(create_app([agent], database_url=db)) as url:
+            client = get_client(url=url, api_key=secret)
+            thread = (await client.threads.create())["thread_id"]
+            answered = 0
+            with pytest.raises(Exception, match=f"BudgetExceeded: the budget of API key "
+                                                f"{key.id} \\(app, per UTC day\\) is used up: "
+                                                r"\$[0-9.]+ spent of \$0.00002"):
+                for turn in range(10):
+                    await client.runs.wait(thread, "bot", input={
+                        "messages": [{"role": "user", "content": f"question {turn}"}]})
+                    answered += 1
+            run = (await client.runs.list(thread, limit=1))[0]
+            assert run["status"] == "error" and answered > 0
+            record = await agent_run_record(db, run["run_id"])
+            assert f"the budget of API key {key.id} (app, per UTC day)" in record.error
+            assert len(fake.requests) == answered  # the refused call was never sent
+    store = BudgetStore(db)
+    spent, held = await store.spending(f"key:{key.id}", today())
+    await store.aclose()
+    assert spent.calls == answered and 0 < spent.nano_usd <= 20_000 and held.calls == 0
+
+
+async def agent_run_record(db, run_id):
+    recorder = RunRecorder(db)
+    try:
+        return await recorder.record(run_id)
+    finally:
+        await recorder.aclose()
