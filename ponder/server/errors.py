@@ -51,8 +51,8 @@ def error_response(status: int, message: str, *, param: str | None = None,
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` as an OpenAI-style error object: APIError as it says, a
     spent budget as 429 ``budget_exceeded``, an invalid request as 400 naming the first bad
-    field, HTTPException with its status, and
-    anything else as a logged 500 with a generic message."""
+    field, HTTPException with its status, and anything else as a logged 500 with a generic
+    message."""
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code,

@@ -84,8 +84,10 @@ async def test_an_agents_budget_holds_across_its_turns(tmp_path):
         limit = 3 * CALL + dollars(30, 8) - CALL / 2
         agent = Agent("helper", model(server, max_tokens=8), budget=Budget(usd=limit),
                       checkpointer=f"sqlite:///{tmp_path}/a.db")
-        for turn in range(3):
+        for turn in range(2):
             assert await agent.aask(f"question {turn}", thread_id="t") == "sure"
+        streamed = [piece async for piece in agent.astream_text("question 2", thread_id="t")]
+        assert "".join(streamed) == "sure"  # a streamed turn is charged the same way
         with pytest.raises(BudgetExceeded) as stopped:
             await agent.aask("question 3", thread_id="t")
         assert len(server.requests) == 3  # the fourth call was never sent
