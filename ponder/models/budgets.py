@@ -233,8 +233,9 @@ def charge_request(*ledgers: Ledger | None) -> None:
 
 
 def active_ledgers() -> tuple[Ledger, ...]:
-    """The ledgers every model call made here is charged to."""
-    return (*_request.get(), *_active.get())
+    """The ledgers every model call made here is charged to, each once (an agent run inside
+    another run of itself is charged once)."""
+    return tuple(dict.fromkeys((*_request.get(), *_active.get())))
 
 
 class Charge:

@@ -205,3 +205,11 @@ async def test_a_stream_abandoned_after_its_output_began_pays_what_it_held():
             await asyncio.sleep(0.05)
     assert ledger.reserved == type(ledger.reserved)()  # nothing still held
     assert ledger.spent.calls == 1 and ledger.spent.nano_usd > CALL * 1e9  # all it held
+
+
+async def test_a_ledger_active_twice_is_charged_once():
+    async with FakeOpenAIServer(lambda messages: priced("ok")) as server:
+        ledger = LocalLedger(Budget(calls=1), "a nested test")
+        with spending(ledger), spending(ledger):
+            await model(server, max_tokens=8).ainvoke("hi")
+    assert ledger.spent.calls == 1
