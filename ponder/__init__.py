@@ -4,13 +4,15 @@ from ponder.agents import Agent, AgentState, Planner, Profile
 from ponder.errors import ConfigurationError, NotFoundError, PonderError
 from ponder.memory import InMemoryMemory, Memory
 from ponder.memory.knowledge import Document, KnowledgeBase
-from ponder.models import chat_model, embeddings, track_usage
+from ponder.models import Budget, BudgetExceeded, chat_model, embeddings, track_usage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
     "AgentState",
+    "Budget",
+    "BudgetExceeded",
     "ConfigurationError",
     "Document",
     "InMemoryMemory",

@@ -52,7 +52,7 @@ from ponder.db.persistence import (
 from ponder.errors import PonderError
 from ponder.memory.base import Memories, Memory
 from ponder.memory.conversation import ConversationMemory
-from ponder.models import chat_model, follow_background
+from ponder.models import Budget, LocalLedger, chat_model, follow_background, spending
 from ponder.sync import run_sync
 from ponder.tools.toolkit import ToolSource
 
@@ -98,6 +98,9 @@ class Agent:
     approval policies (True, False, or a function of a call's arguments returning a bool) over
     the tools' own: a call that needs approval interrupts until a person answers (see
     ``ponder.agents.approval``); an MCP server's tools marked ``destructiveHint`` need it.
+    ``budget`` (a ``Budget``) limits what this Agent object's model calls spend, across its
+    turns and threads, in this process: a call that could go over it is not made, and the turn
+    fails with ``BudgetExceeded`` (see ``ponder.models.budgets``).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class Agent:
         output: Any = None,
         output_retries: int = 2,
         approve: Mapping[str, approval.Policy] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigurationError(
@@ -138,12 +142,16 @@ class Agent:
             tool_timeout_s=tool_timeout_s, checkpointer=checkpointer, store=store,
             keep_checkpoints=keep_checkpoints, interrupt_before=interrupt_before,
             durability=durability, output=output, output_retries=output_retries,
-            approve=approve,
+            approve=approve, budget=budget,
         )
         self.output = OutputSchema.of(output) if output is not None else None
         if not isinstance(output_retries, int) or output_retries < 0:
             raise ConfigurationError(f"output_retries must be 0 or more, not {output_retries!r}")
         self.output_retries = output_retries
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigurationError(f"budget must be a ponder.Budget, e.g. Budget(usd=0.5), "
+                                     f"not {budget!r}")
+        self._ledger = LocalLedger(budget, f"agent {name!r}") if budget is not None else None
         if durability not in ("sync", "async", "exit"):
             raise ConfigurationError(f"durability must be 'sync', 'async' or 'exit', not "
                                      f"{durability!r}")
@@ -354,7 +362,9 @@ class Agent:
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         state = None
         try:
-            state = await graph.ainvoke(_as_input(input), cfg, durability=self._durability())
+            with spending(self._ledger):
+                state = await graph.ainvoke(_as_input(input), cfg,
+                                            durability=self._durability())
             if state.get("__interrupt__") and self._saver is not None:
                 # LangGraph lists the interrupts of concurrent tasks in no particular order.
                 order = {i.id: n for n, i in enumerate(
@@ -373,9 +383,11 @@ class Agent:
         graph = await self._graph()
         cfg = self._config(thread_id, user_id, checkpoint_id, config)
         try:
-            async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
-                                            subgraphs=subgraphs, durability=self._durability()):
-                yield item
+            with spending(self._ledger):
+                async for item in graph.astream(_as_input(input), cfg, stream_mode=stream_mode,
+                                                subgraphs=subgraphs,
+                                                durability=self._durability()):
+                    yield item
         finally:
             self._after_turn(cfg)
 

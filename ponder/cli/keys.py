@@ -24,12 +24,15 @@ def keys_create(
     name: str = typer.Argument(..., help="What the key is for, e.g. mobile-app."),
     rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
     tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute."),
+    usd_per_day: float | None = typer.Option(
+        None, "--usd-per-day", help="US dollars of model calls per UTC day (priced by "
+                                    "genai-prices); then 429 until the next day."),
 ) -> None:
     """Make a key. It is printed once: store it now."""
     from ponder.server.keys import KeyStore
 
     key, secret = stored(KeyStore, "create", name, requests_per_minute=rpm,
-                          tokens_per_minute=tpm)
+                          tokens_per_minute=tpm, usd_per_day=usd_per_day)
     console.print(f"{key.id}  {escape(key.name)}")
     print(secret)
     errors.print("[dim]shown once: the database keeps only its hash[/]")
@@ -46,6 +49,8 @@ def keys_list() -> None:
     for key in stored(KeyStore, "list"):
         limits = ", ".join(f"{v} {k}" for k, v in (("rpm", key.requests_per_minute),
                                                    ("tpm", key.tokens_per_minute)) if v)
+        if key.usd_per_day is not None:
+            limits = ", ".join(filter(None, [limits, f"${key.usd_per_day:g}/day"]))
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
         table.add_row(key.id, key.name, created, limits or "-",
                       "revoked" if key.revoked_at else "active")

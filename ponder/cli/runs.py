@@ -57,8 +57,9 @@ def runs_show(run_id: str = typer.Argument(..., help="A run id from ponder runs 
     if run.error:
         console.print(f"[red]{escape(run.error)}[/]")
     for model, usage in run.usage.items():
+        cost = f", ${usage['cost_usd']:.6f}" if usage.get("cost_usd") is not None else ""
         console.print(f"  {escape(model)}: {usage['calls']} calls, {usage['input_tokens']} in, "
-                      f"{usage['output_tokens']} out")
+                      f"{usage['output_tokens']} out{cost}")
     tree = Tree("steps")
     branches = {}
     for step in steps:

@@ -48,10 +48,22 @@ def schedule_add(
                                   help="Run missed fires once, not once each."),
     max_instances: int = typer.Option(1, "--max-instances", min=1,
                                       help="Runs of this schedule at once, at most."),
+    budget_usd: float | None = typer.Option(
+        None, "--budget-usd", help="US dollars all its runs together may spend on model calls "
+                                   "(priced by genai-prices); a run that would go over ends "
+                                   "with an error."),
 ) -> None:
     """Add a schedule: exactly one of --cron, --every or --at."""
     from ponder.graphs.scheduler import ScheduleError, Trigger, describe
+    from ponder.models import Budget
 
+    budget = None
+    if budget_usd is not None:
+        try:
+            budget = Budget(usd=budget_usd)
+        except ValueError:
+            raise ScheduleError(f"--budget-usd must be a number of dollars, 0 or more, not "
+                                f"{budget_usd:g}") from None
     if sum(option is not None for option in (cron, every, at)) != 1:
         raise ScheduleError("give exactly one of --cron EXPR, --every DURATION or --at TIME")
     trigger = (Trigger.cron(cron, tz) if cron is not None
@@ -63,9 +75,10 @@ def schedule_add(
                             "text as '\"hello\"', or pass an object like '{\"q\": 1}'") from None
     schedule = _scheduler("add", name, target, trigger, input=value, thread=thread,
                           misfire_grace_s=misfire_grace, coalesce=coalesce,
-                          max_instances=max_instances)
+                          max_instances=max_instances, budget=budget)
     console.print(f"added [bold]{escape(name)}[/]: {escape(describe(trigger))}, next "
-                  f"{_when(schedule.next_fire_at)}")
+                  f"{_when(schedule.next_fire_at)}"
+                  + (f", budget {escape(str(budget))}" if budget else ""))
 
 
 @schedule_app.command("list")
@@ -75,11 +88,13 @@ def schedule_list() -> None:
 
     from ponder.graphs.scheduler import describe
 
-    table = RichTable("name", "target", "when", "next fire", "state", "fires", "skipped")
+    table = RichTable("name", "target", "when", "next fire", "state", "fires", "skipped",
+                      "budget")
     for schedule in _scheduler("schedules"):
         table.add_row(schedule.name, schedule.target, describe(schedule.trigger),
                       _when(schedule.next_fire_at), "paused" if schedule.paused else "active",
-                      str(schedule.fires), str(schedule.skipped))
+                      str(schedule.fires), str(schedule.skipped),
+                      str(schedule.budget) if schedule.budget else "-")
     console.print(table)
 
 

@@ -81,6 +81,8 @@ runs_table = Table(
     # "caller": executed by the process that made it (a turn, an Agent Server run), whose
     # target is an object there; None: by any worker, which loads the target by its TARGET string
     Column("executor", String(20), nullable=True),
+    # JSON: the run's own Budget (models.budgets), charged in ponder_budgets as "run:ID"
+    Column("budget", Text, nullable=True),
     # One run per fire, whoever claims it.
     UniqueConstraint("schedule", "scheduled_for", name="ponder_runs_one_per_fire"),
 )
@@ -106,7 +108,8 @@ class RunRecord:
     input as given (JSON); ``usage`` is ``{model: {calls, input_tokens, output_tokens,
     total_tokens}}``; ``output`` the final reply's text; ``worker`` who holds the claim;
     ``base_checkpoint`` the thread's head before the first attempt ("" for none); ``kwargs``
-    how it was asked for over the Agent Server API."""
+    how it was asked for over the Agent Server API; ``budget`` the run's own limits
+    (``Budget.as_dict()``), None without."""
 
     id: str
     target: str
@@ -129,6 +132,7 @@ class RunRecord:
     base_checkpoint: str | None = None
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     executor: str | None = None
+    budget: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
@@ -137,6 +141,7 @@ class RunRecord:
         values["input"] = json.loads(values["input"]) if values["input"] else None
         values["usage"] = json.loads(values["usage"] or "{}")
         values["kwargs"] = json.loads(values["kwargs"] or "{}")
+        values["budget"] = json.loads(values["budget"]) if values.get("budget") else None
         values["attempts"] = values["attempts"] or 0
         values["cancel_requested"] = bool(values["cancel_requested"])
         return cls(**values)
@@ -310,13 +315,15 @@ class RunRecorder(Tables):
 
     async def create(self, target: str, input: Any, *, thread_id: str | None = None,
                      user_id: str | None = None, status: str = "pending",
-                     kwargs: dict[str, Any] | None = None, executor: str | None = None) -> str:
+                     kwargs: dict[str, Any] | None = None, executor: str | None = None,
+                     budget: dict[str, Any] | None = None) -> str:
         """A new run record (``pending``: for a worker to claim, unless ``executor`` is
-        ``"caller"``: the caller runs it); its id."""
+        ``"caller"``: the caller runs it); its id. ``budget``: the run's limits
+        (``Budget.as_dict()``)."""
         engine = await self.engine()
         async with engine.begin() as conn:
             return await self._insert(conn, target, input, thread_id, user_id, status, kwargs,
-                                      executor)
+                                      executor, budget)
 
     async def create_claimed(self, target: str, input: Any, *, thread_id: str | None = None,
                              user_id: str | None = None, kwargs: dict[str, Any] | None = None
@@ -333,14 +340,15 @@ class RunRecorder(Tables):
     @staticmethod
     async def _insert(conn: Any, target: str, input: Any, thread_id: str | None,
                       user_id: str | None, status: str, kwargs: dict[str, Any] | None,
-                      executor: str | None) -> str:
+                      executor: str | None, budget: dict[str, Any] | None = None) -> str:
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         now = time.time()
         await conn.execute(runs_table.insert().values(
             id=run_id, target=target, input=json.dumps(input, default=str),
             thread_id=thread_id, user_id=user_id, status=status, created_at=now,
             started_at=now if status == "running" else None, attempts=0,
-            kwargs=json.dumps(kwargs, default=str) if kwargs else None, executor=executor))
+            kwargs=json.dumps(kwargs, default=str) if kwargs else None, executor=executor,
+            budget=json.dumps(budget) if budget else None))
         return run_id
 
     async def of_thread(self, thread_id: str, limit: int = 10, offset: int = 0,

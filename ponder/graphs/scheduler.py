@@ -38,6 +38,8 @@ from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
 from ponder.graphs.runs import RunRecorder, metadata, runs_table
 from ponder.graphs.targets import load_target
+from ponder.models import Budget
+from ponder.models.budget_store import BudgetStore
 
 log = logging.getLogger("ponder.scheduler")
 
@@ -60,6 +62,8 @@ schedules_table = Table(
     Column("created_at", Float, nullable=False),
     Column("fires", Integer, nullable=False, default=0),
     Column("skipped", Integer, nullable=False, default=0),     # misfired or over max_instances
+    # JSON: a Budget for all the schedule's runs together (ponder_budgets, "schedule:NAME")
+    Column("budget", Text, nullable=True),
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -167,7 +171,9 @@ class Schedule:
     ``misfire_grace_s`` seconds late is skipped (None: never); with ``coalesce`` only the latest
     of several missed fires runs; a fire is skipped while ``max_instances`` runs are pending or
     running. ``next_fire_at`` is epoch seconds (None: no more fires); ``fires`` and ``skipped``
-    count runs started and fires skipped.
+    count runs started and fires skipped. ``budget`` limits what all its runs together spend
+    (shared by every worker through the database; it starts again when the schedule is
+    added anew).
     """
     name: str
     target: str
@@ -182,6 +188,7 @@ class Schedule:
     fires: int = 0
     skipped: int = 0
     on_thread: str | None = None
+    budget: Budget | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
@@ -190,14 +197,21 @@ class Schedule:
                    Trigger(row.kind, row.expr, row.tz, row.start_at or 0.0),
                    json.loads(row.input) if row.input else None, row.thread,
                    row.misfire_grace_s, row.coalesce, row.max_instances, row.paused,
-                   row.next_fire_at, row.fires, row.skipped, row.on_thread)
+                   row.next_fire_at, row.fires, row.skipped, row.on_thread,
+                   Budget.from_dict(json.loads(row.budget)) if row.budget else None)
 
     def as_dict(self) -> dict[str, Any]:
         """The schedule as JSON-ready data, its trigger as {"kind", "expr", "tz"}."""
         data = asdict(self)
         data["trigger"] = {"kind": self.trigger.kind, "expr": self.trigger.expr,
                            "tz": self.trigger.tz}
+        data["budget"] = self.budget.as_dict() if self.budget else None
         return data
+
+    @property
+    def scope(self) -> str:
+        """Where the schedule's spending is kept in ``ponder_budgets``."""
+        return f"schedule:{self.name}"
 
     def thread_id(self) -> str:
         """The thread of a fire: ``on_thread`` when set, "schedule:NAME" when persistent, else
@@ -229,13 +243,24 @@ class Scheduler(Tables):
     def __init__(self, url: str | None = None) -> None:
         super().__init__(url)
         self.runs = RunRecorder(share=self)
+        self.budgets = BudgetStore(self.url)  # what schedules and runs spent
+
+    async def aclose(self) -> None:
+        """Close the engines (they reopen when used again)."""
+        await self.budgets.aclose()
+        await super().aclose()
 
     async def add(self, name: str, target: str, trigger: Trigger, *, input: Any = None,
                   thread: str = "new", misfire_grace_s: float | None = 60.0,
                   coalesce: bool = True, max_instances: int = 1, replace: bool = False,
-                  check: bool = True, on_thread: str | None = None) -> Schedule:
+                  check: bool = True, on_thread: str | None = None,
+                  budget: Budget | None = None) -> Schedule:
         """Store a schedule; everything is checked before anything is written. ``check`` loads
-        the target once to prove it exists. ``on_thread`` runs every fire on that thread."""
+        the target once to prove it exists. ``on_thread`` runs every fire on that thread.
+        ``budget`` limits all its runs together (spending starts at 0)."""
+        if budget is not None and not isinstance(budget, Budget):
+            raise ScheduleError(f"budget must be a ponder.Budget, e.g. Budget(usd=1.0), not "
+                                f"{budget!r}")
         if not isinstance(name, str) or not _NAME.match(name):
             raise ScheduleError(f"schedule name {name!r} is not valid: use 1-200 letters, "
                                 "digits, '_', '-', '.' or ':', starting with a letter or digit")
@@ -264,7 +289,8 @@ class Scheduler(Tables):
                    tz=trigger.tz, start_at=trigger.start or None, input=encoded, thread=thread,
                    misfire_grace_s=misfire_grace_s, coalesce=coalesce,
                    max_instances=max_instances, paused=False, next_fire_at=first,
-                   created_at=now, fires=0, skipped=0, on_thread=on_thread)
+                   created_at=now, fires=0, skipped=0, on_thread=on_thread,
+                   budget=json.dumps(budget.as_dict()) if budget else None)
         engine = await self.engine()
         async with engine.begin() as conn:
             exists = (await conn.execute(select(schedules_table.c.name).where(
@@ -276,6 +302,7 @@ class Scheduler(Tables):
                 await conn.execute(schedules_table.delete().where(
                     schedules_table.c.name == name))
             await conn.execute(schedules_table.insert().values(**row))
+        await self.budgets.forget(f"schedule:{name}")  # a schedule made anew starts at 0
         return await self.get(name)
 
     async def get(self, name: str) -> Schedule | None:
@@ -316,6 +343,7 @@ class Scheduler(Tables):
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(schedules_table.delete().where(schedules_table.c.name == name))
+        await self.budgets.forget(f"schedule:{name}")
 
     async def run_now(self, name: str) -> Fire:
         """A fire now, besides the scheduled ones (max_instances is not applied)."""

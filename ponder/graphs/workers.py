@@ -34,6 +34,8 @@ from ponder.graphs.runs import RunRecord, RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import Target, as_target, load_target
 from ponder.graphs.tracing import RunTracer
+from ponder.models import Budget, BudgetExceeded, spending
+from ponder.models.budget_store import SharedLedger
 
 log = logging.getLogger("ponder.workers")
 TASK = "ponder.run"
@@ -263,8 +265,8 @@ class Worker:
                 try:
                     status, state = await self._attempt(runnable, record, trace)
                     break
-                except (asyncio.CancelledError, ConfigurationError):
-                    raise
+                except (asyncio.CancelledError, ConfigurationError, BudgetExceeded):
+                    raise  # a retry would fail the same way
                 except Exception as exc:
                     attempt += 1
                     if attempt > self.retries:
@@ -313,9 +315,25 @@ class Worker:
             # None resumes a thread: a first attempt without input starts an empty one.
             value = None if started else {} if record.input is None else record.input
             async with trace.collecting():
-                state = await runnable.ainvoke(value, thread_id=thread_id, user_id=user_id,
-                                               config={"callbacks": [trace]})
+                with spending(*await self._ledgers(record)):
+                    state = await runnable.ainvoke(value, thread_id=thread_id,
+                                                   user_id=user_id,
+                                                   config={"callbacks": [trace]})
         return ("interrupted" if state.get("__interrupt__") else "success"), state
+
+    async def _ledgers(self, record: RunRecord) -> list[SharedLedger]:
+        """The shared budgets a run is charged to: its own, and its schedule's (kept in the
+        database, so a retry or a takeover goes on counting from what was spent)."""
+        budgets = self.scheduler.budgets
+        ledgers = []
+        if record.budget:
+            ledgers.append(budgets.ledger(f"run:{record.id}", Budget.from_dict(record.budget),
+                                          f"run {record.id}"))
+        schedule = await self.scheduler.get(record.schedule) if record.schedule else None
+        if schedule is not None and schedule.budget is not None:
+            ledgers.append(budgets.ledger(schedule.scope, schedule.budget,
+                                          f"schedule {schedule.name!r}"))
+        return ledgers
 
     def _load(self, target: str) -> Target:
         if target not in self._targets:
@@ -386,13 +404,20 @@ _local: dict[tuple[int, str], Worker] = {}  # per event loop and database
 
 async def submit(target: Any, input: Any = None, *,
                  thread_id: str | None = None, user_id: str | None = None,
-                 url: str | None = None, queue: bool | None = None) -> str:
+                 url: str | None = None, queue: bool | None = None,
+                 budget: Budget | None = None) -> str:
     """Start a run in the background; its id (``wait(id)``, ``cancel(id)``).
 
     ``target`` is a TARGET string, an Agent or a compiled graph. It runs in this process,
     unless ``queue`` (default: a ``postgresql://`` database and a TARGET string), where a
-    ``ponder worker --queue`` takes it.
+    ``ponder worker --queue`` takes it. ``budget`` limits what the run's model calls spend
+    (kept with the run, so whichever worker executes it counts on): over it, the run ends
+    ``error`` with a message naming the budget and what was spent.
     """
+    if budget is not None and not isinstance(budget, Budget):
+        raise ConfigurationError(f"budget must be a ponder.Budget, e.g. Budget(usd=0.5), not "
+                                 f"{budget!r}")
+    limits = budget.as_dict() if budget is not None else None
     db = parse_url(url)
     url, postgres = db.url, db.kind == "postgres"
     if queue is None:
@@ -405,7 +430,7 @@ async def submit(target: Any, input: Any = None, *,
         recorder = RunRecorder(url)
         try:
             run_id = await recorder.create(target, input, thread_id=thread_id or
-                                           str(uuid.uuid4()), user_id=user_id)
+                                           str(uuid.uuid4()), user_id=user_id, budget=limits)
             record = await recorder.record(run_id)
         finally:
             await recorder.aclose()
@@ -423,7 +448,7 @@ async def submit(target: Any, input: Any = None, *,
         if runnable is not target:  # wrapped here: the worker closes it with what it loaded
             worker._targets[f"{name}@{id(runnable)}"] = runnable
     run_id = await worker.runs.create(name, input, thread_id=thread_id or str(uuid.uuid4()),
-                                           user_id=user_id)
+                                      user_id=user_id, budget=limits)
     worker._running[run_id] = asyncio.create_task(worker.run_local(run_id, runnable))
     worker.ensure_heartbeats()
     return run_id

@@ -93,6 +93,11 @@ class ResilientChatModel(BaseChatModel):
         return [(self, own), *((m, {**own, **t}) for m, t in zip(self.fallbacks, tools,
                                                                  strict=True))]
 
+    def _max_tokens(self, kwargs: dict[str, Any]) -> int | None:
+        """The call's output limit: its own ``max_tokens``, else the provider model's."""
+        limit = kwargs.get("max_tokens") or getattr(self.inner, "max_tokens", None)
+        return limit if isinstance(limit, int) and limit > 0 else None
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -122,11 +127,13 @@ class ResilientChatModel(BaseChatModel):
     async def _call(self, messages: list[BaseMessage], stop: list[str] | None,
                     kwargs: dict[str, Any]) -> ChatResult:
         """One call of this model alone (not its fallbacks), under its policy."""
+        limit = self._max_tokens(kwargs)
         return await self._runner().call(
             lambda: self.inner._agenerate(messages, stop=stop, **kwargs),
-            estimate_tokens((str(m.content) for m in messages), kwargs.get("max_tokens")),
+            estimate_tokens((str(m.content) for m in messages), limit),
             lambda result: result.generations[0].message.usage_metadata
             if result.generations else None,
+            limit,
         )
 
     async def _astream(
@@ -140,10 +147,12 @@ class ResilientChatModel(BaseChatModel):
         for n, (model, options) in enumerate(chain):
             last, named = n == len(chain) - 1, False
             held: list[ChatGenerationChunk] | None = []  # chunks before any output; then None
+            limit = model._max_tokens(options)
             chunks = model._runner().stream(
                 lambda model=model, options=options: model.inner._astream(
                     messages, stop=stop, **options),
-                estimate_tokens((str(m.content) for m in messages), options.get("max_tokens")),
+                estimate_tokens((str(m.content) for m in messages), limit),
+                limit,
             )
             try:
                 async for chunk in chunks:

@@ -1,4 +1,5 @@
-"""The runner every model call goes through: quota, timeout, retries with backoff, usage."""
+"""The runner every model call goes through: budgets, quota, timeout, retries with backoff,
+usage and cost."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from ponder.models.budgets import BudgetExceeded, UnpricedModel, charged
+from ponder.models.prices import cost_usd, load_price
 from ponder.models.quotas import ResiliencePolicy, quota_for
 from ponder.models.retries import (
     BrokenStream,
@@ -30,7 +33,8 @@ from ponder.models.usage import ModelCall, UsageLog, add_usage, record_call
 
 
 class PolicyRunner:
-    """Runs calls to one provider+model through its quota, timeout and retries; logs usage."""
+    """Runs calls to one provider+model through the active budgets (``models.budgets``), its
+    quota, timeout and retries; logs usage and cost."""
 
     def __init__(self, provider: str, model_name: str, policy: ResiliencePolicy, endpoint: str,
                  usage: UsageLog) -> None:
@@ -78,39 +82,59 @@ class PolicyRunner:
             attempts=attempts,
         )
 
-    def finish(self, started: float, attempts: int, usage: dict | None, estimate: int) -> None:
-        """Settle the quota's token estimate with the usage reported, and record the call."""
+    def finish(self, started: float, attempts: int, usage: dict | None, estimate: int
+               ) -> ModelCall:
+        """Settle the quota's token estimate with the usage reported, and record the call
+        (priced, when its price is known); the call's record."""
         usage = usage or {}
         input_tokens = int(usage.get("input_tokens", 0))
         output_tokens = int(usage.get("output_tokens", 0))
         total = int(usage.get("total_tokens", input_tokens + output_tokens))
         self.quota.settle(estimate, total)
-        record_call(
-            ModelCall(self.provider, self.model_name, input_tokens, output_tokens, total,
-                      time.perf_counter() - started, attempts),
-            self.usage,
-        )
+        call = ModelCall(self.provider, self.model_name, input_tokens, output_tokens, total,
+                         time.perf_counter() - started, attempts,
+                         cost_usd(self.provider, self.model_name, input_tokens, output_tokens))
+        record_call(call, self.usage)
+        return call
+
+    def _charged(self, estimate: int, max_tokens: int | None):
+        """The budgets' charge of one call (``models.budgets.charged``): ``estimate`` tokens
+        in all, ``max_tokens`` of them output."""
+        return charged(self.provider, self.model_name, max(0, estimate - (max_tokens or 0)),
+                       max_tokens)
 
     async def call(self, make: Callable[[], Awaitable[Any]], estimate: int,
-                   usage_of: Callable[[Any], dict | None]) -> Any:
-        """``make()`` under the policy; its result. ``usage_of`` reads the usage from it."""
+                   usage_of: Callable[[Any], dict | None], max_tokens: int | None = None
+                   ) -> Any:
+        """``make()`` under the policy and the budgets; its result. ``usage_of`` reads the
+        usage from it; ``estimate`` is its tokens in all, ``max_tokens`` of them output (the
+        call's limit, if it has one). Each attempt is charged to the active budgets once it
+        holds a concurrency slot (so a call waiting its turn holds no money): BudgetExceeded,
+        before anything is sent, when one has no room for it."""
+        await load_price(self.provider, self.model_name)  # loaded off the loop, then cached
         started, attempts = time.perf_counter(), 0
         try:
             async for attempt in self.retrying():
                 with attempt:
                     attempts += 1
                     await self.quota.admit(estimate)
-                    async with self.quota.slots:
+                    async with self.quota.slots, self._charged(estimate, max_tokens) as charge:
                         async with asyncio.timeout(self.policy.timeout_s):
                             result = await make()
+                        call = self.finish(started, attempts, usage_of(result), estimate)
+                        charge.record(call.cost_usd, call.total_tokens)
+        except (BudgetExceeded, UnpricedModel):
+            raise  # not the provider's failure: nothing was sent
         except Exception as exc:
             raise self.final_error(exc, attempts) from exc
-        self.finish(started, attempts, usage_of(result), estimate)
         return result
 
     async def stream(self, make: Callable[[], AsyncIterator[ChatGenerationChunk]],
-                     estimate: int) -> AsyncIterator[ChatGenerationChunk]:
-        """The chunks of ``make()`` under the policy: retried only until output has started."""
+                     estimate: int, max_tokens: int | None = None
+                     ) -> AsyncIterator[ChatGenerationChunk]:
+        """The chunks of ``make()`` under the policy and the budgets: retried only until
+        output has started (see ``call``)."""
+        await load_price(self.provider, self.model_name)
         started, attempts, usage = time.perf_counter(), 0, None
         try:
             async for attempt in self.retrying():
@@ -118,7 +142,7 @@ class PolicyRunner:
                     attempts += 1
                     produced = False
                     await self.quota.admit(estimate)
-                    async with self.quota.slots:
+                    async with self.quota.slots, self._charged(estimate, max_tokens) as charge:
                         stream = aiter(make())
                         try:
                             while True:
@@ -136,6 +160,7 @@ class PolicyRunner:
                                             f"(not retried): {describe(exc)}"
                                         ) from exc
                                     raise
+                                charge.begun = True  # the provider is answering: billed
                                 # Only output the caller can see makes a retry unsafe.
                                 message = chunk.message
                                 produced = produced or bool(
@@ -145,9 +170,12 @@ class PolicyRunner:
                                 yield chunk
                         finally:
                             await aclose_stream(stream)
+                        call = self.finish(started, attempts, usage, estimate)
+                        charge.record(call.cost_usd, call.total_tokens)
+        except (BudgetExceeded, UnpricedModel):
+            raise
         except Exception as exc:
             raise self.final_error(exc, attempts) from exc
-        self.finish(started, attempts, usage, estimate)
 
 
 def estimate_tokens(texts: Iterable[str], max_tokens: int | None = None) -> int:

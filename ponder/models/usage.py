@@ -1,5 +1,5 @@
-"""Usage records: each model call's tokens, latency and attempts, and the scopes that collect them
-(``track_usage``), for any LangChain model called inside."""
+"""Usage records: each model call's tokens, cost, latency and attempts, and the scopes that
+collect them (``track_usage``), for any LangChain model called inside."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ from langchain_core.callbacks import (
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from ponder.models.prices import cost_usd
+
 
 @dataclass(frozen=True)
 class ModelCall:
-    """One completed model call: what it cost and how long it took (retries included)."""
+    """One completed model call: what it cost and how long it took (retries included).
+    ``cost_usd`` is its price in US dollars from genai-prices (``models.prices``); None when
+    the model has no known price."""
 
     provider: str
     model: str
@@ -32,6 +36,7 @@ class ModelCall:
     total_tokens: int
     latency_s: float
     attempts: int
+    cost_usd: float | None = None
 
 
 _adding = threading.Lock()
@@ -39,8 +44,11 @@ _adding = threading.Lock()
 
 @dataclass
 class UsageLog:
-    """Token usage and latency of model calls: running totals, totals per model, and the most
-    recent calls. ``on_call`` is told of each call as it is recorded (to charge it at once)."""
+    """Token usage, cost and latency of model calls: running totals, totals per model, and the
+    most recent calls. ``on_call`` is told of each call as it is recorded (to charge it at
+    once). ``cost_usd`` sums the calls whose price is known (None while there is none);
+    ``unpriced_calls`` counts the others. A model's entry in ``by_model`` has a ``cost_usd``
+    once one of its calls is priced."""
 
     recent: deque[ModelCall] = field(default_factory=lambda: deque(maxlen=1000))
     calls: int = 0
@@ -48,7 +56,9 @@ class UsageLog:
     output_tokens: int = 0
     total_tokens: int = 0
     latency_s: float = 0.0
-    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    cost_usd: float | None = None
+    unpriced_calls: int = 0
+    by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     on_call: Callable[[ModelCall], None] | None = field(default=None, repr=False)
     # Background work started in a scope of this log (an agent's memory writes): its calls
     # count here too, once it finishes (see settled()).
@@ -69,17 +79,24 @@ class UsageLog:
             entry["input_tokens"] += call.input_tokens
             entry["output_tokens"] += call.output_tokens
             entry["total_tokens"] += call.total_tokens
+            if call.cost_usd is None:
+                self.unpriced_calls += 1
+            else:
+                self.cost_usd = (self.cost_usd or 0.0) + call.cost_usd
+                entry["cost_usd"] = entry.get("cost_usd", 0.0) + call.cost_usd
         if self.on_call is not None:
             self.on_call(call)
 
     def as_dict(self) -> dict[str, Any]:
-        """Calls and tokens (input, output, total) as JSON-ready numbers."""
+        """Calls, tokens (input, output, total), latency and cost as JSON-ready numbers."""
         return {
             "calls": self.calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
             "latency_s": round(self.latency_s, 6),
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
         }
 
     async def settled(self) -> None:
@@ -142,7 +159,8 @@ class _UsageCallbacks(BaseCallbackHandler):
         output_tokens = int(usage.get("output_tokens", 0))
         total = int(usage.get("total_tokens", input_tokens + output_tokens))
         call = ModelCall(provider, model, input_tokens, output_tokens, total,
-                         time.perf_counter() - begun, 1)
+                         time.perf_counter() - begun, 1,
+                         cost_usd(provider, model, input_tokens, output_tokens))
         for log in _usage_scopes.get():
             log.add(call)
 

@@ -17,6 +17,7 @@ from ponder.config import ConfigurationError
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.scheduler import Scheduler
 from ponder.graphs.targets import GraphTarget, Target, as_target, load_target
+from ponder.models.budget_store import BudgetStore
 from ponder.server import agent_server, errors, openai_api, responses_api
 from ponder.server.agent_server import AgentServer, AgentThreads
 from ponder.server.agent_server.crons import AgentCrons, absolute_ref
@@ -78,12 +79,13 @@ def create_app(agents: Sequence[Any], *, database_url: str | None = None,
         raise ConfigurationError(f"PONDER_MULTITASK_STRATEGY must be 'enqueue' or 'reject', not "
                                  f"{strategy!r}")
     keys = KeyStore(database_url)
-    guard = Guard(keys)
+    budgets = BudgetStore(keys.url)
+    guard = Guard(keys, budgets)
     runs = RunRecorder(keys.url)
     conversations = ConversationStore(keys.url)
     agent_threads = AgentThreads(keys.url)
     responses = ResponseStore(keys.url)
-    stores = [keys, runs, conversations, agent_threads, responses]
+    stores = [keys, budgets, runs, conversations, agent_threads, responses]
     events = StoredEvents(keys.url)
     if queue:
         keys.db.require("postgres", "a server that queues its background runs (procrastinate "

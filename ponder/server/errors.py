@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ponder.errors import PonderError
+from ponder.models import BudgetExceeded
 
 log = logging.getLogger("ponder.server")
 
@@ -48,13 +49,20 @@ def error_response(status: int, message: str, *, param: str | None = None,
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error of ``app`` as an OpenAI-style error object: APIError as it says, an
-    invalid request as 400 naming the first bad field, HTTPException with its status, and
-    anything else as a logged 500 with a generic message."""
+    """Answer every error of ``app`` as an OpenAI-style error object: APIError as it says, a
+    spent budget as 429 ``budget_exceeded``, an invalid request as 400 naming the first bad
+    field, HTTPException with its status, and anything else as a logged 500 with a generic
+    message."""
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code,
                               headers=exc.headers)
+
+    @app.exception_handler(BudgetExceeded)
+    async def _budget(request: Request, exc: BudgetExceeded):
+        # A budget (the key's per day, or the agent's) has no room for the next model call.
+        return error_response(429, str(exc), code="budget_exceeded",
+                              headers={"x-should-retry": "false"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

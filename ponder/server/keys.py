@@ -2,7 +2,8 @@
 
 A key is shown once, when it is made; the database keeps its SHA-256 (keys are 256 random bits, so
 a fast hash is as good as a slow one). Each key has an id, a name, optional limits (requests and
-tokens per minute) and a revocation time.
+tokens per minute; dollars per UTC day, charged through ``models.budget_store``) and a
+revocation time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, 
 from ponder.config import ConfigurationError
 from ponder.db.tables import Tables
 from ponder.errors import NotFoundError
+from ponder.models import Budget
 
 metadata = MetaData()
 api_keys = Table(
@@ -28,19 +30,26 @@ api_keys = Table(
     Column("revoked_at", Float, nullable=True),
     Column("requests_per_minute", Integer, nullable=True),
     Column("tokens_per_minute", Integer, nullable=True),
+    Column("usd_per_day", Float, nullable=True),
 )
 
 
 @dataclass(frozen=True)
 class APIKey:
     """An API key's record (never its secret): id, name, creation and revocation times (epoch
-    seconds) and its limits (requests and tokens per minute; None: no limit)."""
+    seconds) and its limits (requests and tokens per minute, US dollars per UTC day; None: no
+    limit)."""
     id: str
     name: str
     created_at: float
     revoked_at: float | None
     requests_per_minute: int | None
     tokens_per_minute: int | None
+    usd_per_day: float | None = None
+
+    def budget(self) -> Budget | None:
+        """The key's daily dollar budget, if it has one."""
+        return Budget(usd=self.usd_per_day) if self.usd_per_day is not None else None
 
 
 def _hash(secret: str) -> str:
@@ -53,18 +62,27 @@ class KeyStore(Tables):
     metadata = metadata
 
     async def create(self, name: str, *, requests_per_minute: int | None = None,
-                     tokens_per_minute: int | None = None) -> tuple[APIKey, str]:
-        """A new key: its record, and the secret (shown once, never stored)."""
+                     tokens_per_minute: int | None = None, usd_per_day: float | None = None
+                     ) -> tuple[APIKey, str]:
+        """A new key: its record, and the secret (shown once, never stored). ConfigurationError
+        for a blank name or a negative ``usd_per_day``."""
         if not name.strip():
             raise ConfigurationError("a key needs a name, e.g. ponder keys create mobile-app")
+        if usd_per_day is not None:
+            try:
+                Budget(usd=usd_per_day)
+            except ConfigurationError:
+                raise ConfigurationError(f"--usd-per-day must be a number of dollars, 0 or "
+                                         f"more, not {usd_per_day!r}") from None
         secret = "pk-" + secrets.token_urlsafe(32)
         key = APIKey(f"key_{secrets.token_hex(6)}", name.strip(), time.time(), None,
-                     requests_per_minute, tokens_per_minute)
+                     requests_per_minute, tokens_per_minute, usd_per_day)
         engine = await self.engine()
         async with engine.begin() as conn:
             await conn.execute(api_keys.insert().values(
                 id=key.id, name=key.name, hash=_hash(secret), created_at=key.created_at,
-                requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute))
+                requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                usd_per_day=usd_per_day))
         return key, secret
 
     async def list(self) -> list[APIKey]:
@@ -103,4 +121,4 @@ class KeyStore(Tables):
 
 def _key(row) -> APIKey:
     return APIKey(row.id, row.name, row.created_at, row.revoked_at, row.requests_per_minute,
-                  row.tokens_per_minute)
+                  row.tokens_per_minute, row.usd_per_day)

@@ -1,4 +1,4 @@
-"""Prometheus-style counters at ``/metrics``: requests, errors, tokens and latency."""
+"""Prometheus-style counters at ``/metrics``: requests, errors, tokens, cost and latency."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ from typing import Any
 
 
 class Metrics:
-    """Counters for ``/metrics``: requests by (method, route, status), seconds by (method, route)
-    and tokens by agent."""
+    """Counters for ``/metrics``: requests by (method, route, status), seconds by (method, route),
+    tokens by agent and US dollars by agent (of the calls whose price is known)."""
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.seconds: Counter[tuple[str, str]] = Counter()
         self.tokens: Counter[str] = Counter()
+        self.cost_usd: Counter[str] = Counter()
 
     def add_tokens(self, agent: str, tokens: int) -> None:
         """Count ``tokens`` used by ``agent``."""
         self.tokens[agent] += tokens
 
+    def add_cost(self, agent: str, cost_usd: float) -> None:
+        """Count ``cost_usd`` (US dollars) spent by ``agent``."""
+        self.cost_usd[agent] += cost_usd
+
     def render(self) -> str:
         """The counters in Prometheus' text format: requests, errors (status 400 and above),
-        request seconds (sum and count) and tokens."""
+        request seconds (sum and count), tokens and cost."""
         lines = ["# TYPE ponder_requests_total counter"]
         lines += [f'ponder_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}'
                   for (m, r, s), n in sorted(self.requests.items())]
@@ -43,6 +48,9 @@ class Metrics:
                          f'{counts[(m, r)]}')
         lines.append("# TYPE ponder_tokens_total counter")
         lines += [f'ponder_tokens_total{{agent="{a}"}} {n}' for a, n in sorted(self.tokens.items())]
+        lines.append("# TYPE ponder_cost_usd_total counter")
+        lines += [f'ponder_cost_usd_total{{agent="{a}"}} {n:.9f}'
+                  for a, n in sorted(self.cost_usd.items())]
         return "\n".join(lines) + "\n"
 
 

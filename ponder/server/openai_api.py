@@ -44,7 +44,7 @@ from ponder.agents.output import OutputError
 from ponder.agents.reply import STREAM_MODES, ReplyStream
 from ponder.graphs.runs import RunRecorder, ThreadBusy
 from ponder.graphs.targets import Target
-from ponder.models import ModelCall, ModelCallError, UsageLog, track_usage
+from ponder.models import BudgetExceeded, ModelCall, ModelCallError, UsageLog, track_usage
 from ponder.server.conversations import ConversationStore, digest
 from ponder.server.errors import APIError
 from ponder.server.formats import run_format
@@ -461,6 +461,8 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
     def charge(call: ModelCall) -> None:
         guard.charge_tokens(request, call.total_tokens)
         metrics.add_tokens(agent, call.total_tokens)
+        if call.cost_usd is not None:
+            metrics.add_cost(agent, call.cost_usd)
 
     return charge
 
@@ -468,6 +470,6 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
 def safe_error(exc: Exception) -> str:
     """What a client may read of a turn's failure: a model call's error, else a generic line
     (the details are in the server log)."""
-    if isinstance(exc, (ModelCallError, OutputError)):
+    if isinstance(exc, ModelCallError | OutputError | BudgetExceeded):
         return str(exc)
     return "the agent failed while answering; the server log has the details"

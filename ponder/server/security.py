@@ -2,7 +2,9 @@
 
 When at least one key exists, every route but ``/health`` needs ``Authorization: Bearer <key>``.
 Each key's requests and tokens per minute are counted in a sliding window: over the limit, the
-answer is 429 with the seconds to wait in ``Retry-After``.
+answer is 429 with the seconds to wait in ``Retry-After``. A key's dollars per UTC day are a
+budget shared by every server process (``models.budget_store``): each model call of its
+requests is charged to it, and once it is spent the answer is 429 until the next UTC day.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from fastapi import Request
 
+from ponder.models import charge_request
+from ponder.models.budget_store import BudgetStore
+from ponder.models.budgets import usd
 from ponder.server.errors import APIError, error_response
 from ponder.server.keys import APIKey, KeyStore
 
@@ -57,10 +62,12 @@ class SlidingWindow:
 class Guard:
     """Authentication and per-key rate limits for the server, over the keys of ``store``.
 
-    Whether keys are required, and each key's verification, are cached for 5 seconds.
+    Whether keys are required, and each key's verification, are cached for 5 seconds. Keys'
+    daily dollar budgets are kept in ``budgets`` (default: the keys' database).
     """
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, budgets: BudgetStore | None = None) -> None:
         self.store = store
+        self.budgets = budgets or BudgetStore(store.url)
         self._required: tuple[float, bool] | None = None
         self._verified: dict[str, tuple[float, APIKey | None]] = {}
         self._requests: dict[str, SlidingWindow] = {}
@@ -82,8 +89,10 @@ class Guard:
         return cached[1]
 
     async def authenticate(self, request: Request) -> None:
-        """A FastAPI dependency: checks the key and its request limit."""
+        """A FastAPI dependency: checks the key, its request limit and its daily budget, and
+        charges the request's model calls to that budget."""
         request.state.api_key_id = None
+        charge_request()  # set in this request's own context (so, no other request's key)
         if not await self.keys_required():
             return
         header = request.headers.get("authorization", "")
@@ -103,6 +112,23 @@ class Guard:
         if key.tokens_per_minute:
             window = self._tokens.setdefault(key.id, SlidingWindow(key.tokens_per_minute))
             self._refuse_if_waiting(window.wait_s(1), "tokens")
+        await self._charge_budget(key)
+
+    async def _charge_budget(self, key: APIKey) -> None:
+        """Refuse a key whose daily budget is spent (429); else charge the request to it."""
+        budget = key.budget()
+        if budget is None:
+            return
+        ledger = self.budgets.ledger(f"key:{key.id}", budget,
+                                     f"API key {key.id} ({key.name}, per UTC day)", daily=True)
+        spent = await ledger.spent()
+        if spent.nano_usd >= (budget.nano_usd or 0):
+            # The official clients retry a 429 unless told not to: waiting cannot help today.
+            raise APIError(429, f"The daily budget of this API key is spent: "
+                                f"{usd(spent.nano_usd)} of {usd(budget.nano_usd or 0)} per day "
+                                "(UTC); it starts again at 00:00 UTC",
+                           code="budget_exceeded", headers={"x-should-retry": "false"})
+        charge_request(ledger)
 
     def charge_tokens(self, request: Request, tokens: int) -> None:
         """Count ``tokens`` against the request's key's tokens-per-minute window (no key:

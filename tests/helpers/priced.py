@@ -26,3 +26,15 @@ def thinker_model() -> ScriptedChatModel:
 def thinker(checkpointer=False) -> Agent:
     return Agent("thinker", thinker_model(), checkpointer=checkpointer,
                  planner=SelfConsistency(k=5, early_stop=False))
+
+
+# A model genai-prices knows, so its calls have a price (served by a FakeOpenAIServer).
+PRICED_MODEL = "gpt-4o-mini"
+
+
+def dollars(input_tokens: int, output_tokens: int, model: str = PRICED_MODEL) -> float:
+    """What genai-prices says a call of ``model`` with these tokens costs (OpenAI's prices)."""
+    from genai_prices import Usage, calc_price
+
+    return float(calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+                            model, provider_id="openai").total_price)

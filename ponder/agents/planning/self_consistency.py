@@ -26,6 +26,8 @@ from ponder.agents.planning.base import (
 )
 from ponder.agents.planning.cot import ChainOfThought, ZeroShotCoT
 from ponder.models import as_chat_model
+from ponder.models.budgets import BudgetExceeded as RunBudgetExceeded
+from ponder.models.budgets import UnpricedModel
 
 
 class SelfConsistency(AnsweringPlanner):
@@ -84,6 +86,8 @@ class SelfConsistency(AnsweringPlanner):
             for finished in asyncio.as_completed(tasks):
                 try:
                     paths.append(await finished)
+                except (RunBudgetExceeded, UnpricedModel):
+                    raise  # a run's budget stops the run, not one path
                 except Exception as exc:  # one failed path is a lost vote, not a failed solve
                     paths.append((None, 0.0))
                     failures.append(f"{type(exc).__name__}: {exc}")
