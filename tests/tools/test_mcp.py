@@ -235,7 +235,7 @@ async def test_a_killed_stdio_server_is_restarted_on_the_next_call(tmp_path):
     replies = [tool_calls(("pid", {})), "got it",
                tool_calls(("count", {"step": 1})), tool_calls(("count", {"step": 1})),
                tool_calls(("pid", {})), "counted"]
-    agent = agent_with(server, replies, tmp_path)
+    agent = agent_with(server, replies, tmp_path, approve={"pid": False})  # destructiveHint
     try:
         first = int(results(await agent.ainvoke("pid?", thread_id="t"))[0])
         os.kill(first, signal.SIGKILL)
