@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 SURFACE = {
-    "ponder": ["Agent", "AgentState", "ConfigurationError", "Document", "InMemoryMemory",
+    "ponder": ["Agent", "AgentState", "Budget", "BudgetExceeded", "ConfigurationError",
+               "Document", "InMemoryMemory",
                "KnowledgeBase", "Memory", "NotFoundError", "Planner", "PonderError", "Profile",
                "chat_model", "embeddings", "track_usage"],
     "ponder.agents": ["ActionModule", "Agent", "AgentState", "OutputError", "Planner",
@@ -26,7 +27,9 @@ SURFACE = {
     "ponder.memory.knowledge": ["Chunk", "Chunker", "Document", "DocumentError",
                                 "EmbeddingMismatchError", "FilterError", "Hit", "IngestReport",
                                 "KnowledgeBase"],
-    "ponder.models": ["LocalEmbeddings", "ModelCall", "ModelCallError", "ResiliencePolicy",
+    "ponder.models": ["Budget", "BudgetExceeded", "LocalEmbeddings", "LocalLedger", "ModelCall",
+                      "ModelCallError", "ResiliencePolicy", "UnpricedModel", "active_ledgers",
+                      "charge_request", "spending",
                       "ResilientChatModel", "ResilientEmbeddings", "UsageLog", "as_chat_model",
                       "chat_model", "embedding_model_id", "embeddings", "first_json",
                       "follow_background", "json_list", "list_items",

@@ -14,8 +14,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 from langgraph.constants import TAG_NOSTREAM
 
-from ponder.config import ConfigurationError
 from ponder.errors import PonderError
+from ponder.models.budgets import Budget, UnpricedModel
+from ponder.models.prices import Price, load_price
 
 
 @runtime_checkable
@@ -45,22 +46,9 @@ class Solver(Protocol):
 
 
 class BudgetExceeded(PonderError, RuntimeError):
-    """A solve reached its budget of calls, tokens or dollars."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Limits on one solve. Dollars need prices (per 1,000 input and output tokens)."""
-
-    calls: int | None = None
-    tokens: int | None = None
-    dollars: float | None = None
-    usd_per_1k_input: float = 0.0
-    usd_per_1k_output: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.dollars is not None and not (self.usd_per_1k_input or self.usd_per_1k_output):
-            raise ConfigurationError("a dollar budget needs usd_per_1k_input/usd_per_1k_output")
+    """A solve reached its budget (a ``ponder.Budget`` given to the planner) of calls, tokens
+    or dollars: the planner stops and answers with what it has. (A run's or an agent's budget
+    raises ``ponder.BudgetExceeded`` instead, which stops the run.)"""
 
 
 @dataclass(frozen=True)
@@ -73,6 +61,7 @@ class Step:
     input_tokens: int
     output_tokens: int
     latency_s: float
+    cost_usd: float | None = None  # priced by genai-prices; None for an unpriced model
 
 
 @dataclass
@@ -108,17 +97,22 @@ class Solution:
 
 
 class ReasoningTrace:
-    """A planner's reasoning trace: makes a solve's model calls, records each as a Step, streams
-    it, and enforces the budget. (A run's trace of spans is ``graphs.tracing.RunTracer``.)"""
+    """A planner's reasoning trace: makes a solve's model calls, records each as a Step (its
+    cost priced by genai-prices, for a ponder model), streams it, and enforces the solve's
+    ``budget`` (``ponder.Budget``: calls, tokens, usd) between calls. A dollar budget needs a
+    priced model: UnpricedModel otherwise, before any call. (A run's trace of spans is
+    ``graphs.tracing.RunTracer``.)"""
 
     def __init__(self, model: BaseChatModel, system: SystemMessage | None = None,
                  budget: Budget | None = None) -> None:
         self.model = model
         self.system = system
-        self.budget = budget or Budget()
+        self.budget = budget
         self.steps: list[Step] = []
         self.in_flight = 0  # concurrent calls count against the budget before they finish
         self.started = time.perf_counter()
+        self._price: Price | None = None
+        self._priced = False  # whether the model's price was looked up
 
     @property
     def spent_tokens(self) -> int:
@@ -127,20 +121,36 @@ class ReasoningTrace:
 
     @property
     def spent_dollars(self) -> float:
-        """USD spent by the finished calls so far, at the budget's per-1,000-token prices."""
-        b = self.budget
-        return sum(s.input_tokens * b.usd_per_1k_input + s.output_tokens * b.usd_per_1k_output
-                   for s in self.steps) / 1000
+        """USD spent by the finished calls so far (0 for calls of an unpriced model)."""
+        return sum(s.cost_usd or 0.0 for s in self.steps)
 
     def check_budget(self, calls: int = 1) -> None:
         """Raise BudgetExceeded unless ``calls`` more calls fit the budget."""
         b = self.budget
+        if b is None:
+            return
         if b.calls is not None and len(self.steps) + self.in_flight + calls > b.calls:
             raise BudgetExceeded(f"the budget of {b.calls} calls is spent")
         if b.tokens is not None and self.spent_tokens >= b.tokens:
             raise BudgetExceeded(f"the budget of {b.tokens} tokens is spent")
-        if b.dollars is not None and self.spent_dollars >= b.dollars:
-            raise BudgetExceeded(f"the budget of ${b.dollars:g} is spent")
+        if b.usd is not None and self.spent_dollars >= b.usd:
+            raise BudgetExceeded(f"the budget of ${b.usd:g} is spent "
+                                 f"(${self.spent_dollars:.6f})")
+
+    async def load_price(self) -> None:
+        """The model's price, once (ponder's models name their provider and model)."""
+        if self._priced:
+            return
+        provider = getattr(self.model, "provider", None)
+        name = getattr(self.model, "model_name", None)
+        if isinstance(provider, str) and isinstance(name, str):
+            self._price = await load_price(provider, name)
+        self._priced = True
+        if self._price is None and self.budget is not None and self.budget.usd is not None:
+            raise UnpricedModel(
+                f"a dollar budget needs the model's price, and genai-prices has none for "
+                f"{provider or type(self.model).__name__}:{name or '?'}: give the solve a "
+                "budget of tokens or calls instead")
 
     def messages(self, prompt: str | Sequence[BaseMessage]) -> list[BaseMessage]:
         """The messages of one call: the profile's system message (if any), then ``prompt``.
@@ -153,6 +163,7 @@ class ReasoningTrace:
     async def ask(self, kind: str, prompt: str | Sequence[BaseMessage], **kwargs: Any
                   ) -> AIMessage:
         """One model call: the profile first, then ``prompt``. ``kwargs`` go to the provider."""
+        await self.load_price()
         self.check_budget()
         messages = self.messages(prompt)
         started = time.perf_counter()
@@ -174,8 +185,9 @@ class ReasoningTrace:
         stream when inside a LangGraph run. Returns the step.
         """
         usage = reply.usage_metadata or {}
-        step = Step(kind, str(messages[-1].content), reply.text, usage.get("input_tokens", 0),
-                    usage.get("output_tokens", 0), latency)
+        tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        step = Step(kind, str(messages[-1].content), reply.text, tokens_in, tokens_out, latency,
+                    self._price.cost_usd(tokens_in, tokens_out) if self._price else None)
         self.steps.append(step)
         _emit(step)
         return step

@@ -106,6 +106,7 @@ class SelfConsistency(AnsweringPlanner):
     async def _one_request(self, trace: ReasoningTrace, question: str
                            ) -> list[tuple[str | None, float]]:
         """All k paths from one request with ``n=k`` (few-shot CoT only: one call per path)."""
+        await trace.load_price()
         trace.check_budget(self.k)
         examples = await self.base.choose(question)
         messages = trace.messages(self.base.prompt(question, examples))
