@@ -58,6 +58,7 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
+from ponder.agents.output import OutputError
 from ponder.agents.reply import Piece
 from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import Target
@@ -215,6 +216,8 @@ def router(agents: dict[str, Target], runs: RunRecorder, store: ResponseStore,
             return EventSourceResponse(_sse(answer), ping=15, headers=headers)
         async for _ in answer.events():
             pass
+        if isinstance(answer.failure, OutputError):  # no answer fit the format
+            raise APIError(500, str(answer.failure), code="invalid_output") from None
         if answer.failure is not None:
             raise answer.failure
         return JSONResponse(answer.response.model_dump(mode="json", exclude_none=True),

@@ -146,3 +146,12 @@ def test_responses_parse_with_text_format_gets_a_typed_answer(server, upstream):
         with pytest.raises(openai.BadRequestError) as refused:
             client.responses.create(model="films", input="x", text=bad)
         assert refused.value.body["param"] in ("text", "text.format")
+
+
+def test_a_response_whose_answer_never_fits_says_why(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.responses.create(model="texter", input="x", text={"format": {
+            "type": "json_schema", "name": "n", "schema": {
+                "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}})
+    assert failed.value.body["code"] == "invalid_output"

@@ -176,7 +176,8 @@ async def test_every_response_is_a_recorded_run_and_one_thread_runs_one_at_a_tim
      "tools is not supported"),
     ({"model": "helper", "input": "x", "max_output_tokens": 5}, 400, "max_output_tokens"),
     ({"model": "helper", "input": "x",
-      "text": {"format": {"type": "json_schema", "name": "s", "schema": {}}}}, 400, "text.format is not valid"),
+      "text": {"format": {"type": "json_schema", "name": "s", "schema": 3}}}, 400,
+     "text.format is not valid"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, fragment):
     response = httpx.post(f"{server}/v1/responses", json=body)
