@@ -37,6 +37,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     exists,
     func,
     or_,
@@ -407,21 +408,6 @@ class RunRecorder(Tables):
 
     # -- claims, for workers -------------------------------------------------------------------
 
-    def _claimable(self, stale_s: float, now: float):
-        """Pending, or running under a worker that stopped sending heartbeats; and no other
-        live run, nor an earlier pending one, on the same thread (runs of one thread go one
-        at a time, in order)."""
-        other = runs_table.alias("other")
-        busy_thread = exists().where(
-            other.c.thread_id == runs_table.c.thread_id, other.c.id != runs_table.c.id,
-            or_(and_(other.c.status == "running", other.c.heartbeat_at >= now - stale_s),
-                and_(other.c.status == "pending", other.c.created_at < runs_table.c.created_at)))
-        return and_(
-            or_(runs_table.c.status == "pending",
-                and_(runs_table.c.status == "running",
-                     runs_table.c.heartbeat_at < now - stale_s)),
-            or_(runs_table.c.thread_id.is_(None), ~busy_thread))
-
     async def claimable(self, limit: int, stale_s: float) -> list[str]:
         """Ids of runs a worker may claim now, oldest first (runs their caller executes are
         not a worker's)."""
@@ -429,7 +415,7 @@ class RunRecorder(Tables):
         async with engine.connect() as conn:
             rows = await conn.execute(select(runs_table.c.id).where(
                 runs_table.c.executor.is_(None),
-                self._claimable(stale_s, time.time())).order_by(
+                _claimable(time.time() - stale_s)).order_by(
                 runs_table.c.created_at).limit(limit))
             return [r.id for r in rows]
 
@@ -452,11 +438,8 @@ class RunRecorder(Tables):
                 await conn.execute(select(func.pg_advisory_xact_lock(
                     _CLAIMS_LOCK, func.hashtext(thread))))
         now = time.time()
-        row = (await conn.execute(update(runs_table).where(
-            runs_table.c.id == run_id, self._claimable(stale_s, now)).values(
-            status="running", worker=worker, heartbeat_at=now,
-            attempts=runs_table.c.attempts + 1, started_at=now,
-        ).returning(*runs_table.c))).first()
+        row = (await conn.execute(_CLAIM, {"claim_id": run_id, "stale_before": now - stale_s,
+                                           "claim_worker": worker, "claim_now": now})).first()
         return RunRecord.from_row(row) if row is not None else None
 
     async def set_base_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
@@ -547,3 +530,27 @@ class RunRecorder(Tables):
             steps = await conn.execute(select(steps_table).where(
                 steps_table.c.run_id == run_id).order_by(steps_table.c.seq))
             return run, [dict(s._mapping) for s in steps]
+
+
+def _claimable(stale_before: Any):
+    """Pending, or running under a worker whose last heartbeat is older than ``stale_before``
+    (a time, or a bound parameter); and no other live run, nor an earlier pending one, on the
+    same thread (runs of one thread go one at a time, in order)."""
+    other = runs_table.alias("other")
+    busy_thread = exists().where(
+        other.c.thread_id == runs_table.c.thread_id, other.c.id != runs_table.c.id,
+        or_(and_(other.c.status == "running", other.c.heartbeat_at >= stale_before),
+            and_(other.c.status == "pending", other.c.created_at < runs_table.c.created_at)))
+    return and_(
+        or_(runs_table.c.status == "pending",
+            and_(runs_table.c.status == "running", runs_table.c.heartbeat_at < stale_before)),
+        or_(runs_table.c.thread_id.is_(None), ~busy_thread))
+
+
+# A claim, built once: every turn makes one, and building the statement cost more than running
+# it (SQLAlchemy reuses the compiled SQL of one statement object).
+_CLAIM = update(runs_table).where(
+    runs_table.c.id == bindparam("claim_id"), _claimable(bindparam("stale_before"))).values(
+    status="running", worker=bindparam("claim_worker"), heartbeat_at=bindparam("claim_now"),
+    attempts=runs_table.c.attempts + 1, started_at=bindparam("claim_now"),
+).returning(*runs_table.c)
