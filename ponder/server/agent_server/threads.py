@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, and_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ponder.db.tables import Tables
 
@@ -70,14 +72,12 @@ class AgentThreads(Tables):
                            now, now)
         engine = await self.engine()
         async with engine.begin() as conn:
-            taken = (await conn.execute(select(agent_threads.c.id).where(
-                agent_threads.c.id == thread.id))).first()
-            if taken:
-                return None
-            await conn.execute(agent_threads.insert().values(
+            insert = sqlite_insert if conn.dialect.name == "sqlite" else postgres_insert
+            made = await conn.execute(insert(agent_threads).values(
                 id=thread.id, graph_id=graph_id, key_id=key,
-                metadata=json.dumps(thread.metadata), created_at=now, updated_at=now))
-        return thread
+                metadata=json.dumps(thread.metadata), created_at=now, updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["id"]).returning(agent_threads.c.id))
+            return thread if made.first() is not None else None  # None: the id is taken
 
     async def update(self, thread: ThreadRow, *, metadata: dict[str, Any] | None = None,
                      graph_id: str | None = None) -> ThreadRow:
