@@ -20,20 +20,10 @@ from ponder.graphs.runs import RunRecorder
 from ponder.memory.knowledge.documents import Document
 from ponder.server import create_app
 from ponder.server.keys import KeyStore
-from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
+from ponder.testing import BackgroundServer, ScriptedChatModel
 from ponder.tools import calculator
 from tests.helpers.cli import ponder
-
-
-def echo_model():
-    def reply(messages):
-        users = [m for m in messages if m.type == "human"]
-        if messages[-1].type == "tool":
-            return f"The result is {messages[-1].content}."
-        if "compute" in users[-1].content:
-            return tool_calls(("calculator", {"expression": "6 * 7"}))
-        return f"turn {len(users)}: you said {users[-1].content}"
-    return ScriptedChatModel(replies=reply, tokens_per_second=500)
+from tests.helpers.models import echo_model
 
 
 @pytest.fixture

@@ -8,21 +8,10 @@ from langgraph_sdk import get_client
 
 from ponder import Agent, Profile
 from ponder.server import create_app
-from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
+from ponder.testing import BackgroundServer, ScriptedChatModel
 from ponder.tools import calculator
 from tests.helpers.graphs import TYPED_DICT_GRAPH
-
-
-def echo_model():
-    """Replies with what it saw: the number of user messages, and the last one."""
-    def reply(messages):
-        users = [m for m in messages if m.type == "human"]
-        if messages[-1].type == "tool":
-            return f"The result is {messages[-1].content}."
-        if "compute" in users[-1].content:
-            return tool_calls(("calculator", {"expression": "6 * 7"}))
-        return f"turn {len(users)}: you said {users[-1].content}"
-    return ScriptedChatModel(replies=reply, tokens_per_second=500)
+from tests.helpers.models import echo_model
 
 
 @pytest.fixture

@@ -9,21 +9,9 @@ import pytest
 from ponder import Agent, Profile
 from ponder.graphs.runs import RunRecorder
 from ponder.server import create_app
-from ponder.testing import BackgroundServer, ScriptedChatModel, tool_calls
+from ponder.testing import BackgroundServer, ScriptedChatModel
 from ponder.tools import calculator
-
-
-def echo_model():
-    """Replies with the number of user messages it saw and the last one; computes with the
-    calculator when asked to."""
-    def reply(messages):
-        users = [m for m in messages if m.type == "human"]
-        if messages[-1].type == "tool":
-            return f"The result is {messages[-1].content}."
-        if "compute" in users[-1].content:
-            return tool_calls(("calculator", {"expression": "6 * 7"}))
-        return f"turn {len(users)}: you said {users[-1].content}"
-    return ScriptedChatModel(replies=reply, tokens_per_second=500)
+from tests.helpers.models import echo_model
 
 
 @pytest.fixture
