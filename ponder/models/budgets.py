@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -160,7 +161,7 @@ class UnpricedModel(ConfigurationError):
     """A dollar budget applies, and the model called has no price in genai-prices."""
 
 
-class Ledger:
+class Ledger(ABC):
     """Where one budget's spending is kept. ``name`` says whose budget it is (for messages);
     ``budget`` is its limits. ``reserve`` holds an amount or raises BudgetExceeded; ``settle``
     replaces a hold with what the call really cost."""
@@ -168,14 +169,14 @@ class Ledger:
     name: str
     budget: Budget
 
+    @abstractmethod
     async def reserve(self, amount: Amount, model: str) -> Any:
         """Hold ``amount`` for a call of ``model`` if it fits the budget with what is spent and
         held; a token for ``settle``. Raises BudgetExceeded when it does not fit."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def settle(self, hold: Any, amount: Amount, actual: Amount) -> None:
         """Release the hold of ``amount`` and add ``actual`` to what is spent."""
-        raise NotImplementedError
 
 
 class LocalLedger(Ledger):

@@ -283,10 +283,7 @@ def router(agents: dict[str, Target], runs: RunRecorder, conversations: Conversa
 
     @api.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
-        agent = agents.get(body.model)
-        if agent is None:
-            raise APIError(404, f"The model {body.model!r} does not exist: use one of "
-                                f"{', '.join(agents)}", param="model", code="model_not_found")
+        agent = served_agent(agents, body.model)
         refuse_unsupported(body)
         configurable = run_format((body.model_extra or {}).get("response_format"), agent)
         key = getattr(request.state, "api_key_id", None)
@@ -465,6 +462,15 @@ def charging(request: Request, agent: str) -> Callable[[ModelCall], None]:
             metrics.add_cost(agent, call.cost_usd)
 
     return charge
+
+
+def served_agent(agents: dict[str, Target], model: str) -> Target:
+    """The served agent a request's ``model`` names (404 ``model_not_found`` otherwise)."""
+    agent = agents.get(model)
+    if agent is None:
+        raise APIError(404, f"The model {model!r} does not exist: use one of "
+                            f"{', '.join(agents)}", param="model", code="model_not_found")
+    return agent
 
 
 def safe_error(exc: Exception) -> str:

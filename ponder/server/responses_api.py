@@ -64,7 +64,7 @@ from ponder.graphs.runs import RunRecorder
 from ponder.graphs.targets import Target
 from ponder.server.errors import APIError
 from ponder.server.formats import run_format
-from ponder.server.openai_api import Turn, charging, safe_error
+from ponder.server.openai_api import Turn, charging, safe_error, served_agent
 from ponder.server.response_store import ResponseStore
 from ponder.server.turn_events import ToolCall, ToolResult, turn_events
 
@@ -183,10 +183,7 @@ def router(agents: dict[str, Target], runs: RunRecorder, store: ResponseStore,
 
     @api.post("/v1/responses")
     async def create_response(body: ResponseRequest, request: Request):
-        agent = agents.get(body.model)
-        if agent is None:
-            raise APIError(404, f"The model {body.model!r} does not exist: use one of "
-                                f"{', '.join(agents)}", param="model", code="model_not_found")
+        agent = served_agent(agents, body.model)
         refuse_unsupported(body)
         configurable = run_format(text_format(body), agent, param="text.format")
         messages = input_messages(body.input)

@@ -48,11 +48,9 @@ class ToolSource(Protocol):
     async def thread_tools(self, thread_id: str | None) -> list[BaseTool]:
         """The tools for ``thread_id`` now (empty when there are none to be had: never
         raises for a source that is unavailable)."""
-        ...
 
     async def aclose(self) -> None:
         """Release what the source holds for threads (sessions, processes)."""
-        ...
 
 
 def tool(func: Callable[..., Any] | None = None, *, name: str | None = None,
